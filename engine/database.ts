@@ -1,0 +1,321 @@
+/**
+ * The embedded database: `Database.open({ schema, procedures })` runs Sluice in-process, with
+ * the same DDL, procedures and SQL as the server, its partitions on the caller's thread. It is the
+ * engine's front door: it assigns transaction ids and timestamps, routes each call to its
+ * partition (or runs it across all of them), and owns the procedure table and the TTL sweeper.
+ *
+ * Every call is one transaction and runs to completion synchronously; the Promise it returns
+ * only makes the embedded API look like the client SDK's.
+ */
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { AssertionFailure } from './assert.ts';
+import { applyDdl, emptyCatalog } from './catalog/ddl.ts';
+import type { Catalog } from './catalog/schema.ts';
+import { ErrorCode, SluiceError, nearNames } from './errors.ts';
+import { partitionOf } from './execution/hash.ts';
+import { Partition } from './execution/partition.ts';
+import { loadProcedures, type LoadedProcedure } from './execution/procedures.ts';
+import { MultiPartitionRunner, SinglePartitionRunner, TransactionContext, rowObjects, type StatementRunner } from './execution/transaction.ts';
+import type { ResultTable } from './sql/context.ts';
+import { insertValues } from './sql/dml.ts';
+import { normalizeParam, checkParameterCount, normalizeParams, planStatement, type PlannedStatement } from './sql/statement.ts';
+import { coerceValue, type Value } from './types.ts';
+
+export interface DatabaseOptions {
+  /** DDL text, or a path to a .sql file (when it ends in .sql and names no statement). */
+  schema: string;
+  /** Folder that CREATE PROCEDURE … FROM paths are relative to; default: the schema file's folder. */
+  procedures?: string;
+  /** Number of partitions; default 1. */
+  partitions?: number;
+  /** How often expired TTL rows are swept, in ms; 0 turns the sweeper off. Default 1000. */
+  ttlIntervalMs?: number;
+}
+
+export const ttlBatchRowsMax = 1000;
+const adhocPlanCacheMax = 1000;
+
+interface Runner {
+  runner: StatementRunner;
+  context: TransactionContext;
+}
+
+export class Database {
+  private catalogValue: Catalog;
+  private readonly partitions: Partition[];
+  private procedures: Map<string, LoadedProcedure>;
+  private readonly single: Runner[];
+  private readonly multi: Runner;
+  private lastTransactionId = 0;
+  private lastTimestamp = 0;
+  private readonly adhocPlans = new Map<string, PlannedStatement>();
+  private ttlTimer: NodeJS.Timeout | undefined;
+  private closed = false;
+  private readonly proceduresDir: string;
+
+  private constructor(catalog: Catalog, partitionCount: number, procedures: Map<string, LoadedProcedure>, proceduresDir: string) {
+    this.catalogValue = catalog;
+    this.partitions = Array.from({ length: partitionCount }, (_, id) => new Partition(id, partitionCount, catalog));
+    this.procedures = procedures;
+    this.proceduresDir = proceduresDir;
+    this.single = this.partitions.map((partition) => {
+      const runner = new SinglePartitionRunner(partition);
+      return { runner, context: new TransactionContext(runner, partition.id) };
+    });
+    const runner = new MultiPartitionRunner(this.partitions);
+    this.multi = { runner, context: new TransactionContext(runner, -1) };
+  }
+
+  static async open(options: DatabaseOptions): Promise<Database> {
+    const { ddl, folder } = await readSchema(options.schema);
+    const catalog = applyDdl(ddl, emptyCatalog);
+    const proceduresDir = options.procedures ?? folder;
+    const procedures = await loadProcedures(catalog, proceduresDir);
+    const partitions = options.partitions ?? 1;
+    if (!Number.isInteger(partitions) || partitions < 1 || partitions > 1024) {
+      throw new SluiceError(ErrorCode.INVALID_SCHEMA, `partitions must be an integer from 1 to 1024, got ${partitions}`);
+    }
+    const database = new Database(catalog, partitions, procedures, proceduresDir);
+    database.startTtl(options.ttlIntervalMs ?? 1000);
+    return database;
+  }
+
+  get catalog(): Catalog {
+    return this.catalogValue;
+  }
+
+  get partitionCount(): number {
+    return this.partitions.length;
+  }
+
+  /** Calls a procedure: one transaction. Resolves to what the procedure returned. */
+  async call(name: string, ...params: unknown[]): Promise<unknown> {
+    return this.callSync(name, params);
+  }
+
+  /** The synchronous core of `call`, for callers already on the partition's thread. */
+  callSync(name: string, params: readonly unknown[]): unknown {
+    this.checkOpen();
+    const procedure = this.procedures.get(name);
+    if (!procedure) {
+      throw new SluiceError(ErrorCode.UNKNOWN_PROCEDURE, `unknown procedure ${name}`, { object: name, suggestions: nearNames(name, this.procedures.keys()) });
+    }
+    const values = procedureParams(procedure, params);
+    if (procedure.partitionParameter === undefined) return this.runMulti(procedure, values);
+    const partition = partitionOf(values[procedure.partitionParameter], this.partitions.length);
+    return this.runSingle(procedure, values, partition);
+  }
+
+  /** Runs ad-hoc SQL as its own transaction. */
+  async query(sql: string, params: readonly unknown[] = []): Promise<ResultTable> {
+    this.checkOpen();
+    const statement = this.adhocPlan(sql);
+    checkParameterCount(statement, params);
+    const values = normalizeParams(params);
+    const routing = statement.routing;
+    const procedure = adhocProcedure(statement);
+    if (routing.kind === 'any' && statement.readOnly) return this.runSingle(procedure, values, 0) as ResultTable;
+    if (routing.kind === 'keyed') return this.runSingle(procedure, values, partitionOf(routing.key.evaluate([], values), this.partitions.length)) as ResultTable;
+    if (routing.kind === 'insert' && statement.plan.kind === 'insert' && statement.plan.rows.length === 1) {
+      const row = insertValues(statement.plan, 0, values);
+      return this.runSingle(procedure, values, partitionOf(row[statement.plan.table.partitionColumn!], this.partitions.length)) as ResultTable;
+    }
+    return this.runMulti(procedure, values) as ResultTable;
+  }
+
+  /** Ad-hoc SQL with rows as objects, for tests and scripts. */
+  async queryRows(sql: string, params: readonly unknown[] = []): Promise<Record<string, unknown>[]> {
+    return rowObjects(await this.query(sql, params));
+  }
+
+  /** Adds DDL (tables, indexes, views, procedures) to the running database. */
+  async applySchema(ddl: string): Promise<void> {
+    this.checkOpen();
+    const catalog = applyDdl(ddl, this.catalogValue);
+    const procedures = await loadProcedures(catalog, this.proceduresDir);
+    for (const partition of this.partitions) partition.applyCatalog(catalog);
+    this.catalogValue = catalog;
+    this.procedures = procedures;
+    this.adhocPlans.clear();
+  }
+
+  /** Deletes expired TTL rows (one batch per partition); returns how many. */
+  expireTtl(now = Date.now(), rowsMax = ttlBatchRowsMax): number {
+    let deleted = 0;
+    for (const partition of this.partitions) deleted += partition.expireRows(this.nextTransactionId(), now, rowsMax);
+    return deleted;
+  }
+
+  /** Runs the O(N) consistency checks of every partition (indexes and views agree with tables). */
+  verify(): void {
+    for (const partition of this.partitions) partition.verify();
+  }
+
+  /** Committed stream rows waiting for export, oldest first (until exporters take them). */
+  drainStream(name: string): { partition: number; sequence: number; row: Value[] }[] {
+    const out: { partition: number; sequence: number; row: Value[] }[] = [];
+    for (const partition of this.partitions) {
+      for (const entry of partition.stream(name.toLowerCase()).drain()) out.push({ partition: partition.id, ...entry });
+    }
+    return out;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.ttlTimer) clearInterval(this.ttlTimer);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+
+  private checkOpen(): void {
+    if (this.closed) throw new SluiceError(ErrorCode.CLOSED, 'the database is closed');
+  }
+
+  private adhocPlan(sql: string): PlannedStatement {
+    let statement = this.adhocPlans.get(sql);
+    if (!statement) {
+      statement = planStatement(sql, this.catalogValue);
+      if (this.adhocPlans.size >= adhocPlanCacheMax) this.adhocPlans.delete(this.adhocPlans.keys().next().value!);
+      this.adhocPlans.set(sql, statement);
+    }
+    return statement;
+  }
+
+  private nextTransactionId(): number {
+    return ++this.lastTransactionId;
+  }
+
+  private nextTimestamp(): number {
+    // Never earlier than the previous transaction's: NOW() and ctx.timestamp only move forward.
+    const now = Date.now();
+    if (now > this.lastTimestamp) this.lastTimestamp = now;
+    return this.lastTimestamp;
+  }
+
+  private runSingle(procedure: LoadedProcedure, values: Value[], partitionId: number): unknown {
+    const partition = this.partitions[partitionId];
+    const { runner, context } = this.single[partitionId];
+    const transactionId = this.nextTransactionId();
+    const timestamp = this.nextTimestamp();
+    partition.begin(transactionId, timestamp);
+    let result: unknown;
+    try {
+      result = invoke(procedure, runner, context, values, transactionId, timestamp);
+    } catch (error) {
+      partition.rollback();
+      throw failure(error, procedure);
+    }
+    partition.commit();
+    return result;
+  }
+
+  private runMulti(procedure: LoadedProcedure, values: Value[]): unknown {
+    const { runner, context } = this.multi;
+    const transactionId = this.nextTransactionId();
+    const timestamp = this.nextTimestamp();
+    for (const partition of this.partitions) partition.begin(transactionId, timestamp);
+    let result: unknown;
+    try {
+      result = invoke(procedure, runner, context, values, transactionId, timestamp);
+    } catch (error) {
+      for (const partition of this.partitions) partition.rollback();
+      throw failure(error, procedure);
+    }
+    for (const partition of this.partitions) partition.commit();
+    return result;
+  }
+
+  private startTtl(intervalMs: number): void {
+    const hasTtl = [...this.catalogValue.tables.values()].some((table) => table.ttl);
+    if (!hasTtl || intervalMs <= 0) return;
+    this.ttlTimer = setInterval(() => {
+      // Small slices: one batch per partition per tick keeps user transactions flowing.
+      this.expireTtl();
+    }, intervalMs);
+    this.ttlTimer.unref();
+  }
+}
+
+const savedRandom = Math.random;
+const savedNow = Date.now;
+function forbiddenRandom(): number {
+  throw new SluiceError(ErrorCode.NON_DETERMINISTIC, 'Math.random() inside a procedure is not replayable; use ctx.random()');
+}
+function forbiddenNow(): number {
+  throw new SluiceError(ErrorCode.NON_DETERMINISTIC, 'Date.now() inside a procedure reads the wall clock; use ctx.timestamp');
+}
+
+/** Runs the procedure body with the clock and Math.random fenced off. */
+function invoke(procedure: LoadedProcedure, runner: StatementRunner, context: TransactionContext, values: Value[], transactionId: number, timestamp: number): unknown {
+  if (procedure.statement) {
+    const result = runner.run(procedure.statement, values);
+    return result;
+  }
+  context.reset(procedure, transactionId, timestamp);
+  Math.random = forbiddenRandom;
+  Date.now = forbiddenNow;
+  try {
+    const result = procedure.run!(context, ...(values as never[]));
+    if (result !== null && typeof result === 'object' && typeof (result as { then?: unknown }).then === 'function') {
+      throw new SluiceError(ErrorCode.NON_DETERMINISTIC, `procedure ${procedure.name} returned a Promise: procedures are synchronous and must not await`);
+    }
+    return result;
+  } finally {
+    Math.random = savedRandom;
+    Date.now = savedNow;
+  }
+}
+
+function failure(error: unknown, procedure: LoadedProcedure): Error {
+  if (error instanceof SluiceError || error instanceof AssertionFailure) return error;
+  const message = error instanceof Error ? error.message : String(error);
+  return new SluiceError(ErrorCode.PROCEDURE_FAILED, `procedure ${procedure.name} failed: ${message}`, { object: procedure.name });
+}
+
+function procedureParams(procedure: LoadedProcedure, params: readonly unknown[]): Value[] {
+  if (params.length !== procedure.parameterCount) {
+    throw new SluiceError(ErrorCode.PARAM_COUNT, `procedure ${procedure.name} takes ${procedure.parameterCount} parameter(s), got ${params.length}`, { object: procedure.name });
+  }
+  const types = procedure.parameterTypes;
+  const values = new Array<Value>(params.length);
+  for (let i = 0; i < params.length; i++) {
+    values[i] = types
+      ? coerceValue(params[i], types[i], { label: `parameter ${i + 1} of ${procedure.name}`, path: ['params', i] })
+      : normalizeParam(params[i], i);
+  }
+  return values;
+}
+
+const adhocProcedures = new WeakMap<PlannedStatement, LoadedProcedure>();
+function adhocProcedure(statement: PlannedStatement): LoadedProcedure {
+  let procedure = adhocProcedures.get(statement);
+  if (!procedure) {
+    procedure = {
+      name: '@AdHoc',
+      def: { name: '@AdHoc', partitioning: undefined, source: { kind: 'sql', sql: statement.sql } },
+      run: undefined,
+      statement,
+      plans: new Map(),
+      parameterTypes: undefined,
+      parameterCount: statement.parameterCount,
+      partitionParameter: undefined,
+      readOnly: statement.readOnly,
+      source: statement.sql,
+    };
+    adhocProcedures.set(statement, procedure);
+  }
+  return procedure;
+}
+
+async function readSchema(schema: string): Promise<{ ddl: string; folder: string }> {
+  if (/\.sql$/i.test(schema.trim()) && !/\s/.test(schema.trim())) {
+    const file = path.resolve(schema.trim());
+    try {
+      return { ddl: await readFile(file, 'utf8'), folder: path.dirname(file) };
+    } catch (error) {
+      throw new SluiceError(ErrorCode.INVALID_SCHEMA, `cannot read schema file ${file}: ${(error as Error).message}`);
+    }
+  }
+  return { ddl: schema, folder: process.cwd() };
+}

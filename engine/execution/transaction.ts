@@ -1,0 +1,212 @@
+/**
+ * The procedure context of one transaction (ProcedureContext of procedures/api.ts) and the
+ * runners behind it: a single-partition runner executes statements on its partition; the
+ * multi-partition runner executes each statement on the partitions it concerns and merges the
+ * results. One context object is reused for every transaction of a runner: nothing per call is
+ * allocated beyond the results.
+ */
+import type { Expectation, Param, ProcedureContext, SqlValue, Statement } from '../../procedures/api.ts';
+import { ErrorCode, SluiceError } from '../errors.ts';
+import type { ResultTable } from '../sql/context.ts';
+import { insertRow, insertValues } from '../sql/dml.ts';
+import { collectFrames, finishSelect } from '../sql/select.ts';
+import { checkParameterCount, explainResult, normalizeParams, type PlannedStatement } from '../sql/statement.ts';
+import type { Value } from '../types.ts';
+import type { Partition } from './partition.ts';
+import type { LoadedProcedure } from './procedures.ts';
+import { partitionOf } from './hash.ts';
+import type { Frame } from '../sql/expr.ts';
+
+/** Runs one planned statement inside the current transaction. */
+export interface StatementRunner {
+  run(statement: PlannedStatement, params: readonly Value[]): ResultTable;
+}
+
+export class SinglePartitionRunner implements StatementRunner {
+  readonly partition: Partition;
+
+  constructor(partition: Partition) {
+    this.partition = partition;
+  }
+
+  run(statement: PlannedStatement, params: readonly Value[]): ResultTable {
+    return this.partition.execute(statement, params);
+  }
+}
+
+/** Runs statements across every partition, all inside one multi-partition transaction. */
+export class MultiPartitionRunner implements StatementRunner {
+  readonly partitions: readonly Partition[];
+
+  constructor(partitions: readonly Partition[]) {
+    this.partitions = partitions;
+  }
+
+  run(statement: PlannedStatement, params: readonly Value[]): ResultTable {
+    if (statement.explain) return explainResult(statement);
+    const partitions = this.partitions;
+    const routing = statement.routing;
+    const plan = statement.plan;
+    switch (routing.kind) {
+      case 'any':
+        return partitions[0].execute(statement, params);
+      case 'keyed': {
+        const key = routing.key.evaluate([], params);
+        return partitions[partitionOf(key, partitions.length)].execute(statement, params);
+      }
+      case 'insert': {
+        if (plan.kind !== 'insert') break;
+        const column = plan.table.partitionColumn!;
+        for (let r = 0; r < plan.rows.length; r++) {
+          const values = insertValues(plan, r, params);
+          insertRow(plan, values, partitions[partitionOf(values[column], partitions.length)]);
+        }
+        return { columns: ['modified_tuples'], types: [{ name: 'BIGINT' }], rows: [[plan.rows.length]] };
+      }
+      case 'replicated-write': {
+        let first: ResultTable | undefined;
+        for (const partition of partitions) {
+          const result = partition.execute(statement, params);
+          first ??= result;
+        }
+        return first!;
+      }
+      case 'all': {
+        if (plan.kind === 'select') {
+          const frames: Frame[] = [];
+          for (const partition of partitions) for (const frame of collectFrames(plan, partition, params)) frames.push(frame);
+          return finishSelect(plan, frames, params);
+        }
+        let count = 0;
+        for (const partition of partitions) count += partition.execute(statement, params).rows[0][0] as number;
+        return { columns: ['modified_tuples'], types: [{ name: 'BIGINT' }], rows: [[count]] };
+      }
+    }
+    throw new SluiceError(ErrorCode.INTERNAL, `no route for ${statement.sql}`);
+  }
+}
+
+interface Queued {
+  statement: PlannedStatement;
+  params: Value[];
+  expect: Expectation | undefined;
+}
+
+const rowFactories = new WeakMap<readonly string[], (row: Value[]) => Record<string, SqlValue>>();
+
+/** Builds row objects with a constructor compiled per column list: fast, monomorphic objects. */
+export function rowObjects(result: ResultTable): Record<string, SqlValue>[] {
+  let factory = rowFactories.get(result.columns);
+  if (!factory) {
+    const body = `return { ${result.columns.map((name, i) => `${JSON.stringify(name)}: row[${i}]`).join(', ')} };`;
+    factory = new Function('row', body) as (row: Value[]) => Record<string, SqlValue>;
+    rowFactories.set(result.columns, factory);
+  }
+  const objects = new Array<Record<string, SqlValue>>(result.rows.length);
+  for (let i = 0; i < objects.length; i++) objects[i] = factory(result.rows[i]);
+  return objects;
+}
+
+
+export class TransactionContext implements ProcedureContext {
+  transactionId = 0;
+  timestamp = 0;
+  partition: number;
+  private procedure: LoadedProcedure | undefined;
+  private seed = 0;
+  private readonly queued: Queued[] = [];
+  private readonly runner: StatementRunner;
+
+  constructor(runner: StatementRunner, partition: number) {
+    this.runner = runner;
+    this.partition = partition;
+  }
+
+  reset(procedure: LoadedProcedure, transactionId: number, timestamp: number): void {
+    this.procedure = procedure;
+    this.transactionId = transactionId;
+    this.timestamp = timestamp;
+    this.seed = (Math.imul(transactionId, 0x9e3779b1) ^ timestamp) >>> 0;
+    this.queued.length = 0;
+  }
+
+  /** mulberry32: small, fast, and the same sequence on every replay of this transaction. */
+  random(): number {
+    this.seed = (this.seed + 0x6d2b79f5) >>> 0;
+    let t = this.seed;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  }
+
+  private plan(statement: Statement<unknown>): PlannedStatement {
+    const planned = this.procedure!.plans.get(statement);
+    if (!planned) {
+      throw new SluiceError(ErrorCode.PROCEDURE_FAILED, `procedure ${this.procedure!.name} runs a statement not declared in its statements: ${statement.sql?.slice(0, 80)}`, { object: this.procedure!.name });
+    }
+    return planned;
+  }
+
+  private runNow(statement: Statement<unknown>, params: readonly Param[]): ResultTable {
+    const planned = this.plan(statement);
+    checkParameterCount(planned, params);
+    return this.runner.run(planned, normalizeParams(params));
+  }
+
+  query<R>(statement: Statement<R>, ...params: Param[]): R[] {
+    return rowObjects(this.runNow(statement, params)) as R[];
+  }
+
+  queryOne<R>(statement: Statement<R>, ...params: Param[]): R | undefined {
+    const result = this.runNow(statement, params);
+    if (result.rows.length > 1) throw expectationFailed(this.plan(statement), 'zero-or-one', result.rows.length);
+    return result.rows.length === 0 ? undefined : (rowObjects(result)[0] as R);
+  }
+
+  execute(statement: Statement<unknown>, ...params: Param[]): number {
+    const result = this.runNow(statement, params);
+    return result.columns[0] === 'modified_tuples' ? (result.rows[0][0] as number) : result.rows.length;
+  }
+
+  queue(statement: Statement<unknown>, params: readonly Param[] = [], expect?: Expectation): void {
+    const planned = this.plan(statement);
+    checkParameterCount(planned, params);
+    this.queued.push({ statement: planned, params: normalizeParams(params), expect });
+  }
+
+  executeBatch(): Record<string, SqlValue>[][] {
+    const batch = this.queued.splice(0, this.queued.length);
+    const results = new Array<Record<string, SqlValue>[]>(batch.length);
+    for (let i = 0; i < batch.length; i++) {
+      const { statement, params, expect } = batch[i];
+      const result = this.runner.run(statement, params);
+      if (expect !== undefined && expect !== 'any') checkExpectation(statement, result, expect);
+      results[i] = rowObjects(result);
+    }
+    return results;
+  }
+
+  abort(reason: string): never {
+    throw new SluiceError(ErrorCode.USER_ABORT, reason, { object: this.procedure?.name });
+  }
+}
+
+function checkExpectation(statement: PlannedStatement, result: ResultTable, expect: Expectation): void {
+  const isWrite = result.columns[0] === 'modified_tuples' && !statement.readOnly;
+  const count = isWrite ? (result.rows[0][0] as number) : result.rows.length;
+  let ok: boolean;
+  if (typeof expect === 'object') {
+    ok = result.rows.length === 1 && result.rows[0].length >= 1 && result.rows[0][0] === expect.scalar;
+  } else {
+    ok =
+      expect === 'empty' ? count === 0
+        : expect === 'one' ? count === 1
+        : expect === 'zero-or-one' ? count <= 1
+        : count > 0;
+  }
+  if (!ok) throw expectationFailed(statement, typeof expect === 'object' ? `scalar ${String(expect.scalar)}` : expect, count);
+}
+
+function expectationFailed(statement: PlannedStatement, expected: string, count: number): SluiceError {
+  return new SluiceError(ErrorCode.EXPECTATION_FAILED, `expected ${expected} row(s), got ${count}: ${statement.sql.trim().split('\n')[0].slice(0, 100)}`, { statement: statement.sql, expected });
+}

@@ -1,0 +1,175 @@
+/**
+ * A table's rows in one partition, with its indexes, and the three writes (insert, delete,
+ * update) that keep them in step and record undo. Constraint checks happen before any change,
+ * so a failed write leaves nothing to undo. Rows are arrays of canonical values with the row id in
+ * the last slot; updates change a row in place and touch only the indexes whose columns changed.
+ */
+import { assert } from '../assert.ts';
+import type { IndexDef, TableDef } from '../catalog/schema.ts';
+import { ErrorCode, SluiceError } from '../errors.ts';
+import { describeValue, type Row, type Value } from '../types.ts';
+import { HashIndex, OrderedIndex, type RowIndex } from './indexes.ts';
+import { UndoKind, type UndoLog } from './undo.ts';
+
+export class Table {
+  readonly def: TableDef;
+  readonly rows = new Set<Row>();
+  readonly indexes: RowIndex[];
+  readonly indexesByName: Map<string, RowIndex>;
+  /** Slot of the row id in every row array. */
+  readonly rowIdSlot: number;
+  private nextRowId = 1;
+
+  constructor(def: TableDef) {
+    this.def = def;
+    this.rowIdSlot = def.columns.length;
+    this.indexes = def.indexes.map((index) => createIndex(index, this.rowIdSlot));
+    this.indexesByName = new Map(this.indexes.map((index) => [index.def.name, index]));
+  }
+
+  /** A new table for a changed definition, holding the same rows (schema changes). */
+  rebuild(def: TableDef): Table {
+    const table = new Table(def);
+    table.nextRowId = this.nextRowId;
+    for (const row of this.rows) {
+      table.rows.add(row);
+      for (const index of table.indexes) index.add(row);
+    }
+    return table;
+  }
+
+  index(name: string): RowIndex | undefined {
+    return this.indexesByName.get(name);
+  }
+
+  newRow(values: Value[]): Row {
+    assert(values.length === this.def.columns.length, 'a new row has one value per column');
+    values.push(this.nextRowId++);
+    return values;
+  }
+
+  insert(row: Row, undo: UndoLog): void {
+    this.checkNotNull(row);
+    this.checkUnique(row, undefined);
+    this.rows.add(row);
+    for (let i = 0; i < this.indexes.length; i++) this.indexes[i].add(row);
+    undo.push(UndoKind.insert, this, row, undefined);
+  }
+
+  delete(row: Row, undo: UndoLog): void {
+    assert(this.rows.has(row), 'a deleted row is in its table');
+    this.rows.delete(row);
+    for (let i = 0; i < this.indexes.length; i++) this.indexes[i].remove(row);
+    undo.push(UndoKind.delete, this, row, undefined);
+  }
+
+  /**
+   * Sets the given columns of `row` in place. `changes` holds column positions and values in
+   * pairs; values are canonical. Unique conflicts are checked against the new key first.
+   */
+  update(row: Row, columns: readonly number[], values: readonly Value[], undo: UndoLog): void {
+    const before = row.slice();
+    const touched = this.indexesTouching(columns, row, values);
+    if (touched.length > 0) {
+      const candidate = row.slice();
+      for (let i = 0; i < columns.length; i++) candidate[columns[i]] = values[i];
+      this.checkNotNull(candidate);
+      this.checkUnique(candidate, row, touched);
+      for (let i = 0; i < touched.length; i++) touched[i].remove(row);
+    } else {
+      for (let i = 0; i < columns.length; i++) {
+        if (values[i] === null && !this.def.columns[columns[i]].nullable) this.notNull(columns[i]);
+      }
+    }
+    for (let i = 0; i < columns.length; i++) row[columns[i]] = values[i];
+    for (let i = 0; i < touched.length; i++) touched[i].add(row);
+    undo.push(UndoKind.update, this, row, before);
+  }
+
+  /** Puts back a row's earlier values (rollback of an update). */
+  restore(row: Row, before: Row): void {
+    for (const index of this.indexes) index.remove(row);
+    for (let i = 0; i < before.length; i++) row[i] = before[i];
+    for (const index of this.indexes) index.add(row);
+  }
+
+  /** Removes an inserted row (rollback of an insert). */
+  unlink(row: Row): void {
+    this.rows.delete(row);
+    for (const index of this.indexes) index.remove(row);
+  }
+
+  /** Puts back a deleted row (rollback of a delete). */
+  relink(row: Row): void {
+    this.rows.add(row);
+    for (const index of this.indexes) index.add(row);
+  }
+
+  private indexesTouching(columns: readonly number[], row: Row, values: readonly Value[]): RowIndex[] {
+    const touched: RowIndex[] = [];
+    for (const index of this.indexes) {
+      for (let i = 0; i < columns.length; i++) {
+        if (index.def.columns.includes(columns[i]) && row[columns[i]] !== values[i]) {
+          touched.push(index);
+          break;
+        }
+      }
+    }
+    return touched;
+  }
+
+  private checkNotNull(row: Row): void {
+    const columns = this.def.columns;
+    for (let i = 0; i < columns.length; i++) {
+      if (row[i] === null && !columns[i].nullable) this.notNull(i);
+    }
+  }
+
+  private notNull(position: number): never {
+    const column = this.def.columns[position];
+    throw new SluiceError(ErrorCode.NOT_NULL_VIOLATION, `column ${this.def.name}.${column.name} cannot be NULL`, {
+      object: `${this.def.name}.${column.name}`,
+    });
+  }
+
+  private checkUnique(row: Row, self: Row | undefined, among: readonly RowIndex[] = this.indexes): void {
+    for (let i = 0; i < among.length; i++) {
+      const index = among[i];
+      if (!index.def.unique) continue;
+      const existing = index.conflict(row);
+      if (existing !== undefined && existing !== self) {
+        const key = index.def.columns.map((column) => `${this.def.columns[column].name}=${describeValue(row[column])}`).join(', ');
+        throw new SluiceError(
+          ErrorCode.UNIQUE_VIOLATION,
+          `${index.def.primary ? 'primary key' : 'unique index'} ${index.def.name} of ${this.def.name} already has a row with ${key}`,
+          { object: index.def.name },
+        );
+      }
+    }
+  }
+
+  /** O(N) check that every index holds exactly the table's rows; run under VERIFY. */
+  verifyIndexes(): void {
+    for (const index of this.indexes) {
+      if (index instanceof OrderedIndex) {
+        assert(index.size === this.rows.size, `ordered index ${index.def.name} has one entry per row of ${this.def.name}`);
+      }
+      for (const row of this.rows) {
+        if (index.def.columns.some((column) => row[column] === null) && index instanceof HashIndex) continue;
+        let found = false;
+        index.forEachEqual(
+          index.def.columns.map((column) => row[column]),
+          (candidate) => {
+            if (candidate === row) found = true;
+            return !found;
+          },
+        );
+        assert(found, `index ${index.def.name} finds every row of ${this.def.name}`);
+      }
+    }
+  }
+}
+
+function createIndex(def: IndexDef, rowIdSlot: number): RowIndex {
+  return def.kind === 'hash' ? new HashIndex(def) : new OrderedIndex(def, rowIdSlot);
+}
