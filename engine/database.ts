@@ -9,18 +9,18 @@
  */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { AssertionFailure } from './assert.ts';
 import { applyDdl, emptyCatalog } from './catalog/ddl.ts';
 import type { Catalog } from './catalog/schema.ts';
 import { ErrorCode, SluiceError, nearNames } from './errors.ts';
 import { partitionOf } from './execution/hash.ts';
 import { Partition } from './execution/partition.ts';
 import { loadProcedures, type LoadedProcedure } from './execution/procedures.ts';
+import { failure, invoke, procedureParams } from './execution/invoke.ts';
 import { MultiPartitionRunner, SinglePartitionRunner, TransactionContext, rowObjects, type StatementRunner } from './execution/transaction.ts';
 import type { ResultTable } from './sql/context.ts';
 import { insertValues } from './sql/dml.ts';
-import { normalizeParam, checkParameterCount, normalizeParams, planStatement, type PlannedStatement } from './sql/statement.ts';
-import { coerceValue, type Value } from './types.ts';
+import { checkParameterCount, normalizeParams, planStatement, type PlannedStatement } from './sql/statement.ts';
+import type { Value } from './types.ts';
 
 export interface DatabaseOptions {
   /** DDL text, or a path to a .sql file (when it ends in .sql and names no statement). */
@@ -235,56 +235,6 @@ export class Database {
     }, intervalMs);
     this.ttlTimer.unref();
   }
-}
-
-const savedRandom = Math.random;
-const savedNow = Date.now;
-function forbiddenRandom(): number {
-  throw new SluiceError(ErrorCode.NON_DETERMINISTIC, 'Math.random() inside a procedure is not replayable; use ctx.random()');
-}
-function forbiddenNow(): number {
-  throw new SluiceError(ErrorCode.NON_DETERMINISTIC, 'Date.now() inside a procedure reads the wall clock; use ctx.timestamp');
-}
-
-/** Runs the procedure body with the clock and Math.random fenced off. */
-function invoke(procedure: LoadedProcedure, runner: StatementRunner, context: TransactionContext, values: Value[], transactionId: number, timestamp: number): unknown {
-  if (procedure.statement) {
-    const result = runner.run(procedure.statement, values);
-    return result;
-  }
-  context.reset(procedure, transactionId, timestamp);
-  Math.random = forbiddenRandom;
-  Date.now = forbiddenNow;
-  try {
-    const result = procedure.run!(context, ...(values as never[]));
-    if (result !== null && typeof result === 'object' && typeof (result as { then?: unknown }).then === 'function') {
-      throw new SluiceError(ErrorCode.NON_DETERMINISTIC, `procedure ${procedure.name} returned a Promise: procedures are synchronous and must not await`);
-    }
-    return result;
-  } finally {
-    Math.random = savedRandom;
-    Date.now = savedNow;
-  }
-}
-
-function failure(error: unknown, procedure: LoadedProcedure): Error {
-  if (error instanceof SluiceError || error instanceof AssertionFailure) return error;
-  const message = error instanceof Error ? error.message : String(error);
-  return new SluiceError(ErrorCode.PROCEDURE_FAILED, `procedure ${procedure.name} failed: ${message}`, { object: procedure.name });
-}
-
-function procedureParams(procedure: LoadedProcedure, params: readonly unknown[]): Value[] {
-  if (params.length !== procedure.parameterCount) {
-    throw new SluiceError(ErrorCode.PARAM_COUNT, `procedure ${procedure.name} takes ${procedure.parameterCount} parameter(s), got ${params.length}`, { object: procedure.name });
-  }
-  const types = procedure.parameterTypes;
-  const values = new Array<Value>(params.length);
-  for (let i = 0; i < params.length; i++) {
-    values[i] = types
-      ? coerceValue(params[i], types[i], { label: `parameter ${i + 1} of ${procedure.name}`, path: ['params', i] })
-      : normalizeParam(params[i], i);
-  }
-  return values;
 }
 
 const adhocProcedures = new WeakMap<PlannedStatement, LoadedProcedure>();

@@ -1,0 +1,63 @@
+/**
+ * Running one transaction: the procedure body with the clock and Math.random fenced off, its
+ * parameters checked against their declared types, and any failure turned into a SluiceError.
+ * Shared by the embedded Database and the partition worker threads, so both run procedures the
+ * same way (which replay relies on).
+ */
+import { AssertionFailure } from '../assert.ts';
+import { ErrorCode, SluiceError } from '../errors.ts';
+import { normalizeParam } from '../sql/statement.ts';
+import { coerceValue, type Value } from '../types.ts';
+import type { LoadedProcedure } from './procedures.ts';
+import type { StatementRunner, TransactionContext } from './transaction.ts';
+
+const savedRandom = Math.random;
+const savedNow = Date.now;
+function forbiddenRandom(): number {
+  throw new SluiceError(ErrorCode.NON_DETERMINISTIC, 'Math.random() inside a procedure is not replayable; use ctx.random()');
+}
+function forbiddenNow(): number {
+  throw new SluiceError(ErrorCode.NON_DETERMINISTIC, 'Date.now() inside a procedure reads the wall clock; use ctx.timestamp');
+}
+
+/** Runs the procedure body with the clock and Math.random fenced off. */
+export function invoke(procedure: LoadedProcedure, runner: StatementRunner, context: TransactionContext, values: Value[], transactionId: number, timestamp: number): unknown {
+  if (procedure.statement) {
+    const result = runner.run(procedure.statement, values);
+    return result;
+  }
+  context.reset(procedure, transactionId, timestamp);
+  Math.random = forbiddenRandom;
+  Date.now = forbiddenNow;
+  try {
+    const result = procedure.run!(context, ...(values as never[]));
+    if (result !== null && typeof result === 'object' && typeof (result as { then?: unknown }).then === 'function') {
+      throw new SluiceError(ErrorCode.NON_DETERMINISTIC, `procedure ${procedure.name} returned a Promise: procedures are synchronous and must not await`);
+    }
+    return result;
+  } finally {
+    Math.random = savedRandom;
+    Date.now = savedNow;
+  }
+}
+
+export function failure(error: unknown, procedure: LoadedProcedure): Error {
+  if (error instanceof SluiceError || error instanceof AssertionFailure) return error;
+  const message = error instanceof Error ? error.message : String(error);
+  return new SluiceError(ErrorCode.PROCEDURE_FAILED, `procedure ${procedure.name} failed: ${message}`, { object: procedure.name });
+}
+
+export function procedureParams(procedure: LoadedProcedure, params: readonly unknown[]): Value[] {
+  if (params.length !== procedure.parameterCount) {
+    throw new SluiceError(ErrorCode.PARAM_COUNT, `procedure ${procedure.name} takes ${procedure.parameterCount} parameter(s), got ${params.length}`, { object: procedure.name });
+  }
+  const types = procedure.parameterTypes;
+  const values = new Array<Value>(params.length);
+  for (let i = 0; i < params.length; i++) {
+    values[i] = types
+      ? coerceValue(params[i], types[i], { label: `parameter ${i + 1} of ${procedure.name}`, path: ['params', i] })
+      : normalizeParam(params[i], i);
+  }
+  return values;
+}
+
