@@ -82,6 +82,7 @@ export interface ValueTarget {
  */
 export function coerceValue(value: unknown, type: SqlType, target: ValueTarget): Value {
   if (value === null || value === undefined) return null;
+  if (isCanonical(value, type)) return value as Value;
   switch (type.name) {
     case 'TINYINT':
     case 'SMALLINT':
@@ -121,6 +122,32 @@ export function coerceValue(value: unknown, type: SqlType, target: ValueTarget):
       if (value === 0 || value === 1) return value === 1;
       throw mismatch(value, type, target);
   }
+}
+
+/**
+ * True when `value` is already the canonical form for `type` and in range: the common case on
+ * every write and call, checked before building any error context (which costs strings).
+ */
+export function isCanonical(value: unknown, type: SqlType): boolean {
+  if (typeof value === 'number') {
+    switch (type.name) {
+      case 'INTEGER':
+        return (value | 0) === value;
+      case 'BIGINT':
+      case 'TIMESTAMP':
+        return Number.isSafeInteger(value);
+      case 'FLOAT':
+        return true;
+      case 'SMALLINT':
+        return (value | 0) === value && value >= -32768 && value <= 32767;
+      case 'TINYINT':
+        return (value | 0) === value && value >= -128 && value <= 127;
+    }
+    return false;
+  }
+  if (typeof value === 'string') return type.name === 'VARCHAR' && value.length <= type.length!;
+  if (typeof value === 'boolean') return type.name === 'BOOLEAN';
+  return value === null;
 }
 
 function coerceInteger(value: unknown, type: SqlType, target: ValueTarget): number {

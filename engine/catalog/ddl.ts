@@ -355,8 +355,9 @@ function createView(draft: Draft, at: Located): void {
       source.indexes.push({ name: sourceGroupIndex, table: source.name, columns: groupBy, unique: false, kind: 'hash', primary: false });
     }
   }
+  // Maintenance looks groups up by their whole key on every source write: a hash index.
   const groupKey: IndexDef[] = groupBy.length > 0
-    ? [{ name: `${name}_pkey`, table: name, columns: groupBy.map((_, i) => i), unique: true, kind: groupBy.length === 1 ? 'hash' : 'ordered', primary: true }]
+    ? [{ name: `${name}_pkey`, table: name, columns: groupBy.map((_, i) => i), unique: true, kind: 'hash', primary: true }]
     : [];
   draft.tables.set(name, {
     name,

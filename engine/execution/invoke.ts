@@ -7,7 +7,7 @@
 import { AssertionFailure } from '../assert.ts';
 import { ErrorCode, SluiceError } from '../errors.ts';
 import { normalizeParam } from '../sql/statement.ts';
-import { coerceValue, type Value } from '../types.ts';
+import { coerceValue, isCanonical, type Value } from '../types.ts';
 import type { LoadedProcedure } from './procedures.ts';
 import type { StatementRunner, TransactionContext } from './transaction.ts';
 
@@ -54,9 +54,12 @@ export function procedureParams(procedure: LoadedProcedure, params: readonly unk
   const types = procedure.parameterTypes;
   const values = new Array<Value>(params.length);
   for (let i = 0; i < params.length; i++) {
-    values[i] = types
-      ? coerceValue(params[i], types[i], { label: `parameter ${i + 1} of ${procedure.name}`, path: ['params', i] })
-      : normalizeParam(params[i], i);
+    const value = params[i];
+    if (types) {
+      values[i] = isCanonical(value, types[i]) ? (value as Value) : coerceValue(value, types[i], { label: `parameter ${i + 1} of ${procedure.name}`, path: ['params', i] });
+    } else {
+      values[i] = normalizeParam(value, i);
+    }
   }
   return values;
 }

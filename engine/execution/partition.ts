@@ -144,6 +144,7 @@ export class Partition implements StorageAccess {
     }
     if (def.kind === 'stream') {
       const stream = this.stream(def.name);
+      values.length = def.columns.length;
       for (let i = 0; i < values.length; i++) {
         if (values[i] === null && !def.columns[i].nullable) {
           throw new SluiceError(ErrorCode.NOT_NULL_VIOLATION, `column ${def.name}.${def.columns[i].name} cannot be NULL`, { object: `${def.name}.${def.columns[i].name}` });

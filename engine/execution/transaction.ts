@@ -115,6 +115,7 @@ export class TransactionContext implements ProcedureContext {
   private procedure: LoadedProcedure | undefined;
   private seed = 0;
   private readonly queued: Queued[] = [];
+  private queuedCount = 0;
   private readonly runner: StatementRunner;
 
   constructor(runner: StatementRunner, partition: number) {
@@ -127,7 +128,7 @@ export class TransactionContext implements ProcedureContext {
     this.transactionId = transactionId;
     this.timestamp = timestamp;
     this.seed = (Math.imul(transactionId, 0x9e3779b1) ^ timestamp) >>> 0;
-    this.queued.length = 0;
+    this.queuedCount = 0;
   }
 
   /** mulberry32: small, fast, and the same sequence on every replay of this transaction. */
@@ -171,16 +172,26 @@ export class TransactionContext implements ProcedureContext {
   queue(statement: Statement<unknown>, params: readonly Param[] = [], expect?: Expectation): void {
     const planned = this.plan(statement);
     checkParameterCount(planned, params);
-    this.queued.push({ statement: planned, params: normalizeParams(params), expect });
+    // Queue slots are reused across transactions: queuing allocates nothing.
+    const slot = this.queued[this.queuedCount];
+    if (slot) {
+      slot.statement = planned;
+      slot.params = normalizeParams(params);
+      slot.expect = expect;
+    } else {
+      this.queued.push({ statement: planned, params: normalizeParams(params), expect });
+    }
+    this.queuedCount++;
   }
 
   executeBatch(): Record<string, SqlValue>[][] {
-    const batch = this.queued.splice(0, this.queued.length);
-    const results = new Array<Record<string, SqlValue>[]>(batch.length);
-    for (let i = 0; i < batch.length; i++) {
-      const { statement, params, expect } = batch[i];
-      const result = this.runner.run(statement, params);
-      if (expect !== undefined && expect !== 'any') checkExpectation(statement, result, expect);
+    const count = this.queuedCount;
+    this.queuedCount = 0;
+    const results = new Array<Record<string, SqlValue>[]>(count);
+    for (let i = 0; i < count; i++) {
+      const queued = this.queued[i];
+      const result = this.runner.run(queued.statement, queued.params);
+      if (queued.expect !== undefined && queued.expect !== 'any') checkExpectation(queued.statement, result, queued.expect);
       results[i] = rowObjects(result);
     }
     return results;

@@ -6,14 +6,15 @@
  */
 import type { Catalog, TableDef } from '../catalog/schema.ts';
 import { ErrorCode, SluiceError, nearNames } from '../errors.ts';
-import { coerceValue, type Value } from '../types.ts';
-import type { Row } from '../types.ts';
+import { coerceValue, isCanonical, type Row, type Value } from '../types.ts';
 import { analyzeConjunct, chooseAccessPath, runAccessPath, type AccessPath } from './access.ts';
 import { modifiedColumns, modifiedTypes, type ResultTable, type StorageAccess } from './context.ts';
 import { bindExpression, type Bound, type Scope } from './expr.ts';
 import type { Ast } from './parse.ts';
 import { andAll, lookupTable, splitAnd } from './select.ts';
 import { Table } from '../storage/table.ts';
+
+const noFrame: Row[] = [];
 
 export interface InsertPlan {
   readonly kind: 'insert';
@@ -121,15 +122,18 @@ function modified(count: number): ResultTable {
 export function insertValues(plan: InsertPlan, rowIndex: number, params: readonly Value[]): Value[] {
   const table = plan.table;
   const bounds = plan.rows[rowIndex];
-  const values = new Array<Value>(table.columns.length);
-  for (let i = 0; i < values.length; i++) {
-    const column = table.columns[i];
+  const columns = table.columns;
+  // Two spare slots: the row id and row position the table adds, so the array never regrows.
+  const values = new Array<Value>(columns.length + 2);
+  for (let i = 0; i < columns.length; i++) {
+    const column = columns[i];
     const bound = bounds[i];
     if (bound === undefined) {
       values[i] = column.hidden ? 0 : column.defaultValue ?? null;
       continue;
     }
-    values[i] = coerceValue(bound.evaluate([], params), column.type, { label: `column ${table.name}.${column.name}` });
+    const value = bound.evaluate(noFrame, params);
+    values[i] = value === null || isCanonical(value, column.type) ? value : coerceValue(value, column.type, { label: `column ${table.name}.${column.name}` });
   }
   return values;
 }

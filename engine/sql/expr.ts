@@ -5,8 +5,8 @@
  * NULL give NULL, AND/OR are three-valued, and WHERE keeps only rows whose predicate is true.
  */
 import type { TableDef } from '../catalog/schema.ts';
-import { ErrorCode, SluiceError, nearNames } from '../errors.ts';
-import { compareValues, isIntegerType, roundDecimal, valuesEqual, type Row, type SqlType, type Value } from '../types.ts';
+import { ErrorCode, SluiceError, nearNames, type SourcePosition } from '../errors.ts';
+import { coerceValue, compareValues, isIntegerType, roundDecimal, valuesEqual, type Row, type SqlType, type Value } from '../types.ts';
 import { literalValue, noLiteral } from './literal.ts';
 import type { Ast } from './parse.ts';
 
@@ -112,6 +112,15 @@ export function bindExpression(node: Ast, scope: Scope): Bound {
   throw new SluiceError(ErrorCode.UNSUPPORTED, `unsupported expression ${describeNode(node)} in ${scope.where}`);
 }
 
+/**
+ * Where a node starts in its statement (from the parser's locations), for error details.
+ * statement.ts recomputes line and column from the offset against the statement text.
+ */
+export function at(node: Ast): { position?: SourcePosition } {
+  const start = node?.loc?.start;
+  return typeof start?.offset === 'number' ? { position: start as SourcePosition } : {};
+}
+
 function describeNode(node: Ast): string {
   return node?.type === 'function' ? `function ${functionName(node)}` : `'${node?.type ?? typeof node}'`;
 }
@@ -132,6 +141,7 @@ function bindColumn(node: Ast, scope: Scope): Bound {
   const candidates = scope.sources.filter((source) => (qualifier ? source.alias === qualifier : true) && source.table.columnsByName.has(name));
   if (qualifier && !scope.sources.some((source) => source.alias === qualifier)) {
     throw new SluiceError(ErrorCode.UNKNOWN_TABLE, `unknown table or alias ${qualifier} in ${scope.where}`, {
+      ...at(node),
       object: qualifier,
       suggestions: nearNames(qualifier, scope.sources.map((source) => source.alias)),
     });
@@ -140,12 +150,13 @@ function bindColumn(node: Ast, scope: Scope): Bound {
     const known = scope.sources.flatMap((source) => source.table.columns.map((column) => column.name));
     const where = qualifier ?? scope.sources.map((source) => source.alias).join(', ');
     throw new SluiceError(ErrorCode.UNKNOWN_COLUMN, `unknown column ${qualifier ? `${qualifier}.` : ''}${name} in ${where || scope.where}`, {
+      ...at(node),
       object: name,
       suggestions: nearNames(name, [...known, ...(scope.aliases?.keys() ?? [])]),
     });
   }
   if (candidates.length > 1) {
-    throw new SluiceError(ErrorCode.AMBIGUOUS_COLUMN, `column ${name} is ambiguous: it is in ${candidates.map((source) => source.alias).join(' and ')}`, { object: name });
+    throw new SluiceError(ErrorCode.AMBIGUOUS_COLUMN, `column ${name} is ambiguous: it is in ${candidates.map((source) => source.alias).join(' and ')}; qualify it`, { ...at(node), object: name });
   }
   const source = candidates[0];
   const column = source.table.columnsByName.get(name)!;
@@ -185,6 +196,35 @@ function arithmeticType(left: Bound, right: Bound): SqlType | undefined {
   return a ?? b;
 }
 
+const comparisonOperators: ReadonlySet<string> = new Set(['=', '<>', '!=', '<', '<=', '>', '>=']);
+
+/**
+ * `side` made comparable with `other`: next to a TIMESTAMP, text is a timestamp
+ * ('2024-01-02T03:04:05Z'), converted once for a constant and as it is read for a parameter.
+ * Without this, text and numbers never compare equal and TIMESTAMP literals would match nothing.
+ */
+export function comparableTo(other: Bound, side: Bound): Bound {
+  if (other.type?.name !== 'TIMESTAMP' || side.type?.name === 'TIMESTAMP') return side;
+  if (side.constant && typeof side.constant.value === 'string') {
+    const time = coerceValue(side.constant.value, timestampType, { label: `timestamp literal ${side.text}` });
+    return { evaluate: () => time, type: timestampType, slots: emptySlots, constant: { value: time }, text: side.text };
+  }
+  if (side.parameter !== undefined) {
+    const index = side.parameter;
+    const label = { label: `parameter ${index + 1}`, path: ['params', index] };
+    return {
+      evaluate: (_frame, params) => {
+        const value = params[index];
+        return typeof value === 'string' ? coerceValue(value, timestampType, label) : value;
+      },
+      type: undefined,
+      slots: emptySlots,
+      text: side.text,
+    };
+  }
+  return side;
+}
+
 export function isTrue(value: Value): boolean {
   return value === true;
 }
@@ -193,8 +233,8 @@ function bindBinary(node: Ast, scope: Scope): Bound {
   const operator = String(node.operator).toUpperCase();
   if (operator === 'BETWEEN' || operator === 'NOT BETWEEN') {
     const value = bindExpression(node.left, scope);
-    const low = bindExpression(node.right.value[0], scope);
-    const high = bindExpression(node.right.value[1], scope);
+    const low = comparableTo(value, bindExpression(node.right.value[0], scope));
+    const high = comparableTo(value, bindExpression(node.right.value[1], scope));
     const negate = operator === 'NOT BETWEEN';
     return make(
       (frame, params) => {
@@ -213,7 +253,7 @@ function bindBinary(node: Ast, scope: Scope): Bound {
   if (operator === 'IN' || operator === 'NOT IN') {
     const value = bindExpression(node.left, scope);
     if (node.right.type !== 'expr_list') throw new SluiceError(ErrorCode.UNSUPPORTED, `IN (subquery) is not supported in ${scope.where}`);
-    const list = (node.right.value as Ast[]).map((item) => bindExpression(item, scope));
+    const list = (node.right.value as Ast[]).map((item) => comparableTo(value, bindExpression(item, scope)));
     const negate = operator === 'NOT IN';
     const constants = list.every((item) => item.constant) ? new Set(list.map((item) => item.constant!.value)) : undefined;
     return make(
@@ -250,8 +290,12 @@ function bindBinary(node: Ast, scope: Scope): Bound {
     return make((frame, params) => (value.evaluate(frame, params) === right) !== negate, booleanType, [value], `${value.text} ${operator} ${String(right).toUpperCase()}`);
   }
   if (operator === 'LIKE' || operator === 'NOT LIKE') return bindLike(node, scope, operator === 'NOT LIKE');
-  const left = bindExpression(node.left, scope);
-  const right = bindExpression(node.right, scope);
+  let left = bindExpression(node.left, scope);
+  let right = bindExpression(node.right, scope);
+  if (comparisonOperators.has(operator)) {
+    left = comparableTo(right, left);
+    right = comparableTo(left, right);
+  }
   const a = left.evaluate;
   const b = right.evaluate;
   const text = `${left.text} ${operator} ${right.text}`;
@@ -304,6 +348,7 @@ function bindBinary(node: Ast, scope: Scope): Bound {
     case '*':
     case '/':
     case '%':
+    case 'DIV':
       return bindArithmetic(operator, left, right, text);
     case '||':
       return make((frame, params) => {
@@ -328,7 +373,9 @@ function bindArithmetic(operator: string, left: Bound, right: Bound, text: strin
   const scale = type?.name === 'DECIMAL' ? type.scale! : undefined;
   const finish = (value: number, l: number, r: number): number => {
     if (scale !== undefined) return roundDecimal(value, scale);
-    if (integral || (Number.isInteger(l) && Number.isInteger(r) && Number.isInteger(value))) return integerResult(value, operator);
+    // Integer operands (by type, or by value for untyped parameters) give an exact integer or an
+    // error; a fractional parameter next to an integer column makes the result fractional.
+    if ((integral || type === undefined) && Number.isInteger(l) && Number.isInteger(r)) return integerResult(value, operator);
     return value;
   };
   let evaluate: Evaluate;
@@ -373,10 +420,21 @@ function bindArithmetic(operator: string, left: Bound, right: Bound, text: strin
         const y = numeric(r, operator);
         if (y === 0) throw new SluiceError(ErrorCode.NUMERIC_OVERFLOW, 'division by zero');
         if (scale !== undefined) return roundDecimal(x / y, scale);
-        const integer = integral || (type === undefined && Number.isInteger(x) && Number.isInteger(y));
+        const integer = (integral || type === undefined) && Number.isInteger(x) && Number.isInteger(y);
         return integer ? Math.trunc(x / y) : x / y;
       };
       break;
+    case 'DIV':
+      // MySQL's integer division: truncates whatever the operand types.
+      evaluate = (frame, params) => {
+        const l = a(frame, params);
+        const r = b(frame, params);
+        if (l === null || r === null) return null;
+        const y = numeric(r, operator);
+        if (y === 0) throw new SluiceError(ErrorCode.NUMERIC_OVERFLOW, 'division by zero');
+        return integerResult(Math.trunc(numeric(l, operator) / y), operator);
+      };
+      return make(evaluate, bigintType, [left, right], text);
     default:
       evaluate = (frame, params) => {
         const l = a(frame, params);

@@ -14,7 +14,8 @@ import { ErrorCode, SluiceError, positionOf } from '../errors.ts';
 export type Ast = any;
 
 const parser = new parserPackage.Parser();
-const parserOptions = { database: 'mysql' } as const;
+// Locations put line and column on the binder's errors (unknown column, ambiguous name, …).
+const parserOptions = { database: 'mysql', parseOptions: { includeLocations: true } } as const;
 
 export interface ParsedStatement {
   ast: Ast;
@@ -65,7 +66,30 @@ export function parseStatement(text: string, baseOffset = 0, fullText = text): P
     }
     ast = ast[0];
   }
+  // Placeholder numbering lengthened the text: move node locations back onto what the user wrote.
+  if (shifts.length > 0) relocate(ast, text, shifts, new Set());
   return { ast, parameterCount: count, upsert, explain, text };
+}
+
+function relocate(node: Ast, text: string, shifts: Shift[], seen: Set<object>): void {
+  if (node === null || typeof node !== 'object' || seen.has(node)) return;
+  seen.add(node);
+  if (Array.isArray(node)) {
+    for (const item of node) relocate(item, text, shifts, seen);
+    return;
+  }
+  for (const key of Object.keys(node)) {
+    const value = node[key];
+    if (key === 'loc' && value?.start && typeof value.start.offset === 'number') {
+      node[key] = { start: positionOf(text, unshift(value.start.offset, shifts)), end: positionOf(text, unshift(value.end.offset, shifts)) };
+    } else relocate(value, text, shifts, seen);
+  }
+}
+
+/** The source position of an AST node (offset within its statement), when the parser kept one. */
+export function nodeOffset(node: Ast): number | undefined {
+  const offset = node?.loc?.start?.offset;
+  return typeof offset === 'number' ? offset : undefined;
 }
 
 function describeFound(text: string, offset: number): string {

@@ -11,6 +11,7 @@ import { visibleColumns } from '../catalog/schema.ts';
 import { ErrorCode, SluiceError, nearNames } from '../errors.ts';
 import { encodeComposite } from '../storage/index-key.ts';
 import { Table } from '../storage/table.ts';
+import type { HashIndex } from '../storage/indexes.ts';
 import { compareValues, type Row, type SqlType, type Value } from '../types.ts';
 import { analyzeConjunct, chooseAccessPath, runAccessPath, type AccessPath, type Conjunct } from './access.ts';
 import type { ResultTable, StorageAccess } from './context.ts';
@@ -51,6 +52,8 @@ export interface SelectPlan {
   readonly limit: Bound | undefined;
   readonly offset: Bound | undefined;
   readonly tables: readonly TableDef[];
+  /** Set when the query is a single unique-index lookup: scratch space for the fast path. */
+  readonly pointLookup: { readonly frame: Frame; readonly key: Value[] } | undefined;
 }
 
 export function planSelect(ast: Ast, catalog: Catalog): SelectPlan {
@@ -172,6 +175,10 @@ export function planSelect(ast: Ast, catalog: Catalog): SelectPlan {
     limit,
     offset,
     tables: sources.map((source) => source.table),
+    pointLookup:
+      levels.length === 1 && levels[0].access.kind === 'unique' && !grouped && !distinct && orderBy.length === 0
+        ? { frame: [null as unknown as Row, null as unknown as Row], key: new Array(levels[0].access.equal.length) }
+        : undefined,
   };
 }
 
@@ -342,6 +349,7 @@ export function collectFrames(plan: SelectPlan, storage: StorageAccess, params: 
 
 /** Runs a SELECT on one partition's storage. */
 export function executeSelect(plan: SelectPlan, storage: StorageAccess, params: readonly Value[]): ResultTable {
+  if (plan.pointLookup) return executePointLookup(plan, storage, params);
   if (canStream(plan)) {
     const rows: Value[][] = [];
     const limit = limitValue(plan.limit, params, 'LIMIT') ?? Infinity;
@@ -362,6 +370,41 @@ export function executeSelect(plan: SelectPlan, storage: StorageAccess, params: 
     return { columns: plan.columns, types: plan.types, rows };
   }
   return finishSelect(plan, collectFrames(plan, storage, params), params);
+}
+
+/**
+ * The hot path of OLTP reads: one source found through a unique hash index (at most one row),
+ * no grouping or sorting. No closures, no frame allocation: the plan's own frame is reused, which
+ * is safe because a partition runs one statement at a time.
+ */
+function executePointLookup(plan: SelectPlan, storage: StorageAccess, params: readonly Value[]): ResultTable {
+  const level = plan.levels[0];
+  const frame = plan.pointLookup!.frame;
+  const rows: Value[][] = [];
+  const result: ResultTable = { columns: plan.columns, types: plan.types, rows };
+  if (plan.constantFilter && plan.constantFilter.evaluate(frame, params) !== true) return result;
+  const equal = level.access.equal;
+  const key = plan.pointLookup!.key;
+  for (let i = 0; i < equal.length; i++) {
+    const value = equal[i].evaluate(frame, params);
+    if (value === null) return result;
+    key[i] = value;
+  }
+  const row = (storage.table(level.source.table.name).index(level.access.index!) as HashIndex).getUnique(key);
+  if (row === undefined) return result;
+  frame[0] = row;
+  if (level.where === undefined || level.where.evaluate(frame, params) === true) {
+    const offset = plan.offset ? limitValue(plan.offset, params, 'OFFSET')! : 0;
+    const limit = plan.limit ? limitValue(plan.limit, params, 'LIMIT')! : 1;
+    if (offset === 0 && limit > 0) {
+      const projection = plan.projection;
+      const out = new Array<Value>(projection.length);
+      for (let i = 0; i < projection.length; i++) out[i] = projection[i].evaluate(frame, params);
+      rows.push(out);
+    }
+  }
+  frame[0] = null as unknown as Row;
+  return result;
 }
 
 /** Coordinator half: grouping, HAVING, projection, DISTINCT, ORDER BY, OFFSET/LIMIT over frames. */

@@ -4,12 +4,12 @@
  * when it reads only replicated tables or pins the partition column, on all of them otherwise.
  */
 import type { Catalog, TableDef } from '../catalog/schema.ts';
-import { ErrorCode, SluiceError } from '../errors.ts';
+import { ErrorCode, SluiceError, positionOf } from '../errors.ts';
 import type { Value } from '../types.ts';
 import type { ResultTable, StorageAccess } from './context.ts';
 import { executeDelete, executeInsert, executeUpdate, planDelete, planInsert, planUpdate, type DeletePlan, type InsertPlan, type UpdatePlan } from './dml.ts';
 import type { Bound } from './expr.ts';
-import { parseStatement } from './parse.ts';
+import { firstLine, parseStatement } from './parse.ts';
 import { executeSelect, explainSelect, planSelect, type SelectPlan } from './select.ts';
 
 export type Plan = SelectPlan | InsertPlan | UpdatePlan | DeletePlan;
@@ -56,9 +56,7 @@ export function planStatement(sql: string, catalog: Catalog): PlannedStatement {
         throw new SluiceError(ErrorCode.UNSUPPORTED, `${String(ast.type).toUpperCase()} is not a query or DML statement; schema changes go through DDL`);
     }
   } catch (error) {
-    if (error instanceof SluiceError && !error.details.statement) {
-      throw new SluiceError(error.code, `${error.message} in: ${sql.trim().split('\n')[0].slice(0, 100)}`, { ...error.details, statement: sql.trim() });
-    }
+    if (error instanceof SluiceError && !error.details.statement) throw placeError(error, sql);
     throw error;
   }
   return {
@@ -69,6 +67,19 @@ export function planStatement(sql: string, catalog: Catalog): PlannedStatement {
     explain: parsed.explain,
     routing: routeOf(plan),
   };
+}
+
+/**
+ * Names the statement in a binder error and turns the node offset it carries (see `at` in
+ * expr.ts) into a line and column of `sql`. The message is rebuilt from its unrendered part, so
+ * the position and suggestions are not rendered twice.
+ */
+function placeError(error: SluiceError, sql: string): SluiceError {
+  const rendered = new SluiceError(error.code, '', error.details).message;
+  const base = error.message.endsWith(rendered) ? error.message.slice(0, error.message.length - rendered.length) : error.message;
+  const offset = error.details.position?.offset;
+  const position = offset === undefined ? undefined : positionOf(sql, offset);
+  return new SluiceError(error.code, `${base} in: ${firstLine(sql)}`, { ...error.details, position, statement: sql.trim() });
 }
 
 export function executePlan(statement: PlannedStatement, storage: StorageAccess, params: readonly Value[]): ResultTable {
@@ -124,6 +135,11 @@ function routeOf(plan: Plan): Routing {
   const partitioned = plan.levels.filter((level) => level.source.table.partitioned);
   if (partitioned.length === 0) return { kind: 'any' };
   const first = partitioned[0];
+  if (first.leftJoin) {
+    // Each partition would null-extend the outer (replicated) rows that match only elsewhere,
+    // so the merged result would repeat them: refuse rather than answer wrongly.
+    throw new SluiceError(ErrorCode.UNSUPPORTED, `LEFT JOIN from replicated ${plan.levels[0].source.table.name} to partitioned ${first.source.table.name} is not supported; put the partitioned table first or use an inner join`);
+  }
   if (partitioned.length > 1) {
     for (const level of partitioned.slice(1)) {
       if (!joinedOnPartitionColumns(level, partitioned)) {
@@ -168,6 +184,16 @@ export function checkParameterCount(statement: PlannedStatement, params: readonl
 
 /** Parameters in canonical form: bigint within the exact range to number, Date to ms. */
 export function normalizeParams(params: readonly unknown[]): Value[] {
+  // Most calls pass canonical values already: check, and reuse the array instead of copying.
+  let canonical = true;
+  for (let i = 0; i < params.length; i++) {
+    const type = typeof params[i];
+    if (type !== 'number' && type !== 'string' && type !== 'boolean' && params[i] !== null) {
+      canonical = false;
+      break;
+    }
+  }
+  if (canonical) return params as Value[];
   const values = new Array<Value>(params.length);
   for (let i = 0; i < params.length; i++) values[i] = normalizeParam(params[i], i);
   return values;

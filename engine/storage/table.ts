@@ -9,22 +9,30 @@ import type { IndexDef, TableDef } from '../catalog/schema.ts';
 import { ErrorCode, SluiceError } from '../errors.ts';
 import { describeValue, type Row, type Value } from '../types.ts';
 import { HashIndex, OrderedIndex, type RowIndex } from './indexes.ts';
+import { RowSet } from './row-set.ts';
 import { UndoKind, type UndoLog } from './undo.ts';
+
+const noIndexes: readonly RowIndex[] = [];
 
 export class Table {
   readonly def: TableDef;
-  readonly rows = new Set<Row>();
+  readonly rows: RowSet;
   readonly indexes: RowIndex[];
   readonly indexesByName: Map<string, RowIndex>;
-  /** Slot of the row id in every row array. */
+  /** Slot of the row id in every row array; the row's position in `rows` follows it. */
   readonly rowIdSlot: number;
   private nextRowId = 1;
+  /** 1 where some index covers the column: updates elsewhere skip index maintenance. */
+  private readonly indexedColumns: Uint8Array;
 
   constructor(def: TableDef) {
     this.def = def;
     this.rowIdSlot = def.columns.length;
+    this.rows = new RowSet(this.rowIdSlot + 1);
     this.indexes = def.indexes.map((index) => createIndex(index, this.rowIdSlot));
     this.indexesByName = new Map(this.indexes.map((index) => [index.def.name, index]));
+    this.indexedColumns = new Uint8Array(def.columns.length);
+    for (const index of def.indexes) for (const column of index.columns) this.indexedColumns[column] = 1;
   }
 
   /** A new table for a changed definition, holding the same rows (schema changes). */
@@ -42,9 +50,12 @@ export class Table {
     return this.indexesByName.get(name);
   }
 
+  /** Makes `values` a row: adds the row id and the position slot (callers may pre-size for them). */
   newRow(values: Value[]): Row {
-    assert(values.length === this.def.columns.length, 'a new row has one value per column');
-    values.push(this.nextRowId++);
+    const slot = this.rowIdSlot;
+    assert(values.length === slot || values.length === slot + 2, 'a new row has one value per column');
+    values[slot] = this.nextRowId++;
+    values[slot + 1] = null;
     return values;
   }
 
@@ -89,7 +100,8 @@ export class Table {
   /** Puts back a row's earlier values (rollback of an update). */
   restore(row: Row, before: Row): void {
     for (const index of this.indexes) index.remove(row);
-    for (let i = 0; i < before.length; i++) row[i] = before[i];
+    // Values and row id only: the position slot belongs to the row set and may have moved since.
+    for (let i = 0; i <= this.rowIdSlot; i++) row[i] = before[i];
     for (const index of this.indexes) index.add(row);
   }
 
@@ -105,7 +117,10 @@ export class Table {
     for (const index of this.indexes) index.add(row);
   }
 
-  private indexesTouching(columns: readonly number[], row: Row, values: readonly Value[]): RowIndex[] {
+  private indexesTouching(columns: readonly number[], row: Row, values: readonly Value[]): readonly RowIndex[] {
+    let anyIndexed = false;
+    for (let i = 0; i < columns.length; i++) if (this.indexedColumns[columns[i]] === 1) anyIndexed = true;
+    if (!anyIndexed) return noIndexes;
     const touched: RowIndex[] = [];
     for (const index of this.indexes) {
       for (let i = 0; i < columns.length; i++) {
