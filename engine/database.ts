@@ -31,6 +31,11 @@ export interface DatabaseOptions {
   partitions?: number;
   /** How often expired TTL rows are swept, in ms; 0 turns the sweeper off. Default 1000. */
   ttlIntervalMs?: number;
+  /**
+   * The clock that stamps transactions (ctx.timestamp, NOW()), in ms since the epoch; default
+   * Date.now. Tests and the simulator pass a fake one so that runs repeat exactly.
+   */
+  clock?: () => number;
 }
 
 export const ttlBatchRowsMax = 1000;
@@ -53,8 +58,10 @@ export class Database {
   private ttlTimer: NodeJS.Timeout | undefined;
   private closed = false;
   private readonly proceduresDir: string;
+  private readonly clock: () => number;
 
-  private constructor(catalog: Catalog, partitionCount: number, procedures: Map<string, LoadedProcedure>, proceduresDir: string) {
+  private constructor(catalog: Catalog, partitionCount: number, procedures: Map<string, LoadedProcedure>, proceduresDir: string, clock: () => number) {
+    this.clock = clock;
     this.catalogValue = catalog;
     this.partitions = Array.from({ length: partitionCount }, (_, id) => new Partition(id, partitionCount, catalog));
     this.procedures = procedures;
@@ -76,7 +83,7 @@ export class Database {
     if (!Number.isInteger(partitions) || partitions < 1 || partitions > 1024) {
       throw new SluiceError(ErrorCode.INVALID_SCHEMA, `partitions must be an integer from 1 to 1024, got ${partitions}`);
     }
-    const database = new Database(catalog, partitions, procedures, proceduresDir);
+    const database = new Database(catalog, partitions, procedures, proceduresDir, options.clock ?? Date.now);
     database.startTtl(options.ttlIntervalMs ?? 1000);
     return database;
   }
@@ -129,19 +136,34 @@ export class Database {
     return rowObjects(await this.query(sql, params));
   }
 
-  /** Adds DDL (tables, indexes, views, procedures) to the running database. */
+  /**
+   * Adds DDL (tables, indexes, views, procedures) to the running database. All or nothing: the
+   * script is applied to a copy of the catalog, its procedures are loaded, and every partition
+   * builds its new storage beside the old (prepareCatalog) before any adopts it; an error at any
+   * step leaves the catalog, procedures and data as they were.
+   */
   async applySchema(ddl: string): Promise<void> {
     this.checkOpen();
-    const catalog = applyDdl(ddl, this.catalogValue);
+    const base = this.catalogValue;
+    const catalog = applyDdl(ddl, base);
     const procedures = await loadProcedures(catalog, this.proceduresDir);
-    for (const partition of this.partitions) partition.applyCatalog(catalog);
+    // Loading awaited: a schema change that got in meanwhile would be silently undone by ours.
+    this.checkOpen();
+    if (this.catalogValue !== base) {
+      throw new SluiceError(ErrorCode.INVALID_SCHEMA, 'another schema change was applied while this one loaded its procedures; apply it again');
+    }
+    const prepared = this.partitions.map((partition) => partition.prepareCatalog(catalog));
+    for (let i = 0; i < this.partitions.length; i++) this.partitions[i].adoptCatalog(prepared[i]);
     this.catalogValue = catalog;
     this.procedures = procedures;
     this.adhocPlans.clear();
   }
 
-  /** Deletes expired TTL rows (one batch per partition); returns how many. */
-  expireTtl(now = Date.now(), rowsMax = ttlBatchRowsMax): number {
+  /**
+   * Deletes expired TTL rows, at most `rowsMax` per partition, each partition's batch one
+   * transaction; returns how many rows (a replicated table's row counts once per partition).
+   */
+  expireTtl(now = this.clock(), rowsMax = ttlBatchRowsMax): number {
     let deleted = 0;
     for (const partition of this.partitions) deleted += partition.expireRows(this.nextTransactionId(), now, rowsMax);
     return deleted;
@@ -188,7 +210,7 @@ export class Database {
 
   private nextTimestamp(): number {
     // Never earlier than the previous transaction's: NOW() and ctx.timestamp only move forward.
-    const now = Date.now();
+    const now = this.clock();
     if (now > this.lastTimestamp) this.lastTimestamp = now;
     return this.lastTimestamp;
   }
@@ -243,13 +265,14 @@ function adhocProcedure(statement: PlannedStatement): LoadedProcedure {
   if (!procedure) {
     procedure = {
       name: '@AdHoc',
-      def: { name: '@AdHoc', partitioning: undefined, source: { kind: 'sql', sql: statement.sql } },
+      def: { name: '@AdHoc', partitioning: undefined, source: { kind: 'sql', sql: statement.sql }, sqlAt: undefined },
       run: undefined,
       statement,
       plans: new Map(),
       parameterTypes: undefined,
       parameterCount: statement.parameterCount,
       partitionParameter: undefined,
+      partitionType: undefined,
       readOnly: statement.readOnly,
       source: statement.sql,
     };

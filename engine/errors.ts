@@ -72,12 +72,16 @@ export interface ErrorDetails {
 export class SluiceError extends Error {
   readonly code: ErrorCode;
   readonly details: ErrorDetails;
+  /** The message before position and suggestions were rendered into it: for wrapping an error
+   * in a new one with more context, without rendering them twice. */
+  readonly summary: string;
 
   constructor(code: ErrorCode, message: string, details: ErrorDetails = {}) {
     super(renderMessage(message, details));
     this.name = 'SluiceError';
     this.code = code;
     this.details = details;
+    this.summary = message;
   }
 
   get kind(): ErrorKind {

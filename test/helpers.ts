@@ -40,3 +40,15 @@ export async function expectError(
   }
   return error;
 }
+
+/** Every row of each named table (or view), ordered by all its columns: a state to compare. */
+export async function snapshotState(db: Database, tables: readonly string[]): Promise<Record<string, unknown[][]>> {
+  const state: Record<string, unknown[][]> = {};
+  for (const name of tables) {
+    const def = db.catalog.tables.get(name);
+    expect(def, `table ${name}`).toBeDefined();
+    const columns = def!.columns.filter((column) => !column.hidden).map((column) => column.name).join(', ');
+    state[name] = (await db.query(`SELECT ${columns} FROM ${name} ORDER BY ${columns}`)).rows;
+  }
+  return state;
+}

@@ -44,6 +44,8 @@ interface MutableTable {
 interface Draft {
   tables: Map<string, MutableTable>;
   procedures: Map<string, ProcedureDef>;
+  /** Tables of the base catalog: they may hold rows, so changes that would move rows are refused. */
+  existing: ReadonlySet<string>;
 }
 
 /** Where a statement sits in its script, for error positions. */
@@ -51,6 +53,8 @@ interface Located {
   text: string;
   offset: number;
   script: string;
+  /** The statement as written, when `text` is a rewrite of it (CREATE STREAM): messages quote this. */
+  written?: string;
 }
 
 const typeAliases: Record<string, TypeName> = {
@@ -87,6 +91,7 @@ export function applyDdl(script: string, base: Catalog = emptyCatalog): Catalog 
   const draft: Draft = {
     tables: new Map([...base.tables].map(([name, table]) => [name, thaw(table)])),
     procedures: new Map(base.procedures),
+    existing: new Set(base.tables.keys()),
   };
   for (const { text, offset } of splitStatements(script)) {
     applyStatement(draft, { text: blankComments(text), offset, script });
@@ -102,14 +107,22 @@ function applyStatement(draft: Draft, at: Located): void {
     const table = lookupTable(draft, match[1], at, text.indexOf(match[1]));
     const column = lookupColumn(table, match[2], at, text.lastIndexOf(match[2]));
     if (table.kind === 'view') fail(ErrorCode.INVALID_SCHEMA, `view ${table.name} cannot be partitioned`, at, 0);
+    if (draft.existing.has(table.name)) {
+      // Its rows are already copied to every partition; splitting them is a data migration.
+      fail(ErrorCode.INVALID_SCHEMA, `table ${table.name} already exists; PARTITION TABLE must come in the same schema load as its CREATE TABLE`, at, text.indexOf(match[1]));
+    }
+    if (table.partitionColumn !== undefined && table.partitionColumn !== column.position) {
+      fail(ErrorCode.INVALID_SCHEMA, `table ${table.name} is already partitioned on ${table.columns[table.partitionColumn].name}`, at, text.lastIndexOf(match[2]));
+    }
     table.partitionColumn = column.position;
+    for (const index of table.indexes) checkUniqueIncludesPartition(table, index, at, 0);
     return;
   }
   if ((match = /^\s*CREATE\s+PROCEDURE\s+/i.exec(text))) return createProcedure(draft, at);
   if ((match = /^\s*CREATE\s+STREAM\s+(\w+)((?:\s+PARTITION\s+ON\s+COLUMN\s+\w+)?)((?:\s+EXPORT\s+TO\s+TARGET\s+\w+)?)\s*\(/i.exec(text))) {
     const header = match[0].slice(0, -1);
     const rewritten = `CREATE TABLE ${match[1]}`.padEnd(header.length, ' ') + text.slice(header.length);
-    const table = createTable(draft, { ...at, text: rewritten }, 'stream');
+    const table = createTable(draft, { ...at, text: rewritten, written: text }, 'stream');
     const partition = /PARTITION\s+ON\s+COLUMN\s+(\w+)/i.exec(match[2]);
     if (partition) {
       table.partitionColumn = lookupColumn(table, partition[1], at, text.indexOf(partition[1], match[1].length)).position;
@@ -181,10 +194,14 @@ function createTable(draft: Draft, at: Located, kind: 'table' | 'stream'): Mutab
     fail(ErrorCode.INVALID_SCHEMA, `stream ${name} cannot have a primary key or unique constraint`, at, 0);
   }
   if (ttl) {
+    const using = ttlMatch!.index + ttlMatch![0].search(/USING/i);
+    if (kind === 'stream') fail(ErrorCode.INVALID_SCHEMA, `stream ${name} keeps no rows, so it cannot have a TTL`, at, using);
     const column = lookupColumn(table, ttl.columnName, at, ttl.offset);
-    if (column.type.name !== 'TIMESTAMP' && column.type.name !== 'BIGINT' && column.type.name !== 'INTEGER') {
-      fail(ErrorCode.INVALID_SCHEMA, `TTL column ${name}.${column.name} must be a TIMESTAMP`, at, ttl.offset);
+    // BIGINT holds milliseconds since the epoch, like TIMESTAMP; INTEGER cannot hold today's time.
+    if (column.type.name !== 'TIMESTAMP' && column.type.name !== 'BIGINT') {
+      fail(ErrorCode.INVALID_SCHEMA, `TTL column ${name}.${column.name} must be a TIMESTAMP (or a BIGINT of epoch milliseconds), not ${column.type.name}`, at, ttl.offset);
     }
+    if (!(ttl.minutes > 0)) fail(ErrorCode.INVALID_SCHEMA, `TTL of ${name} must be more than 0`, at, using);
     table.ttl = { minutes: ttl.minutes, column: column.position };
   }
   draft.tables.set(name, table);
@@ -273,7 +290,21 @@ function createIndex(draft: Draft, at: Located): void {
   });
   const using = ast.index_using?.type ?? ast.index_options?.find((option: Ast) => option.keyword === 'using')?.type;
   const kind: IndexKind = kindMatch?.[2].toUpperCase() === 'HASH' || String(using).toLowerCase() === 'hash' ? 'hash' : 'ordered';
-  table.indexes.push({ name, table: table.name, columns, unique: ast.index_type === 'unique', kind, primary: false });
+  const index: IndexDef = { name, table: table.name, columns, unique: ast.index_type === 'unique', kind, primary: false };
+  checkUniqueIncludesPartition(table, index, at, findWord(at.text, ast.index));
+  table.indexes.push(index);
+}
+
+/** Uniqueness is enforced per partition, so a unique key must pin the partition. */
+function checkUniqueIncludesPartition(table: MutableTable, index: IndexDef, at: Located, offset: number): void {
+  if (table.partitionColumn === undefined || !index.unique || index.columns.includes(table.partitionColumn)) return;
+  const what = index.primary ? 'primary key' : `unique index ${index.name}`;
+  fail(
+    ErrorCode.INVALID_SCHEMA,
+    `${what} of partitioned table ${table.name} must include the partition column ${table.columns[table.partitionColumn].name}, since uniqueness is enforced per partition`,
+    at,
+    offset,
+  );
 }
 
 const viewAggregates: ReadonlySet<string> = new Set(['COUNT', 'SUM', 'MIN', 'MAX']);
@@ -335,12 +366,20 @@ function createView(draft: Draft, at: Located): void {
     const defaultName = fn === 'COUNT' && sourceColumn === undefined ? 'count' : `${fn.toLowerCase()}_${source.columns[sourceColumn!].name}`;
     columns.push({ name: columnName ?? defaultName, type, nullable: fn !== 'COUNT', defaultValue: undefined, position: viewColumn, hidden: false });
     if (fn === 'COUNT' && sourceColumn === undefined && countColumn === undefined) countColumn = viewColumn;
-    aggregates.push({ fn, sourceColumn, viewColumn });
+    aggregates.push({ fn, sourceColumn, viewColumn, nonNullColumn: undefined });
   });
   if (countColumn === undefined) {
     countColumn = columns.length;
     columns.push({ name: '__count', type: { name: 'BIGINT' }, nullable: false, defaultValue: undefined, position: countColumn, hidden: true });
   }
+  // SUM over a nullable column turns NULL when the group's last non-NULL value leaves; a hidden
+  // count of them tells a delete so without scanning the group's source rows.
+  aggregates.forEach((aggregate, i) => {
+    if (aggregate.fn !== 'SUM' || !source.columns[aggregate.sourceColumn!].nullable) return;
+    const nonNullColumn = columns.length;
+    columns.push({ name: `__nonnull_${i}`, type: { name: 'BIGINT' }, nullable: false, defaultValue: undefined, position: nonNullColumn, hidden: true });
+    aggregates[i] = { ...aggregate, nonNullColumn };
+  });
   const seen = new Set<string>();
   for (const column of columns) {
     if (seen.has(column.name)) fail(ErrorCode.DUPLICATE_OBJECT, `view ${name}: column name ${column.name} appears twice; use AS`, at, 0);
@@ -390,30 +429,27 @@ function createProcedure(draft: Draft, at: Located): void {
     }
     partitioning = { table: table.name, column: column.name, parameter: parameter === undefined ? 0 : Number(parameter) };
   }
+  let sqlAt: ProcedureDef['sqlAt'];
   if (sql !== undefined) {
     // Checked now for syntax; bound against the catalog when the procedure is planned.
-    parseStatement(sql, at.offset + at.text.indexOf(sql), at.script);
+    const offset = at.offset + at.text.lastIndexOf(sql) + (sql.length - sql.trimStart().length);
+    parseStatement(sql, at.offset + at.text.lastIndexOf(sql), at.script);
+    sqlAt = { script: at.script, offset };
   }
   draft.procedures.set(name, {
     name,
     partitioning,
     source: file !== undefined ? { kind: 'file', path: file } : { kind: 'sql', sql: sql!.trim() },
+    sqlAt,
   });
 }
 
+/** Unique keys were checked against the partition column where they were declared. */
 function validateTable(table: MutableTable): void {
   if (table.partitionColumn !== undefined) {
+    // A row's partition key decides where it lives: it cannot be NULL.
     const column = table.columns[table.partitionColumn];
     if (column.nullable) table.columns[table.partitionColumn] = { ...column, nullable: false };
-    for (const index of table.indexes) {
-      if (index.unique && !index.columns.includes(table.partitionColumn)) {
-        throw new SluiceError(
-          ErrorCode.INVALID_SCHEMA,
-          `unique index ${index.name} of partitioned table ${table.name} must include the partition column ${column.name}, since uniqueness is enforced per partition`,
-          { object: index.name },
-        );
-      }
-    }
   }
 }
 
@@ -424,11 +460,11 @@ function parse(at: Located): Ast {
 function lookupTable(draft: Draft, name: string, at: Located, offset: number): MutableTable {
   const table = draft.tables.get(normalize(name));
   if (!table) {
-    throw new SluiceError(ErrorCode.UNKNOWN_TABLE, `unknown table ${name} in: ${firstLine(at.text)}`, {
+    throw new SluiceError(ErrorCode.UNKNOWN_TABLE, `unknown table ${name} in: ${firstLine(written(at))}`, {
       position: positionOf(at.script, at.offset + Math.max(0, offset)),
       object: name,
       suggestions: nearNames(name, draft.tables.keys()),
-      statement: at.text.trim(),
+      statement: written(at).trim(),
     });
   }
   return table;
@@ -437,25 +473,29 @@ function lookupTable(draft: Draft, name: string, at: Located, offset: number): M
 function lookupColumn(table: MutableTable, name: string, at: Located, offset: number): ColumnDef {
   const column = table.columns.find((candidate) => candidate.name === normalize(name));
   if (!column) {
-    throw new SluiceError(ErrorCode.UNKNOWN_COLUMN, `unknown column ${name} in table ${table.name}`, {
+    throw new SluiceError(ErrorCode.UNKNOWN_COLUMN, `unknown column ${name} in table ${table.name} in: ${firstLine(written(at))}`, {
       position: positionOf(at.script, at.offset + Math.max(0, offset)),
       object: `${table.name}.${name}`,
       suggestions: nearNames(name, table.columns.map((candidate) => candidate.name)),
-      statement: at.text.trim(),
+      statement: written(at).trim(),
     });
   }
   return column;
 }
 
 function fail(code: ErrorCode, message: string, at: Located, offset: number): never {
-  throw new SluiceError(code, `${message} in: ${firstLine(at.text)}`, {
+  throw new SluiceError(code, `${message} in: ${firstLine(written(at))}`, {
     position: positionOf(at.script, at.offset + Math.max(0, offset)),
-    statement: at.text.trim(),
+    statement: written(at).trim(),
   });
 }
 
+function written(at: Located): string {
+  return at.written ?? at.text;
+}
+
 function rethrowAt(error: unknown, at: Located, offset: number): never {
-  if (error instanceof SluiceError) fail(error.code, error.message, at, offset);
+  if (error instanceof SluiceError) fail(error.code, error.summary, at, offset);
   throw error;
 }
 

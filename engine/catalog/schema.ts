@@ -35,6 +35,12 @@ export interface ViewAggregate {
   readonly sourceColumn: number | undefined;
   /** Column of the view that holds the value. */
   readonly viewColumn: number;
+  /**
+   * For SUM over a nullable column: the hidden view column counting the group's non-NULL values,
+   * so a delete knows when SUM turns back to NULL without scanning the group. Undefined when the
+   * source column is NOT NULL (the group count serves) and for the other functions.
+   */
+  readonly nonNullColumn: number | undefined;
 }
 
 export interface ViewDef {
@@ -86,6 +92,11 @@ export interface ProcedureDef {
   readonly name: string;
   readonly partitioning: ProcedurePartitioning | undefined;
   readonly source: ProcedureSource;
+  /**
+   * Where the procedure's SQL (AS <sql>) starts in the DDL script that declared it, so an error
+   * found when it is planned at load names the script's line and column. Undefined for FROM files.
+   */
+  readonly sqlAt: { readonly script: string; readonly offset: number } | undefined;
 }
 
 export interface Catalog {

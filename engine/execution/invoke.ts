@@ -13,11 +13,18 @@ import type { StatementRunner, TransactionContext } from './transaction.ts';
 
 const savedRandom = Math.random;
 const savedNow = Date.now;
+/**
+ * The first fenced call of the running procedure. The fence throws, but a procedure could catch
+ * that and carry on: remembering the violation lets `invoke` fail the transaction regardless.
+ */
+let violation: SluiceError | undefined;
 function forbiddenRandom(): number {
-  throw new SluiceError(ErrorCode.NON_DETERMINISTIC, 'Math.random() inside a procedure is not replayable; use ctx.random()');
+  violation ??= new SluiceError(ErrorCode.NON_DETERMINISTIC, 'Math.random() inside a procedure is not replayable; use ctx.random()');
+  throw violation;
 }
 function forbiddenNow(): number {
-  throw new SluiceError(ErrorCode.NON_DETERMINISTIC, 'Date.now() inside a procedure reads the wall clock; use ctx.timestamp');
+  violation ??= new SluiceError(ErrorCode.NON_DETERMINISTIC, 'Date.now() inside a procedure reads the wall clock; use ctx.timestamp');
+  throw violation;
 }
 
 /** Runs the procedure body with the clock and Math.random fenced off. */
@@ -27,15 +34,21 @@ export function invoke(procedure: LoadedProcedure, runner: StatementRunner, cont
     return result;
   }
   context.reset(procedure, transactionId, timestamp);
+  violation = undefined;
   Math.random = forbiddenRandom;
   Date.now = forbiddenNow;
   try {
     const result = procedure.run!(context, ...(values as never[]));
+    if (violation !== undefined) throw violation;
     if (result !== null && typeof result === 'object' && typeof (result as { then?: unknown }).then === 'function') {
       throw new SluiceError(ErrorCode.NON_DETERMINISTIC, `procedure ${procedure.name} returned a Promise: procedures are synchronous and must not await`);
     }
     return result;
+  } catch (error) {
+    // A fenced call whose error the procedure caught, then failed otherwise: report the cause.
+    throw violation ?? error;
   } finally {
+    violation = undefined;
     Math.random = savedRandom;
     Date.now = savedNow;
   }
@@ -49,7 +62,11 @@ export function failure(error: unknown, procedure: LoadedProcedure): Error {
 
 export function procedureParams(procedure: LoadedProcedure, params: readonly unknown[]): Value[] {
   if (params.length !== procedure.parameterCount) {
-    throw new SluiceError(ErrorCode.PARAM_COUNT, `procedure ${procedure.name} takes ${procedure.parameterCount} parameter(s), got ${params.length}`, { object: procedure.name });
+    throw new SluiceError(ErrorCode.PARAM_COUNT, `procedure ${procedure.name} takes ${procedure.parameterCount} parameter(s), got ${params.length}`, {
+      object: procedure.name,
+      path: ['params'],
+      expected: `${procedure.parameterCount} parameter(s)`,
+    });
   }
   const types = procedure.parameterTypes;
   const values = new Array<Value>(params.length);
@@ -60,6 +77,11 @@ export function procedureParams(procedure: LoadedProcedure, params: readonly unk
     } else {
       values[i] = normalizeParam(value, i);
     }
+  }
+  const partition = procedure.partitionParameter;
+  if (partition !== undefined && procedure.partitionType && !isCanonical(values[partition], procedure.partitionType)) {
+    // Route by the value the partition column will hold: '42' and 42 must reach the same partition.
+    values[partition] = coerceValue(values[partition], procedure.partitionType, { label: `partition parameter ${partition} of ${procedure.name}`, path: ['params', partition] });
   }
   return values;
 }

@@ -11,12 +11,21 @@ import { ErrorCode, SluiceError } from '../errors.ts';
 import type { ResultTable, StorageAccess } from '../sql/context.ts';
 import { currentTransactionTime } from '../sql/expr.ts';
 import { executePlan, type PlannedStatement } from '../sql/statement.ts';
+import { OrderedIndex } from '../storage/indexes.ts';
 import { StreamBuffer } from '../storage/stream.ts';
 import { Table } from '../storage/table.ts';
 import { UndoLog } from '../storage/undo.ts';
 import { describeValue, type Row, type Value } from '../types.ts';
 import { ViewMaintainer } from '../views/maintain.ts';
 import { partitionOf } from './hash.ts';
+
+/** A partition's storage for a new catalog, built by prepareCatalog and not yet in use. */
+export interface PreparedCatalog {
+  readonly catalog: Catalog;
+  readonly tables: Map<string, Table>;
+  readonly streams: Map<string, StreamBuffer>;
+  readonly maintainers: Map<string, ViewMaintainer[]>;
+}
 
 export class Partition implements StorageAccess {
   readonly id: number;
@@ -41,6 +50,16 @@ export class Partition implements StorageAccess {
 
   /** Adopts a new catalog: new tables start empty, existing ones keep their rows. */
   applyCatalog(catalog: Catalog): void {
+    this.adoptCatalog(this.prepareCatalog(catalog));
+  }
+
+  /**
+   * The first half of a schema change: builds this partition's tables, streams and views for
+   * `catalog` beside the current ones and changes nothing, so a failure (a new unique index the
+   * rows break, a new view whose SUM overflows) leaves the partition as it was. The database
+   * prepares every partition before it adopts any, so a schema change is all or nothing.
+   */
+  prepareCatalog(catalog: Catalog): PreparedCatalog {
     assert(!this.inTransaction, 'schema changes happen between transactions');
     const tables = new Map<string, Table>();
     const streams = new Map<string, StreamBuffer>();
@@ -57,20 +76,28 @@ export class Partition implements StorageAccess {
       const views = def.dependentViews.map((name) => new ViewMaintainer(tables.get(name)!, tables.get(def.name)));
       if (views.length > 0) maintainers.set(def.name, views);
     }
-    // A new view over existing rows starts from those rows.
+    // A new view over existing rows starts from those rows. Its writes go to a scratch undo log:
+    // the new tables are thrown away whole if this fails, and the partition's log stays empty.
+    const scratch = new UndoLog();
     for (const [source, views] of maintainers) {
       const sourceTable = tables.get(source);
       if (!sourceTable) continue;
       for (const maintainer of views) {
         if (this.tables.has(maintainer.view.def.name) || sourceTable.rows.size === 0) continue;
-        for (const row of sourceTable.rows) maintainer.onInsert(row, this.undo);
-        this.undo.release();
+        for (const row of sourceTable.rows) maintainer.onInsert(row, scratch);
+        scratch.release();
       }
     }
-    this.tables = tables;
-    this.streams = streams;
-    this.maintainers = maintainers;
-    this.catalog = catalog;
+    return { catalog, tables, streams, maintainers };
+  }
+
+  /** The second half of a schema change: cannot fail. */
+  adoptCatalog(prepared: PreparedCatalog): void {
+    assert(!this.inTransaction, 'schema changes happen between transactions');
+    this.tables = prepared.tables;
+    this.streams = prepared.streams;
+    this.maintainers = prepared.maintainers;
+    this.catalog = prepared.catalog;
   }
 
   table(name: string): Table {
@@ -178,13 +205,17 @@ export class Partition implements StorageAccess {
       }
     }
     const views = this.maintainers.get(def.name);
-    const affected = views?.filter((view) => columns.some((column, i) => view.sourceColumns.has(column) && row[column] !== values[i]));
-    const before = affected && affected.length > 0 ? row.slice() : undefined;
+    // Copy the old values only when a view reads a changed column: most updates touch none.
+    let before: Row | undefined;
+    if (views) {
+      for (let i = 0; i < views.length && before === undefined; i++) if (views[i].changedBy(row, columns, values)) before = row.slice();
+    }
     table.update(row, columns, values, this.undo);
     if (before) {
-      for (const view of affected!) {
-        view.onDelete(before, this.undo);
-        view.onInsert(row, this.undo);
+      for (let i = 0; i < views!.length; i++) {
+        if (!views![i].changedBy(before, columns, values)) continue;
+        views![i].onDelete(before, this.undo);
+        views![i].onInsert(row, this.undo);
       }
     }
   }
@@ -192,34 +223,28 @@ export class Partition implements StorageAccess {
   // --- background work ----------------------------------------------------------------------
 
   /**
-   * Deletes up to `rowsMax` rows whose TTL has passed, as one transaction per call, so expiry
-   * runs in small slices between user transactions. Returns how many rows it deleted.
+   * Deletes up to `rowsMax` rows whose TTL has passed (TTL column older than `now` minus the TTL),
+   * as one transaction per call, so expiry runs in small slices between user transactions; views
+   * over the rows are maintained like any delete. Returns how many rows it deleted.
    */
   expireRows(transactionId: number, now: number, rowsMax: number): number {
+    assert(rowsMax > 0, 'a TTL batch deletes at least one row');
     let deleted = 0;
     this.begin(transactionId, now);
     try {
       for (const table of this.tables.values()) {
         const ttl = table.def.ttl;
-        if (!ttl) continue;
-        const cutoff = now - ttl.minutes * 60_000;
-        const expired: Row[] = [];
-        for (const row of table.rows) {
-          const value = row[ttl.column];
-          if (value !== null && (value as number) < cutoff) {
-            expired.push(row);
-            if (deleted + expired.length >= rowsMax) break;
-          }
-        }
-        for (const row of expired) this.delete(table, row);
+        if (!ttl || deleted >= rowsMax) continue;
+        const expired = expiredRows(table, ttl.column, now - ttl.minutes * 60_000, rowsMax - deleted);
+        for (let i = 0; i < expired.length; i++) this.delete(table, expired[i]);
         deleted += expired.length;
-        if (deleted >= rowsMax) break;
       }
       this.commit();
     } catch (error) {
       this.rollback();
       throw error;
     }
+    assert(deleted <= rowsMax, 'a TTL batch deletes at most its batch size');
     return deleted;
   }
 
@@ -229,4 +254,30 @@ export class Partition implements StorageAccess {
     for (const table of this.tables.values()) table.verifyIndexes();
     for (const views of this.maintainers.values()) for (const view of views) view.verify();
   }
+}
+
+/**
+ * Up to `rowsMax` rows of `table` whose `column` is before `cutoff`. With an ordered index led by
+ * the TTL column this visits only expired rows, oldest first, and stops at the batch size; without
+ * one it scans every row of the table on every call, which is why docs/ddl.md advises the index.
+ */
+function expiredRows(table: Table, column: number, cutoff: number, rowsMax: number): Row[] {
+  const expired: Row[] = [];
+  for (const index of table.indexes) {
+    if (!(index instanceof OrderedIndex) || index.def.columns[0] !== column) continue;
+    // Keys above every NULL (which never expires) and strictly below the cutoff.
+    index.scan({ values: [null], inclusive: false }, { values: [cutoff], inclusive: false }, false, (row) => {
+      expired.push(row);
+      return expired.length < rowsMax;
+    });
+    return expired;
+  }
+  for (const row of table.rows) {
+    const value = row[column];
+    if (value !== null && (value as number) < cutoff) {
+      expired.push(row);
+      if (expired.length >= rowsMax) break;
+    }
+  }
+  return expired;
 }

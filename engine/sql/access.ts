@@ -2,7 +2,8 @@
  * Access paths: how one FROM source finds its rows, given the conjuncts that constrain it.
  * Preference: a unique hash index with every column bound by equality (one row), then any hash
  * index fully bound, then the ordered index with the longest equality prefix plus a range on the
- * next column, then an ordered index that yields the ORDER BY order, then a full scan.
+ * next column (<, <=, >, >=, BETWEEN, LIKE 'prefix%' on text), then an ordered index that yields
+ * the ORDER BY order, then a full scan.
  * Conjuncts an index consumes are not evaluated again; the rest stay as a residual filter.
  */
 import type { TableDef } from '../catalog/schema.ts';
@@ -10,7 +11,7 @@ import type { Table } from '../storage/table.ts';
 import { HashIndex, OrderedIndex, type RangeBound } from '../storage/indexes.ts';
 import type { Row, Value } from '../types.ts';
 import type { Ast } from './parse.ts';
-import { likePrefix, type Bound, type Frame } from './expr.ts';
+import { comparableTo, likePrefix, type Bound, type Frame } from './expr.ts';
 
 /** One conjunct of a WHERE/ON clause, bound, with the column comparison it is (if any). */
 export interface Conjunct {
@@ -18,8 +19,10 @@ export interface Conjunct {
   readonly ast: Ast;
   /** `column op other` with the column on the left after normalizing. */
   readonly comparison?: { slot: number; position: number; op: '=' | '<' | '<=' | '>' | '>='; other: Bound };
-  /** LIKE 'prefix%' on a column: usable as a range. */
-  readonly likeRange?: { slot: number; position: number; low: string; high: string };
+  /** LIKE 'prefix%' on a text column: usable as the range [prefix, high); no high when none exists. */
+  readonly likeRange?: { slot: number; position: number; low: string; high: string | undefined };
+  /** `column BETWEEN low AND high`: an inclusive range. */
+  readonly between?: { slot: number; position: number; low: Bound; high: Bound };
 }
 
 export interface AccessPath {
@@ -41,8 +44,10 @@ const flipped: Record<string, '=' | '<' | '<=' | '>' | '>='> = { '=': '=', '<': 
 export function analyzeConjunct(ast: Ast, bound: Bound, bindSide: (node: Ast) => Bound): Conjunct {
   const operator = String(ast?.operator ?? '').toUpperCase();
   if (ast?.type === 'binary_expr' && operator in flipped) {
-    const left = bindSide(ast.left);
-    const right = bindSide(ast.right);
+    let left = bindSide(ast.left);
+    let right = bindSide(ast.right);
+    left = comparableTo(right, left);
+    right = comparableTo(left, right);
     if (left.column && !right.slots.has(left.column.slot)) {
       return { bound, ast, comparison: { ...left.column, op: operator as '=', other: right } };
     }
@@ -54,11 +59,28 @@ export function analyzeConjunct(ast: Ast, bound: Bound, bindSide: (node: Ast) =>
     const left = bindSide(ast.left);
     const pattern = bindSide(ast.right);
     const prefix = typeof pattern.constant?.value === 'string' ? likePrefix(pattern.constant.value) : undefined;
-    if (left.column && prefix) {
-      return { bound, ast, likeRange: { ...left.column, low: prefix, high: prefix + '\uffff' } };
+    // Only text sorts like its LIKE prefix: numbers matched as text ('1%' matches 10) do not.
+    if (left.column && prefix && left.type?.name === 'VARCHAR') {
+      return { bound, ast, likeRange: { ...left.column, low: prefix, high: prefixSuccessor(prefix) } };
+    }
+  }
+  if (ast?.type === 'binary_expr' && operator === 'BETWEEN') {
+    const value = bindSide(ast.left);
+    const low = comparableTo(value, bindSide(ast.right.value[0]));
+    const high = comparableTo(value, bindSide(ast.right.value[1]));
+    if (value.column && !low.slots.has(value.column.slot) && !high.slots.has(value.column.slot)) {
+      return { bound, ast, between: { ...value.column, low, high } };
     }
   }
   return { bound, ast };
+}
+
+/** The least string above every string starting with `prefix`; undefined when there is none. */
+export function prefixSuccessor(prefix: string): string | undefined {
+  let end = prefix.length;
+  while (end > 0 && prefix.charCodeAt(end - 1) === 0xffff) end--;
+  if (end === 0) return undefined;
+  return prefix.slice(0, end - 1) + String.fromCharCode(prefix.charCodeAt(end - 1) + 1);
 }
 
 export function chooseAccessPath(
@@ -87,6 +109,10 @@ export function chooseAccessPath(
       const list = ranges.get(conjunct.likeRange.position) ?? [];
       list.push(conjunct);
       ranges.set(conjunct.likeRange.position, list);
+    } else if (conjunct.between && conjunct.between.slot === slot && usable(conjunct.between.low) && usable(conjunct.between.high)) {
+      const list = ranges.get(conjunct.between.position) ?? [];
+      list.push(conjunct);
+      ranges.set(conjunct.between.position, list);
     }
   }
   const name = table.def.name;
@@ -113,9 +139,19 @@ export function chooseAccessPath(
     let highConjunct: Conjunct | undefined;
     for (const conjunct of ranges.get(rangeColumn) ?? []) {
       if (conjunct.likeRange) {
-        if (!low) {
+        // The LIKE itself stays a residual filter: the range only narrows the scan.
+        if (!low && !high) {
           low = { bounds: [...equalBounds, constantBound(conjunct.likeRange.low)], inclusive: true };
-          high = { bounds: [...equalBounds, constantBound(conjunct.likeRange.high)], inclusive: true };
+          if (conjunct.likeRange.high !== undefined) high = { bounds: [...equalBounds, constantBound(conjunct.likeRange.high)], inclusive: false };
+        }
+        continue;
+      }
+      if (conjunct.between) {
+        // Both ends inclusive; a NULL end yields no rows, as BETWEEN NULL is never true.
+        if (!low && !high) {
+          low = { bounds: [...equalBounds, conjunct.between.low], inclusive: true };
+          high = { bounds: [...equalBounds, conjunct.between.high], inclusive: true };
+          consumed.add(conjunct);
         }
         continue;
       }

@@ -9,7 +9,7 @@ import { ErrorCode, SluiceError, nearNames } from '../errors.ts';
 import { coerceValue, isCanonical, type Row, type Value } from '../types.ts';
 import { analyzeConjunct, chooseAccessPath, runAccessPath, type AccessPath } from './access.ts';
 import { modifiedColumns, modifiedTypes, type ResultTable, type StorageAccess } from './context.ts';
-import { bindExpression, type Bound, type Scope } from './expr.ts';
+import { at, bindExpression, type Bound, type Scope } from './expr.ts';
 import type { Ast } from './parse.ts';
 import { andAll, lookupTable, splitAnd } from './select.ts';
 import { Table } from '../storage/table.ts';
@@ -43,7 +43,7 @@ export interface DeletePlan {
 }
 
 export function planInsert(ast: Ast, catalog: Catalog, upsert: boolean): InsertPlan {
-  const table = lookupTable(catalog, ast.table[0].table);
+  const table = lookupTable(catalog, ast.table[0].table, ast.table[0]);
   if (table.kind === 'view') throw new SluiceError(ErrorCode.READ_ONLY, `view ${table.name} is maintained by Sluice and cannot be written`, { object: table.name });
   if (upsert && !table.primaryKey) throw new SluiceError(ErrorCode.INVALID_SCHEMA, `UPSERT into ${table.name} needs a primary key`, { object: table.name });
   if (ast.values?.type !== 'values') throw new SluiceError(ErrorCode.UNSUPPORTED, 'INSERT … SELECT is not supported; use VALUES');
@@ -68,24 +68,29 @@ export function planInsert(ast: Ast, catalog: Catalog, upsert: boolean): InsertP
 
 export function planUpdate(ast: Ast, catalog: Catalog): UpdatePlan {
   if (ast.table.length !== 1) throw new SluiceError(ErrorCode.UNSUPPORTED, 'UPDATE of several tables is not supported');
-  const table = lookupTable(catalog, ast.table[0].table);
+  const table = lookupTable(catalog, ast.table[0].table, ast.table[0]);
   writable(table);
   const alias = String(ast.table[0].as ?? table.name).toLowerCase();
   const scope: Scope = { sources: [{ alias, table, slot: 0 }], where: `UPDATE ${table.name}` };
   const columns: number[] = [];
   const values: Bound[] = [];
   for (const item of ast.set as Ast[]) {
-    const position = columnPosition(table, item.column);
+    const position = columnPosition(table, item.column, item);
     if (columns.includes(position)) throw new SluiceError(ErrorCode.DUPLICATE_OBJECT, `column ${table.name}.${item.column} is set twice`);
     columns.push(position);
     values.push(bindExpression(item.value, scope));
+  }
+  if (table.partitionColumn !== undefined && columns.includes(table.partitionColumn)) {
+    // The row would belong to another partition; refused at plan time so that one partition and
+    // many answer alike.
+    throw new SluiceError(ErrorCode.UNSUPPORTED, `the partition column ${table.name}.${table.columns[table.partitionColumn].name} cannot be updated; delete and insert the row instead`, { object: `${table.name}.${table.columns[table.partitionColumn].name}` });
   }
   const { access, filter } = planRowSearch(table, ast.where, scope);
   return { kind: 'update', table, access, filter, columns, values };
 }
 
 export function planDelete(ast: Ast, catalog: Catalog): DeletePlan {
-  const table = lookupTable(catalog, (ast.from ?? ast.table)[0].table);
+  const table = lookupTable(catalog, (ast.from ?? ast.table)[0].table, (ast.from ?? ast.table)[0]);
   writable(table);
   const scope: Scope = { sources: [{ alias: table.name, table, slot: 0 }], where: `DELETE FROM ${table.name}` };
   const { access, filter } = planRowSearch(table, ast.where, scope);
@@ -103,10 +108,11 @@ function planRowSearch(table: TableDef, where: Ast, scope: Scope): { access: Acc
   return { access, filter: andAll(conjuncts.filter((conjunct) => !access.consumed.has(conjunct))) };
 }
 
-function columnPosition(table: TableDef, name: string): number {
+function columnPosition(table: TableDef, name: string, node?: Ast): number {
   const column = table.columnsByName.get(String(name).toLowerCase());
   if (!column || column.hidden) {
     throw new SluiceError(ErrorCode.UNKNOWN_COLUMN, `unknown column ${name} in table ${table.name}`, {
+      ...at(node),
       object: `${table.name}.${name}`,
       suggestions: nearNames(String(name), table.columns.filter((candidate) => !candidate.hidden).map((candidate) => candidate.name)),
     });

@@ -152,7 +152,7 @@ function bindColumn(node: Ast, scope: Scope): Bound {
     throw new SluiceError(ErrorCode.UNKNOWN_COLUMN, `unknown column ${qualifier ? `${qualifier}.` : ''}${name} in ${where || scope.where}`, {
       ...at(node),
       object: name,
-      suggestions: nearNames(name, [...known, ...(scope.aliases?.keys() ?? [])]),
+      suggestions: nearNames(name, new Set([...known, ...(scope.aliases?.keys() ?? [])])),
     });
   }
   if (candidates.length > 1) {
@@ -365,7 +365,15 @@ function compare(l: Value, r: Value, test: (order: number) => boolean): Value {
   return test(compareValues(l, r));
 }
 
+const nonNumericTypes: ReadonlySet<string> = new Set(['VARCHAR', 'VARBINARY', 'BOOLEAN']);
+
 function bindArithmetic(operator: string, left: Bound, right: Bound, text: string): Bound {
+  // Caught when planned, not on the first row: an empty table must not hide the mistake.
+  for (const side of [left, right]) {
+    if (side.type && nonNumericTypes.has(side.type.name)) {
+      throw new SluiceError(ErrorCode.TYPE_MISMATCH, `operator ${operator} needs numbers, got ${side.text} of type ${side.type.name}`);
+    }
+  }
   const a = left.evaluate;
   const b = right.evaluate;
   const type = arithmeticType(left, right);
@@ -617,13 +625,27 @@ export function extractField(field: string, time: number): number {
     case 'MINUTE': return date.getUTCMinutes();
     case 'SECOND': return date.getUTCSeconds();
     case 'MILLISECOND': return date.getUTCMilliseconds();
-    case 'DOW':
+    // PostgreSQL's DOW counts Sunday as 0; VoltDB's DAY_OF_WEEK counts it as 1.
+    case 'DOW': return date.getUTCDay();
     case 'DAY_OF_WEEK': return date.getUTCDay() + 1;
     case 'DOY':
     case 'DAY_OF_YEAR': return Math.floor((time - Date.UTC(date.getUTCFullYear(), 0, 1)) / 86_400_000) + 1;
+    case 'WEEK':
+    case 'WEEK_OF_YEAR': return isoWeek(time);
     case 'EPOCH': return Math.floor(time / 1000);
   }
   throw new SluiceError(ErrorCode.UNSUPPORTED, `unknown EXTRACT field ${field}`);
+}
+
+/** ISO 8601 week number: weeks start on Monday; week 1 holds the year's first Thursday. */
+function isoWeek(time: number): number {
+  const day = Math.floor(time / 86_400_000);
+  const weekday = (new Date(day * 86_400_000).getUTCDay() + 6) % 7;
+  const thursday = day - weekday + 3;
+  const year = new Date(thursday * 86_400_000).getUTCFullYear();
+  const firstThursdayDay = Math.floor(Date.UTC(year, 0, 4) / 86_400_000);
+  const firstWeekday = (new Date(firstThursdayDay * 86_400_000).getUTCDay() + 6) % 7;
+  return Math.floor((thursday - (firstThursdayDay - firstWeekday + 3)) / 7) + 1;
 }
 
 function bindExtract(node: Ast, scope: Scope): Bound {
@@ -684,8 +706,17 @@ const scalars: Record<string, Scalar> = {
 
 function bindFunction(node: Ast, scope: Scope): Bound {
   const name = functionName(node);
-  const rawArgs: Ast[] = node.args?.value ?? (node.args ? [node.args] : []);
+  let rawArgs: Ast[] = node.args?.value ?? (node.args ? [node.args] : []);
   if (name === 'NOT') return negate(bindExpression(rawArgs[0], scope));
+  if (name === 'TRIM' && rawArgs.some((arg) => arg?.type === 'origin')) return bindTrim(rawArgs, scope);
+  // VoltDB writes the unit as a bare word (SINCE_EPOCH(SECOND, ts)), which parses as a column.
+  if (name === 'SINCE_EPOCH' && rawArgs[0]?.type === 'column_ref' && !rawArgs[0].table) {
+    rawArgs = [{ type: 'single_quote_string', value: String(rawArgs[0].column) }, ...rawArgs.slice(1)];
+  }
+  // POSITION(needle IN haystack) arrives as one IN expression.
+  if (name === 'POSITION' && rawArgs.length === 1 && rawArgs[0]?.type === 'binary_expr' && String(rawArgs[0].operator).toUpperCase() === 'IN') {
+    rawArgs = [rawArgs[0].left, rawArgs[0].right];
+  }
   if (name === 'COALESCE' || name === 'IFNULL' || name === 'NVL') {
     const args = rawArgs.map((arg) => bindExpression(arg, scope));
     return make((frame, params) => {
@@ -722,6 +753,7 @@ function bindFunction(node: Ast, scope: Scope): Bound {
   const scalar = scalars[name];
   if (!scalar) {
     throw new SluiceError(ErrorCode.UNKNOWN_FUNCTION, `unknown function ${name} in ${scope.where}`, {
+      ...at(node),
       object: name,
       suggestions: nearNames(name, [...Object.keys(scalars), 'COALESCE', 'NULLIF', 'NOW', 'TRUNCATE', 'DATE_TRUNC']),
     });
@@ -740,6 +772,38 @@ function bindFunction(node: Ast, scope: Scope): Bound {
     }
     return fn(values);
   }, scalar.type(args), args, `${name}(${args.map((arg) => arg.text).join(', ')})`);
+}
+
+/** TRIM([BOTH | LEADING | TRAILING] [characters] FROM text): the parser passes the words through. */
+function bindTrim(rawArgs: Ast[], scope: Scope): Bound {
+  let side = 'BOTH';
+  let charactersNode: Ast | undefined;
+  let subjectNode: Ast | undefined;
+  let afterFrom = false;
+  for (const arg of rawArgs) {
+    const word = arg?.type === 'origin' ? String(arg.value).toUpperCase() : undefined;
+    if (word === 'FROM') afterFrom = true;
+    else if (word === 'BOTH' || word === 'LEADING' || word === 'TRAILING') side = word;
+    else if (afterFrom) subjectNode = arg;
+    else charactersNode = arg;
+  }
+  if (!subjectNode) throw new SluiceError(ErrorCode.SYNTAX, `TRIM needs FROM <text> in ${scope.where}`);
+  const subject = bindExpression(subjectNode, scope);
+  const characters = charactersNode ? bindExpression(charactersNode, scope) : undefined;
+  const leading = side !== 'TRAILING';
+  const trailing = side !== 'LEADING';
+  return make((frame, params) => {
+    const value = subject.evaluate(frame, params);
+    const set = characters ? characters.evaluate(frame, params) : ' ';
+    if (value === null || set === null) return null;
+    const text = String(value);
+    const chars = String(set);
+    let start = 0;
+    let end = text.length;
+    while (leading && start < end && chars.includes(text[start])) start++;
+    while (trailing && end > start && chars.includes(text[end - 1])) end--;
+    return text.slice(start, end);
+  }, varcharType, characters ? [subject, characters] : [subject], `TRIM(${side} FROM ${subject.text})`);
 }
 
 /** Set by the executor before each statement runs: the transaction's timestamp for NOW(). */

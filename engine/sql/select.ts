@@ -12,10 +12,10 @@ import { ErrorCode, SluiceError, nearNames } from '../errors.ts';
 import { encodeComposite } from '../storage/index-key.ts';
 import { Table } from '../storage/table.ts';
 import type { HashIndex } from '../storage/indexes.ts';
-import { compareValues, type Row, type SqlType, type Value } from '../types.ts';
+import { compareValues, roundDecimal, type Row, type SqlType, type Value } from '../types.ts';
 import { analyzeConjunct, chooseAccessPath, runAccessPath, type AccessPath, type Conjunct } from './access.ts';
 import type { ResultTable, StorageAccess } from './context.ts';
-import { bindExpression, type AggregateCall, type Bound, type Frame, type Scope, type Source } from './expr.ts';
+import { at, bindExpression, type AggregateCall, type Bound, type Frame, type Scope, type Source } from './expr.ts';
 import type { Ast } from './parse.ts';
 
 export interface SourceLevel {
@@ -62,7 +62,7 @@ export function planSelect(ast: Ast, catalog: Catalog): SelectPlan {
   const fromItems: Ast[] = ast.from ?? [];
   const sources: Source[] = fromItems.map((item, slot) => {
     if (item.expr) throw new SluiceError(ErrorCode.UNSUPPORTED, 'subqueries in FROM are not supported');
-    const table = lookupTable(catalog, item.table);
+    const table = lookupTable(catalog, item.table, item);
     const alias = String(item.as ?? item.table).toLowerCase();
     return { alias, table, slot };
   });
@@ -272,10 +272,11 @@ function checkGroupedColumns(projection: Bound[], columns: string[], groupBy: Bo
   });
 }
 
-export function lookupTable(catalog: Catalog, name: string): TableDef {
+/** The table (or stream or view) named in FROM/INTO; `node` places the error in the text. */
+export function lookupTable(catalog: Catalog, name: string, node?: Ast): TableDef {
   const table = catalog.tables.get(String(name).toLowerCase());
   if (!table) {
-    throw new SluiceError(ErrorCode.UNKNOWN_TABLE, `unknown table ${name}`, { object: String(name), suggestions: nearNames(String(name), catalog.tables.keys()) });
+    throw new SluiceError(ErrorCode.UNKNOWN_TABLE, `unknown table ${name}`, { ...at(node), object: String(name), suggestions: nearNames(String(name), catalog.tables.keys()) });
   }
   return table;
 }
@@ -494,7 +495,10 @@ function accumulate(call: AggregateCall, accumulator: Accumulator, frame: Frame,
     case 'SUM':
     case 'AVG':
       if (typeof value !== 'number') throw new SluiceError(ErrorCode.TYPE_MISMATCH, `${call.fn} needs numbers, got ${typeof value}`);
-      accumulator.sum += value;
+      // DECIMAL sums in integer units of its scale: exact, so the answer does not depend on
+      // the order rows arrive in (which differs between partition counts).
+      if (call.argument!.type?.name === 'DECIMAL') accumulator.sum += Math.round(value * 10 ** call.argument!.type.scale!);
+      else accumulator.sum += value;
       break;
     case 'MIN':
       if (accumulator.value === null || compareValues(value, accumulator.value) < 0) accumulator.value = value;
@@ -505,18 +509,27 @@ function accumulate(call: AggregateCall, accumulator: Accumulator, frame: Frame,
   }
 }
 
+/** A DECIMAL sum kept in units of 10^-scale, back to the canonical double. */
+function decimalSum(units: number, call: AggregateCall): number {
+  if (!Number.isSafeInteger(units)) throw new SluiceError(ErrorCode.NUMERIC_OVERFLOW, `${call.text} overflows the exact DECIMAL range`);
+  return roundDecimal(units / 10 ** call.argument!.type!.scale!, call.argument!.type!.scale!);
+}
+
 function finalValue(call: AggregateCall, accumulator: Accumulator): Value {
   switch (call.fn) {
     case 'COUNT':
       return accumulator.count;
     case 'SUM':
       if (accumulator.count === 0) return null;
-      if (call.argument?.type?.name !== 'FLOAT' && call.argument?.type?.name !== 'DECIMAL' && Number.isInteger(accumulator.sum) && !Number.isSafeInteger(accumulator.sum)) {
+      if (call.argument?.type?.name === 'DECIMAL') return decimalSum(accumulator.sum, call);
+      if (call.argument?.type?.name !== 'FLOAT' && Number.isInteger(accumulator.sum) && !Number.isSafeInteger(accumulator.sum)) {
         throw new SluiceError(ErrorCode.NUMERIC_OVERFLOW, `${call.text} overflows the exact BIGINT range`);
       }
       return accumulator.sum;
     case 'AVG':
-      return accumulator.count === 0 ? null : accumulator.sum / accumulator.count;
+      if (accumulator.count === 0) return null;
+      if (call.argument?.type?.name === 'DECIMAL') return accumulator.sum / 10 ** call.argument.type.scale! / accumulator.count;
+      return accumulator.sum / accumulator.count;
     default:
       return accumulator.value;
   }

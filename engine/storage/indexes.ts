@@ -36,6 +36,8 @@ export class HashIndex implements RowIndex {
   private readonly single: number;
   private readonly columns: readonly number[];
   private readonly keyValues: Value[];
+  private memoKey: HashKey | undefined;
+  private memoRow: Row | undefined;
 
   constructor(def: IndexDef) {
     this.def = def;
@@ -69,6 +71,7 @@ export class HashIndex implements RowIndex {
   add(row: Row): void {
     if (hasNull(row, this.columns)) return;
     const key = this.rowKey(row);
+    this.memoKey = undefined;
     if (this.unique) {
       this.unique.set(key, row);
       return;
@@ -81,6 +84,7 @@ export class HashIndex implements RowIndex {
   remove(row: Row): void {
     if (hasNull(row, this.columns)) return;
     const key = this.rowKey(row);
+    this.memoKey = undefined;
     if (this.unique) {
       if (this.unique.get(key) === row) this.unique.delete(key);
       return;
@@ -94,7 +98,15 @@ export class HashIndex implements RowIndex {
   /** The one row with this key, for unique indexes (the point-lookup fast path). */
   getUnique(values: readonly Value[]): Row | undefined {
     for (let i = 0; i < values.length; i++) if (values[i] === null) return undefined;
-    return this.unique!.get(this.valuesKey(values));
+    const key = this.valuesKey(values);
+    // A procedure often reads a key and then writes through it (read the view row, then insert
+    // the source row, whose view maintenance looks the same key up again). A one-entry memo,
+    // dropped on every change to the index, saves the second probe into a large Map.
+    if (key === this.memoKey) return this.memoRow;
+    const row = this.unique!.get(key);
+    this.memoKey = key;
+    this.memoRow = row;
+    return row;
   }
 
   forEachEqual(values: readonly Value[], visit: (row: Row) => boolean | void): void {
@@ -159,8 +171,12 @@ export class OrderedIndex implements RowIndex {
     this.tree.delete(this.rowKey(row));
   }
 
+  /**
+   * Key equality, where NULL matches NULL: an ordered index holds rows with NULL keys (they sort
+   * first), and the consistency check must find them. SQL equality never matches NULL; the planner
+   * never looks a NULL up (access.ts stops at a NULL key value).
+   */
   forEachEqual(values: readonly Value[], visit: (row: Row) => boolean | void): void {
-    for (let i = 0; i < values.length; i++) if (values[i] === null) return;
     this.scan({ values, inclusive: true }, { values, inclusive: true }, false, visit);
   }
 

@@ -35,11 +35,18 @@ export class Table {
     for (const index of def.indexes) for (const column of index.columns) this.indexedColumns[column] = 1;
   }
 
-  /** A new table for a changed definition, holding the same rows (schema changes). */
+  /**
+   * A new table for a changed definition, holding the same rows (schema changes). A new unique
+   * index that the rows already break throws UNIQUE_VIOLATION; `this` is left as it was, so the
+   * caller can drop the new table and keep the old. The rows are copied, not shared, for the same
+   * reason: the row set writes each row's position into the row.
+   */
   rebuild(def: TableDef): Table {
     const table = new Table(def);
     table.nextRowId = this.nextRowId;
-    for (const row of this.rows) {
+    for (const existing of this.rows) {
+      const row = existing.slice();
+      table.checkUnique(row, undefined);
       table.rows.add(row);
       for (const index of table.indexes) index.add(row);
     }
@@ -59,9 +66,13 @@ export class Table {
     return values;
   }
 
-  insert(row: Row, undo: UndoLog): void {
+  /**
+   * Adds a row after checking NOT NULL and uniqueness. `knownUnique` skips the unique check for
+   * callers that have just looked the key up themselves (view maintenance creating a group).
+   */
+  insert(row: Row, undo: UndoLog, knownUnique = false): void {
     this.checkNotNull(row);
-    this.checkUnique(row, undefined);
+    if (!knownUnique) this.checkUnique(row, undefined);
     this.rows.add(row);
     for (let i = 0; i < this.indexes.length; i++) this.indexes[i].add(row);
     undo.push(UndoKind.insert, this, row, undefined);

@@ -2,8 +2,14 @@
  * Materialized views kept current inside the writing transaction. Each source insert adds to its
  * group's row (creating it), each delete subtracts (removing the row when its count reaches 0),
  * each update is a delete of the old values plus an insert of the new. SUM ignores NULLs and is
- * NULL when the group has no non-NULL value; MIN/MAX that lose their extreme value are recomputed
+ * NULL when the group has no non-NULL value (a hidden per-group count of non-NULL values says when,
+ * so no delete scans its group for SUM); MIN/MAX that lose their extreme value are recomputed
  * from the group's remaining source rows through an index on the group columns.
+ *
+ * A view over a partitioned table whose GROUP BY leaves out the partition column holds, in each
+ * partition, that partition's share of each group: the same group key can appear once per
+ * partition. Queries across partitions re-aggregate (SUM of counts and sums, MIN of minimums, MAX
+ * of maximums) to get the totals.
  */
 import { assert } from '../assert.ts';
 import type { TableDef, ViewAggregate } from '../catalog/schema.ts';
@@ -39,11 +45,21 @@ export class ViewMaintainer {
     this.groupIndex = view.indexes.find((index) => index.def.primary);
     this.sourceGroupIndex = def.sourceGroupIndex && source ? source.index(def.sourceGroupIndex) : undefined;
     this.keyValues = new Array(def.groupBy.length);
-    const updated = new Set<number>([def.countColumn, ...def.aggregates.map((aggregate) => aggregate.viewColumn)]);
+    const updated = new Set<number>([def.countColumn]);
+    for (const aggregate of def.aggregates) {
+      updated.add(aggregate.viewColumn);
+      if (aggregate.nonNullColumn !== undefined) updated.add(aggregate.nonNullColumn);
+    }
     this.columns = [...updated];
     this.values = new Array(this.columns.length);
     this.decimalScale = view.def.columns.map((column) => (column.type.name === 'DECIMAL' ? column.type.scale : undefined));
     this.sourceColumns = new Set([...def.groupBy, ...def.aggregates.flatMap((aggregate) => (aggregate.sourceColumn === undefined ? [] : [aggregate.sourceColumn]))]);
+  }
+
+  /** True when setting `columns` of `row` to `values` changes a column this view reads. */
+  changedBy(row: Row, columns: readonly number[], values: readonly Value[]): boolean {
+    for (let i = 0; i < columns.length; i++) if (this.sourceColumns.has(columns[i]) && row[columns[i]] !== values[i]) return true;
+    return false;
   }
 
   private findGroup(sourceRow: Row): Row | undefined {
@@ -68,7 +84,7 @@ export class ViewMaintainer {
   onInsert(sourceRow: Row, undo: UndoLog): void {
     const row = this.findGroup(sourceRow);
     if (row === undefined) {
-      const values: Value[] = new Array(this.view.def.columns.length).fill(null);
+      const values: Value[] = new Array(this.view.def.columns.length + 2).fill(null);
       for (let i = 0; i < this.groupBy.length; i++) values[i] = sourceRow[this.groupBy[i]];
       values[this.countColumn] = 1;
       for (const aggregate of this.aggregates) {
@@ -78,8 +94,10 @@ export class ViewMaintainer {
         }
         const value = sourceRow[aggregate.sourceColumn];
         values[aggregate.viewColumn] = aggregate.fn === 'COUNT' ? (value === null ? 0 : 1) : value;
+        if (aggregate.nonNullColumn !== undefined) values[aggregate.nonNullColumn] = value === null ? 0 : 1;
       }
-      this.view.insert(this.view.newRow(values), undo);
+      // findGroup just found no row with this key: the group index cannot conflict.
+      this.view.insert(this.view.newRow(values), undo, this.groupIndex !== undefined && !this.keyValues.includes(null));
       return;
     }
     for (let i = 0; i < this.columns.length; i++) this.values[i] = row[this.columns[i]];
@@ -98,6 +116,7 @@ export class ViewMaintainer {
           break;
         case 'SUM':
           this.set(aggregate.viewColumn, current === null ? value : this.add(aggregate.viewColumn, current as number, value as number));
+          if (aggregate.nonNullColumn !== undefined) this.set(aggregate.nonNullColumn, (row[aggregate.nonNullColumn] as number) + 1);
           break;
         case 'MIN':
           if (current === null || compareValues(value, current) < 0) this.set(aggregate.viewColumn, value);
@@ -133,9 +152,13 @@ export class ViewMaintainer {
         case 'COUNT':
           this.set(aggregate.viewColumn, (current as number) - 1);
           break;
-        case 'SUM':
-          this.set(aggregate.viewColumn, this.recomputeIfLastValue(aggregate, sourceRow) ?? this.add(aggregate.viewColumn, current as number, -(value as number)));
+        case 'SUM': {
+          // With no hidden count the column is NOT NULL: the group count says when it empties.
+          const nonNull = aggregate.nonNullColumn === undefined ? count : (row[aggregate.nonNullColumn] as number) - 1;
+          if (aggregate.nonNullColumn !== undefined) this.set(aggregate.nonNullColumn, nonNull);
+          this.set(aggregate.viewColumn, nonNull === 0 ? null : this.add(aggregate.viewColumn, current as number, -(value as number)));
           break;
+        }
         case 'MIN':
         case 'MAX':
           if (compareValues(value, current) === 0) this.set(aggregate.viewColumn, this.recompute(aggregate, sourceRow));
@@ -157,17 +180,6 @@ export class ViewMaintainer {
       throw new SluiceError(ErrorCode.NUMERIC_OVERFLOW, `SUM in view ${this.view.def.name} overflows the exact BIGINT range`);
     }
     return sum;
-  }
-
-  /** SUM becomes NULL when the group's last non-NULL value leaves; detect that case. */
-  private recomputeIfLastValue(aggregate: ViewAggregate, sourceRow: Row): Value | undefined {
-    if (!this.sourceGroupIndex && this.source === undefined) return undefined;
-    let seen = false;
-    this.forEachSourceInGroup(sourceRow, (row) => {
-      if (row[aggregate.sourceColumn!] !== null) seen = true;
-      return !seen;
-    });
-    return seen ? undefined : null;
   }
 
   private recompute(aggregate: ViewAggregate, sourceRow: Row): Value {
@@ -207,8 +219,36 @@ export class ViewMaintainer {
       const members = groups.get(JSON.stringify(this.groupBy.map((_, i) => viewRow[i])));
       assert(members !== undefined, `every row of view ${this.view.def.name} has source rows`);
       assert(viewRow[this.countColumn] === members.length, `view ${this.view.def.name} counts its group`);
+      for (const aggregate of this.aggregates) {
+        const expected = recount(aggregate, members);
+        const actual = viewRow[aggregate.viewColumn];
+        // Sums of FLOAT drift with the order of additions and subtractions: compare them loosely.
+        const agrees = typeof expected === 'number' && typeof actual === 'number' && aggregate.fn === 'SUM'
+          ? Math.abs(expected - actual) <= 1e-9 * Math.max(1, Math.abs(expected))
+          : expected === null ? actual === null : actual !== null && compareValues(expected, actual) === 0;
+        assert(agrees, `view ${this.view.def.name} column ${this.view.def.columns[aggregate.viewColumn].name} matches a recount of its group`);
+        if (aggregate.nonNullColumn !== undefined) {
+          let nonNull = 0;
+          for (const member of members) if (member[aggregate.sourceColumn!] !== null) nonNull++;
+          assert(viewRow[aggregate.nonNullColumn] === nonNull, `view ${this.view.def.name} counts the non-NULL values of its SUM`);
+        }
+      }
     }
   }
+}
+
+/** An aggregate computed from scratch over a group's source rows (for verify). */
+function recount(aggregate: ViewAggregate, members: readonly Row[]): Value {
+  if (aggregate.sourceColumn === undefined) return members.length;
+  let result: Value = aggregate.fn === 'COUNT' ? 0 : null;
+  for (const member of members) {
+    const value = member[aggregate.sourceColumn];
+    if (value === null) continue;
+    if (aggregate.fn === 'COUNT') result = (result as number) + 1;
+    else if (aggregate.fn === 'SUM') result = result === null ? value : (result as number) + (value as number);
+    else if (result === null || compareValues(value, result) * (aggregate.fn === 'MIN' ? -1 : 1) > 0) result = value;
+  }
+  return result;
 }
 
 export function viewSourceDef(view: TableDef): string {

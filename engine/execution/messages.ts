@@ -1,0 +1,75 @@
+/**
+ * Messages between the router (main thread) and the partition workers (worker.ts). Batches are
+ * flat arrays of numbers and values rather than arrays of objects: structured clone copies a flat
+ * array of primitives far faster than the same data as small objects, and one postMessage carries
+ * every call a partition received in one event-loop turn.
+ *
+ * Router → worker, on the worker's own port, a batch of entries:
+ *   CALL   slot, procedureIndex, transactionId, timestamp, paramCount, ...params
+ *   ADHOC  slot, sql, transactionId, timestamp, paramCount, ...params
+ *   MP     transactionId, timestamp   (the marker: block and serve the coordinator's fragments)
+ * Worker → router, one batch per received batch: slot, ok (1 or 0), value (result or ErrorPayload).
+ *
+ * Coordinator ↔ worker, on the worker's multi-partition port, one message each way per fragment;
+ * see coordinator.ts.
+ */
+import { AssertionFailure } from '../assert.ts';
+import { ErrorCode, SluiceError, type ErrorDetails } from '../errors.ts';
+import type { ErrorPayload } from '../server/protocol.ts';
+
+export const Op = {
+  CALL: 1,
+  ADHOC: 2,
+  MP: 3,
+} as const;
+
+/** Fragment kinds the coordinator sends during a multi-partition transaction. */
+export const Fragment = {
+  /** [EXECUTE, sql, params] → ResultTable */
+  EXECUTE: 1,
+  /** [FRAMES, sql, params] → Frame[] (the per-partition half of a SELECT, see sql/select.ts) */
+  FRAMES: 2,
+  /** [INSERT, sql, rows] → number of rows inserted (rows already routed to this partition) */
+  INSERT: 3,
+  /** [STATS] → PartitionStatistics */
+  STATS: 4,
+  /** [END, commit] → no reply; the partition commits or rolls back and leaves the marker */
+  END: 5,
+} as const;
+
+/** Most calls per router → worker message; a turn with more sends several messages. */
+export const batchCallsMax = 1024;
+
+/** Slots of the shared Int32Array: one wake-up counter per partition, then the coordinator's. */
+export function coordinatorSlot(partitionCount: number): number {
+  return partitionCount;
+}
+
+export interface TableStatistics {
+  name: string;
+  kind: string;
+  rows: number;
+  bytesEstimate: number;
+}
+
+export interface PartitionStatistics {
+  partition: number;
+  transactions: number;
+  tables: TableStatistics[];
+}
+
+/** An error as it crosses a thread or the network: code first, message already rendered. */
+export function errorPayload(error: unknown): ErrorPayload {
+  if (error instanceof SluiceError) return [error.code, error.message, error.details as Record<string, unknown>];
+  if (error instanceof AssertionFailure) return [ErrorCode.INTERNAL, error.message, null];
+  const message = error instanceof Error ? error.message : String(error);
+  return [ErrorCode.INTERNAL, `internal error: ${message}`, null];
+}
+
+/** Rebuilds a SluiceError from its payload without rendering its message a second time. */
+export function errorFromPayload(payload: ErrorPayload): SluiceError {
+  const error = new SluiceError(payload[0] as ErrorCode, payload[1]);
+  // The message already includes the position and suggestions; keep details for callers.
+  Object.defineProperty(error, 'details', { value: (payload[2] ?? {}) as ErrorDetails });
+  return error;
+}

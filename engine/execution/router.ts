@@ -1,0 +1,527 @@
+/**
+ * The router: the server's single sequencer. Every invocation (procedure call, ad-hoc SQL, system
+ * procedure) passes through `submit`, which is the one place that assigns the transaction id, the
+ * timestamp and the partition; the command log (durability, a later issue) hooks in there, through
+ * `InvocationLog`, before anything runs.
+ *
+ * Contract of `submit(name, params, sink, token)`:
+ * - Exactly one `sink.deliver(token, status, payload, timestamp)` follows, possibly synchronously
+ *   (validation errors, router-local system procedures, multi-partition transactions).
+ * - Single-partition calls are appended to their partition's batch; batches go out as one
+ *   postMessage per partition per event-loop turn (or earlier, at batchCallsMax), and the
+ *   partition answers the whole batch in one message.
+ * - Multi-partition calls put an MP marker into every partition's batch at this point of the
+ *   order, flush, and run the procedure body here, synchronously, as the coordinator
+ *   (coordinator.ts). The router thread is blocked for the transaction's duration: that is the
+ *   price of one global order, and why multi-partition procedures are the slow path.
+ */
+import { readFileSync } from 'node:fs';
+import { createHistogram, type RecordableHistogram } from 'node:perf_hooks';
+import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
+import { systemProcedureTable, systemProcedures, type Statistics, type SystemInformation } from '../../procedures/system.ts';
+import { applyDdl, emptyCatalog } from '../catalog/ddl.ts';
+import type { Catalog } from '../catalog/schema.ts';
+import { ErrorCode, SluiceError, nearNames } from '../errors.ts';
+import { ProtocolCode, Status, statusOfCode, type ErrorPayload } from '../server/protocol.ts';
+import { insertValues } from '../sql/dml.ts';
+import { checkParameterCount, normalizeParams, planStatement, type PlannedStatement } from '../sql/statement.ts';
+import type { Value } from '../types.ts';
+import { adhocProcedure } from './adhoc.ts';
+import { RemoteRunner } from './coordinator.ts';
+import { partitionOf } from './hash.ts';
+import { failure, invoke, procedureParams } from './invoke.ts';
+import { Op, batchCallsMax, coordinatorSlot, errorPayload } from './messages.ts';
+import { loadProcedures, type LoadedProcedure } from './procedures.ts';
+import { TransactionContext } from './transaction.ts';
+import type { WorkerData } from './worker.ts';
+
+/** Calls queued at one partition (sent, not yet answered) before new ones get SERVER_BUSY. */
+export const partitionQueueDepthMax = 200_000;
+const adhocPlanCacheMax = 1000;
+const workerUrl = new URL('./worker.ts', import.meta.url);
+const packageVersion = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
+/** Receives the outcome of a submitted call. */
+export interface ResultSink {
+  /**
+   * `payload` is the result on SUCCESS, else an ErrorPayload. `timestamp` is the transaction's
+   * timestamp, 0 when no transaction ran.
+   */
+  deliver(token: number, status: Status, payload: unknown, timestamp: number): void;
+}
+
+/**
+ * Where durability slots in: called for every transaction, in the global order, before it runs.
+ * `partition` is -1 for multi-partition transactions.
+ */
+export interface InvocationLog {
+  append(transactionId: number, timestamp: number, partition: number, procedure: string, params: readonly Value[]): void;
+}
+
+export interface RouterOptions {
+  /** The schema's DDL text. */
+  ddl: string;
+  /** Folder that CREATE PROCEDURE … FROM paths are relative to. */
+  proceduresDir: string;
+  partitions: number;
+  queueDepthMax?: number;
+  log?: InvocationLog;
+  /** A partition worker died (a broken invariant): the router refuses work from then on. */
+  onFatal?: (error: Error) => void;
+}
+
+class ProcedureStats {
+  readonly name: string;
+  calls = 0;
+  aborts = 0;
+  failures = 0;
+  readonly latency: RecordableHistogram = createHistogram();
+
+  constructor(name: string) {
+    this.name = name;
+  }
+}
+
+export class Router {
+  readonly partitionCount: number;
+  readonly catalog: Catalog;
+  readonly ddl: string;
+  readonly startedAt = Date.now();
+  private readonly procedures: Map<string, LoadedProcedure>;
+  private readonly procedureIndex: Map<string, number>;
+  private readonly workers: Worker[] = [];
+  private readonly mpPorts: MessagePort[] = [];
+  private readonly flags: Int32Array;
+  private readonly remote: RemoteRunner;
+  private readonly mpContext: TransactionContext;
+  private readonly batches: unknown[][];
+  private readonly batchCalls: number[];
+  private readonly queueDepth: number[];
+  private readonly answered: number[];
+  private readonly queueDepthMax: number;
+  private readonly log: InvocationLog | undefined;
+  private readonly onFatal: (error: Error) => void;
+  private flushScheduled = false;
+  private readonly flushBound = (): void => this.flush();
+  private lastTransactionId = 0;
+  private lastTimestamp = 0;
+  private readonly adhocPlans = new Map<string, PlannedStatement>();
+  private readonly stats = new Map<string, ProcedureStats>();
+  private broken: Error | undefined;
+  private closed = false;
+
+  // Pending calls, by slot: parallel arrays and a free list, so a call allocates no record.
+  private readonly slotSink: (ResultSink | undefined)[] = [];
+  private readonly slotToken: number[] = [];
+  private readonly slotTimestamp: number[] = [];
+  private readonly slotStart: number[] = [];
+  private readonly slotStats: (ProcedureStats | undefined)[] = [];
+  private readonly slotPartition: number[] = [];
+  private readonly freeSlots: number[] = [];
+
+  private constructor(options: RouterOptions, catalog: Catalog, procedures: Map<string, LoadedProcedure>) {
+    this.partitionCount = options.partitions;
+    this.catalog = catalog;
+    this.ddl = options.ddl;
+    this.procedures = procedures;
+    this.procedureIndex = new Map([...procedures.keys()].map((name, index) => [name, index]));
+    this.queueDepthMax = options.queueDepthMax ?? partitionQueueDepthMax;
+    this.log = options.log;
+    this.onFatal = options.onFatal ?? (() => {});
+    this.flags = new Int32Array(new SharedArrayBuffer(4 * (options.partitions + 1)));
+    this.batches = Array.from({ length: options.partitions }, () => []);
+    this.batchCalls = new Array<number>(options.partitions).fill(0);
+    this.queueDepth = new Array<number>(options.partitions).fill(0);
+    this.answered = new Array<number>(options.partitions).fill(0);
+    for (const name of procedures.keys()) this.stats.set(name, new ProcedureStats(name));
+    for (const entry of systemProcedures) this.stats.set(entry.name, new ProcedureStats(entry.name));
+    const ports: MessagePort[] = [];
+    for (let p = 0; p < options.partitions; p++) {
+      const channel = new MessageChannel();
+      ports.push(channel.port1);
+      this.mpPorts.push(channel.port2);
+    }
+    this.remote = new RemoteRunner(ports, this.flags);
+    this.mpContext = new TransactionContext(this.remote, -1);
+  }
+
+  /** Loads the schema and procedures here and in one worker per partition; resolves when all are ready. */
+  static async open(options: RouterOptions): Promise<Router> {
+    const partitions = options.partitions;
+    if (!Number.isInteger(partitions) || partitions < 1 || partitions > 1024) {
+      throw new SluiceError(ErrorCode.INVALID_SCHEMA, `partitions must be an integer from 1 to 1024, got ${partitions}`);
+    }
+    const catalog = applyDdl(options.ddl, emptyCatalog);
+    const procedures = await loadProcedures(catalog, options.proceduresDir);
+    const router = new Router(options, catalog, procedures);
+    await router.startWorkers(options);
+    return router;
+  }
+
+  private async startWorkers(options: RouterOptions): Promise<void> {
+    const ready: Promise<void>[] = [];
+    for (let p = 0; p < this.partitionCount; p++) {
+      const data: WorkerData = {
+        ddl: options.ddl,
+        proceduresDir: options.proceduresDir,
+        partition: p,
+        partitionCount: this.partitionCount,
+        flags: this.flags.buffer as SharedArrayBuffer,
+        mpPort: this.mpPorts[p],
+      };
+      const worker = new Worker(workerUrl, { workerData: data, transferList: [this.mpPorts[p]], name: `sluice-partition-${p}` });
+      this.workers.push(worker);
+      ready.push(
+        new Promise<void>((resolve, reject) => {
+          const onStartError = (error: Error) => reject(error);
+          worker.once('error', onStartError);
+          worker.once('message', (message) => {
+            worker.off('error', onStartError);
+            if (message !== 'ready') {
+              reject(new SluiceError(ErrorCode.INTERNAL, `partition ${p} sent ${String(message)} instead of ready`));
+              return;
+            }
+            worker.on('message', (results: unknown[]) => this.onResults(p, results));
+            worker.on('error', (error: Error) => this.fail(new SluiceError(ErrorCode.INTERNAL, `partition ${p} crashed: ${error.message}`)));
+            worker.on('exit', (code) => {
+              if (!this.closed) this.fail(new SluiceError(ErrorCode.INTERNAL, `partition ${p} exited with code ${code}`));
+            });
+            resolve();
+          });
+        }),
+      );
+    }
+    try {
+      await Promise.all(ready);
+    } catch (error) {
+      await this.close();
+      throw error;
+    }
+  }
+
+  get procedureNames(): string[] {
+    return [...this.procedures.keys()];
+  }
+
+  /** Submits one call; see the contract at the top of this file. */
+  submit(name: string, params: readonly unknown[], sink: ResultSink, token: number): void {
+    if (this.broken !== undefined || this.closed) {
+      sink.deliver(token, Status.UNEXPECTED_FAILURE, errorPayload(this.broken ?? new SluiceError(ErrorCode.CLOSED, 'the server is shutting down')), 0);
+      return;
+    }
+    const procedure = this.procedures.get(name);
+    if (procedure === undefined) {
+      this.submitSystem(name, params, sink, token);
+      return;
+    }
+    const stats = this.stats.get(name)!;
+    let values: Value[];
+    try {
+      values = procedureParams(procedure, params);
+    } catch (error) {
+      this.rejectCall(stats, sink, token, error);
+      return;
+    }
+    if (procedure.partitionParameter === undefined) {
+      this.runMulti(procedure, values, stats, sink, token);
+      return;
+    }
+    const partition = partitionOf(values[procedure.partitionParameter], this.partitionCount);
+    this.enqueue(Op.CALL, this.procedureIndex.get(name)!, partition, values, stats, sink, token, name);
+  }
+
+  /** Convenience for in-process callers and tests: resolves with the result or rejects with a SluiceError. */
+  call(name: string, ...params: unknown[]): Promise<unknown> {
+    return new Promise((resolve, reject) => {
+      this.submit(name, params, {
+        deliver(_token, status, payload) {
+          if (status === Status.SUCCESS) resolve(payload);
+          else reject(new SluiceError((payload as ErrorPayload)[0] as ErrorCode, (payload as ErrorPayload)[1]));
+        },
+      }, 0);
+    });
+  }
+
+  // --- single-partition path ------------------------------------------------------------------
+
+  private enqueue(op: number, target: number | string, partition: number, values: readonly Value[], stats: ProcedureStats, sink: ResultSink, token: number, name: string): void {
+    if (this.queueDepth[partition] >= this.queueDepthMax) {
+      stats.calls++;
+      stats.failures++;
+      sink.deliver(token, Status.SERVER_BUSY, [ProtocolCode.SERVER_BUSY, `partition ${partition} has ${this.queueDepth[partition]} calls queued; retry later`, null], 0);
+      return;
+    }
+    const transactionId = ++this.lastTransactionId;
+    const timestamp = this.nextTimestamp();
+    this.log?.append(transactionId, timestamp, partition, name, values);
+    const slot = this.allocateSlot(sink, token, timestamp, stats, partition);
+    this.queueDepth[partition]++;
+    const batch = this.batches[partition];
+    batch.push(op, slot, target, transactionId, timestamp, values.length);
+    for (let i = 0; i < values.length; i++) batch.push(values[i]);
+    if (++this.batchCalls[partition] >= batchCallsMax) this.flushPartition(partition);
+    else if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(this.flushBound);
+    }
+  }
+
+  /** Sends every non-empty batch: one message per partition. */
+  flush(): void {
+    this.flushScheduled = false;
+    for (let p = 0; p < this.partitionCount; p++) if (this.batches[p].length > 0) this.flushPartition(p);
+  }
+
+  private flushPartition(partition: number): void {
+    // postMessage copies the batch synchronously, so the array is reused.
+    this.workers[partition].postMessage(this.batches[partition]);
+    this.batches[partition].length = 0;
+    this.batchCalls[partition] = 0;
+  }
+
+  private onResults(partition: number, results: unknown[]): void {
+    const now = performance.now();
+    for (let i = 0; i < results.length; i += 3) {
+      const slot = results[i] as number;
+      const ok = results[i + 1] === 1;
+      const payload = results[i + 2];
+      this.queueDepth[partition]--;
+      this.answered[partition]++;
+      this.complete(slot, ok ? Status.SUCCESS : statusOfCode((payload as ErrorPayload)[0]), payload, now);
+    }
+  }
+
+  private complete(slot: number, status: Status, payload: unknown, now: number): void {
+    const sink = this.slotSink[slot]!;
+    const stats = this.slotStats[slot]!;
+    const token = this.slotToken[slot];
+    const timestamp = this.slotTimestamp[slot];
+    stats.calls++;
+    if (status === Status.USER_ABORT) stats.aborts++;
+    else if (status !== Status.SUCCESS) stats.failures++;
+    const micros = Math.round((now - this.slotStart[slot]) * 1000);
+    stats.latency.record(micros > 0 ? micros : 1);
+    this.slotSink[slot] = undefined;
+    this.slotStats[slot] = undefined;
+    this.freeSlots.push(slot);
+    sink.deliver(token, status, payload, timestamp);
+  }
+
+  private allocateSlot(sink: ResultSink, token: number, timestamp: number, stats: ProcedureStats, partition: number): number {
+    const slot = this.freeSlots.length > 0 ? this.freeSlots.pop()! : this.slotSink.length;
+    this.slotSink[slot] = sink;
+    this.slotToken[slot] = token;
+    this.slotTimestamp[slot] = timestamp;
+    this.slotStart[slot] = performance.now();
+    this.slotStats[slot] = stats;
+    this.slotPartition[slot] = partition;
+    return slot;
+  }
+
+  // --- multi-partition path -------------------------------------------------------------------
+
+  private runMulti(procedure: LoadedProcedure, values: Value[], stats: ProcedureStats, sink: ResultSink, token: number): void {
+    const start = performance.now();
+    const transactionId = ++this.lastTransactionId;
+    const timestamp = this.nextTimestamp();
+    this.log?.append(transactionId, timestamp, -1, procedure.name, values);
+    this.placeMarkers(transactionId, timestamp);
+    let status: Status = Status.SUCCESS;
+    let payload: unknown;
+    try {
+      payload = invoke(procedure, this.remote, this.mpContext, values, transactionId, timestamp);
+    } catch (error) {
+      payload = errorPayload(failure(error, procedure));
+      status = statusOfCode((payload as ErrorPayload)[0]);
+    }
+    this.remote.end(status === Status.SUCCESS);
+    this.finishDirect(stats, start, status, payload, sink, token, timestamp);
+  }
+
+  /** Puts an MP marker into every partition's queue at this point of the order and sends it. */
+  private placeMarkers(transactionId: number, timestamp: number): void {
+    for (let p = 0; p < this.partitionCount; p++) this.batches[p].push(Op.MP, transactionId, timestamp);
+    this.flush();
+  }
+
+  private finishDirect(stats: ProcedureStats, start: number, status: Status, payload: unknown, sink: ResultSink, token: number, timestamp: number): void {
+    stats.calls++;
+    if (status === Status.USER_ABORT) stats.aborts++;
+    else if (status !== Status.SUCCESS) stats.failures++;
+    const micros = Math.round((performance.now() - start) * 1000);
+    stats.latency.record(micros > 0 ? micros : 1);
+    sink.deliver(token, status, payload, timestamp);
+  }
+
+  private rejectCall(stats: ProcedureStats, sink: ResultSink, token: number, error: unknown): void {
+    stats.calls++;
+    stats.failures++;
+    const payload = errorPayload(error);
+    sink.deliver(token, statusOfCode(payload[0]), payload, 0);
+  }
+
+  // --- system procedures and ad-hoc SQL -------------------------------------------------------
+
+  private submitSystem(name: string, params: readonly unknown[], sink: ResultSink, token: number): void {
+    const entry = systemProcedureTable.get(name);
+    if (entry === undefined) {
+      const error = new SluiceError(ErrorCode.UNKNOWN_PROCEDURE, `unknown procedure ${name}`, {
+        object: name,
+        suggestions: nearNames(name, [...this.procedures.keys(), ...systemProcedureTable.keys()]),
+      });
+      sink.deliver(token, Status.FAILURE, errorPayload(error), 0);
+      return;
+    }
+    const stats = this.stats.get(name)!;
+    const start = performance.now();
+    switch (name) {
+      case '@Ping':
+        this.finishDirect(stats, start, Status.SUCCESS, 0, sink, token, 0);
+        return;
+      case '@SystemInformation':
+        this.finishDirect(stats, start, Status.SUCCESS, this.systemInformation(), sink, token, 0);
+        return;
+      case '@Statistics': {
+        const transactionId = ++this.lastTransactionId;
+        const timestamp = this.nextTimestamp();
+        this.placeMarkers(transactionId, timestamp);
+        let partitions;
+        try {
+          partitions = this.remote.statistics();
+        } finally {
+          this.remote.end(true);
+        }
+        this.finishDirect(stats, start, Status.SUCCESS, this.statistics(partitions), sink, token, timestamp);
+        return;
+      }
+      case '@AdHoc':
+        this.submitAdhoc(params, stats, sink, token);
+        return;
+    }
+  }
+
+  private submitAdhoc(params: readonly unknown[], stats: ProcedureStats, sink: ResultSink, token: number): void {
+    let statement: PlannedStatement;
+    let values: Value[];
+    try {
+      const sql = params[0];
+      const sqlParams = params[1] ?? [];
+      if (typeof sql !== 'string' || !Array.isArray(sqlParams) || params.length > 2) {
+        throw new SluiceError(ErrorCode.PARAM_TYPE, '@AdHoc takes (sql: string, params?: unknown[])', { object: '@AdHoc' });
+      }
+      statement = this.adhocPlan(sql);
+      checkParameterCount(statement, sqlParams);
+      values = normalizeParams(sqlParams);
+    } catch (error) {
+      this.rejectCall(stats, sink, token, error);
+      return;
+    }
+    const routing = statement.routing;
+    let partition = -1;
+    try {
+      if (statement.explain) partition = 0;
+      else if (routing.kind === 'any' && statement.readOnly) partition = 0;
+      else if (routing.kind === 'keyed') partition = partitionOf(routing.key.evaluate([], values), this.partitionCount);
+      else if (routing.kind === 'insert' && statement.plan.kind === 'insert' && statement.plan.rows.length === 1) {
+        const row = insertValues(statement.plan, 0, values);
+        partition = partitionOf(row[statement.plan.table.partitionColumn!], this.partitionCount);
+      }
+    } catch (error) {
+      this.rejectCall(stats, sink, token, error);
+      return;
+    }
+    if (partition >= 0) this.enqueue(Op.ADHOC, statement.sql, partition, values, stats, sink, token, '@AdHoc');
+    else this.runMulti(adhocProcedure(statement), values, stats, sink, token);
+  }
+
+  private adhocPlan(sql: string): PlannedStatement {
+    let statement = this.adhocPlans.get(sql);
+    if (statement === undefined) {
+      statement = planStatement(sql, this.catalog);
+      if (this.adhocPlans.size >= adhocPlanCacheMax) this.adhocPlans.delete(this.adhocPlans.keys().next().value!);
+      this.adhocPlans.set(sql, statement);
+    }
+    return statement;
+  }
+
+  systemInformation(): SystemInformation {
+    return {
+      version: packageVersion,
+      partitions: this.partitionCount,
+      uptimeMs: Date.now() - this.startedAt,
+      startedAt: this.startedAt,
+      schema: this.ddl,
+      procedures: [...this.procedures.keys()],
+    };
+  }
+
+  private statistics(partitions: ReturnType<RemoteRunner['statistics']>): Statistics {
+    const procedures = [];
+    for (const stats of this.stats.values()) {
+      if (stats.calls === 0) continue;
+      procedures.push({
+        procedure: stats.name,
+        calls: stats.calls,
+        aborts: stats.aborts,
+        failures: stats.failures,
+        p50_ms: stats.latency.count > 0 ? stats.latency.percentile(50) / 1000 : 0,
+        p99_ms: stats.latency.count > 0 ? stats.latency.percentile(99) / 1000 : 0,
+      });
+    }
+    const tables = new Map<string, { table: string; kind: string; rows: number; bytesEstimate: number }>();
+    for (const partition of partitions) {
+      for (const table of partition.tables) {
+        const def = this.catalog.tables.get(table.name);
+        const entry = tables.get(table.name) ?? { table: table.name, kind: table.kind, rows: 0, bytesEstimate: 0 };
+        // Replicated tables hold the same rows on every partition: count them once, memory every time.
+        if (def?.partitioned || partition.partition === 0) entry.rows += table.rows;
+        entry.bytesEstimate += table.bytesEstimate;
+        tables.set(table.name, entry);
+      }
+    }
+    return {
+      procedures,
+      partitions: partitions.map((partition) => ({
+        partition: partition.partition,
+        transactions: partition.transactions,
+        queueDepth: this.queueDepth[partition.partition],
+      })),
+      tables: [...tables.values()],
+    };
+  }
+
+  // --- time, failure, shutdown ----------------------------------------------------------------
+
+  private nextTimestamp(): number {
+    // Never earlier than the previous transaction's: NOW() and ctx.timestamp only move forward.
+    const now = Date.now();
+    if (now > this.lastTimestamp) this.lastTimestamp = now;
+    return this.lastTimestamp;
+  }
+
+  private fail(error: Error): void {
+    if (this.broken !== undefined || this.closed) return;
+    this.broken = error;
+    this.failPending(Status.UNEXPECTED_FAILURE, errorPayload(error));
+    this.onFatal(error);
+  }
+
+  private failPending(status: Status, payload: ErrorPayload): void {
+    const now = performance.now();
+    for (let slot = 0; slot < this.slotSink.length; slot++) {
+      if (this.slotSink[slot] !== undefined) {
+        this.queueDepth[this.slotPartition[slot]]--;
+        this.complete(slot, status, payload, now);
+      }
+    }
+  }
+
+  /** Answers calls still queued with UNEXPECTED_FAILURE (shutting down) and stops the workers. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.failPending(Status.UNEXPECTED_FAILURE, [ProtocolCode.SHUTTING_DOWN, 'the server shut down before the call ran', null]);
+    await Promise.all(this.workers.map((worker) => worker.terminate()));
+    this.remote.close();
+  }
+}

@@ -1,0 +1,202 @@
+/**
+ * A partition worker thread: owns one Partition outright and runs its transactions strictly one
+ * at a time, in the order the router sent them. It loads the catalog (from the DDL text) and the
+ * procedures itself, because functions cannot cross threads.
+ *
+ * Run loop contract: each message from the router is a batch (messages.ts). Calls run to
+ * completion in order; their answers go back as one batch. An MP marker means "every transaction
+ * before this point has run here, none after it has": the worker begins the multi-partition
+ * transaction and blocks, serving the coordinator's fragments synchronously on its MP port, until
+ * the coordinator ends it (commit or rollback). Only then does it go on with the batch. This is
+ * what puts multi-partition transactions at one point of every partition's serial order.
+ */
+import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
+import { AssertionFailure } from '../assert.ts';
+import { applyDdl, emptyCatalog } from '../catalog/ddl.ts';
+import type { Catalog } from '../catalog/schema.ts';
+import type { ResultTable } from '../sql/context.ts';
+import { insertRow } from '../sql/dml.ts';
+import type { Frame } from '../sql/expr.ts';
+import { collectFrames } from '../sql/select.ts';
+import { planStatement, type PlannedStatement } from '../sql/statement.ts';
+import type { Value } from '../types.ts';
+import { adhocProcedure } from './adhoc.ts';
+import { failure, invoke } from './invoke.ts';
+import { Fragment, Op, coordinatorSlot, errorPayload, type PartitionStatistics } from './messages.ts';
+import { Partition } from './partition.ts';
+import { loadProcedures, type LoadedProcedure } from './procedures.ts';
+import { SinglePartitionRunner, TransactionContext } from './transaction.ts';
+
+export interface WorkerData {
+  ddl: string;
+  proceduresDir: string;
+  partition: number;
+  partitionCount: number;
+  /** Int32Array over a SharedArrayBuffer: wake-up counters (messages.ts coordinatorSlot). */
+  flags: SharedArrayBuffer;
+  mpPort: MessagePort;
+}
+
+const planCacheMax = 1000;
+
+const data = workerData as WorkerData;
+const port = parentPort!;
+const flags = new Int32Array(data.flags);
+const ownSlot = data.partition;
+const coordinator = coordinatorSlot(data.partitionCount);
+const mpPort = data.mpPort;
+
+const catalog: Catalog = applyDdl(data.ddl, emptyCatalog);
+const procedures: LoadedProcedure[] = [...(await loadProcedures(catalog, data.proceduresDir)).values()];
+const partition = new Partition(data.partition, data.partitionCount, catalog);
+const runner = new SinglePartitionRunner(partition);
+const context = new TransactionContext(runner, partition.id);
+const plans = new Map<string, PlannedStatement>();
+
+/** Answers of the batch being run, reused across batches (postMessage copies it). */
+const results: unknown[] = [];
+
+function planOf(sql: string): PlannedStatement {
+  let plan = plans.get(sql);
+  if (plan === undefined) {
+    plan = planStatement(sql, catalog);
+    if (plans.size >= planCacheMax) plans.delete(plans.keys().next().value!);
+    plans.set(sql, plan);
+  }
+  return plan;
+}
+
+function runTransaction(procedure: LoadedProcedure, values: Value[], transactionId: number, timestamp: number): unknown {
+  partition.begin(transactionId, timestamp);
+  let result: unknown;
+  try {
+    result = invoke(procedure, runner, context, values, transactionId, timestamp);
+  } catch (error) {
+    partition.rollback();
+    // A broken invariant means this partition's state cannot be trusted: crash the worker.
+    if (error instanceof AssertionFailure) throw error;
+    throw failure(error, procedure);
+  }
+  partition.commit();
+  return result;
+}
+
+function runBatch(batch: unknown[]): void {
+  let i = 0;
+  while (i < batch.length) {
+    const op = batch[i] as number;
+    if (op === Op.MP) {
+      flushResults();
+      serveMultiPartition(batch[i + 1] as number, batch[i + 2] as number);
+      i += 3;
+      continue;
+    }
+    const slot = batch[i + 1] as number;
+    const target = batch[i + 2];
+    const transactionId = batch[i + 3] as number;
+    const timestamp = batch[i + 4] as number;
+    const paramCount = batch[i + 5] as number;
+    const values = batch.slice(i + 6, i + 6 + paramCount) as Value[];
+    i += 6 + paramCount;
+    results.push(slot);
+    try {
+      const procedure = op === Op.CALL ? procedures[target as number] : adhocProcedure(planOf(target as string));
+      const result = runTransaction(procedure, values, transactionId, timestamp);
+      results.push(1, result);
+    } catch (error) {
+      if (error instanceof AssertionFailure) throw error;
+      results.push(0, errorPayload(error));
+    }
+  }
+  flushResults();
+}
+
+function flushResults(): void {
+  if (results.length === 0) return;
+  try {
+    port.postMessage(results);
+  } catch {
+    // A result that cannot be copied (a function, a class instance with private state): answer
+    // those calls with an error instead of losing the whole batch.
+    for (let r = 0; r < results.length; r += 3) {
+      if (results[r + 1] !== 1) continue;
+      try {
+        structuredClone(results[r + 2]);
+      } catch (error) {
+        results[r + 1] = 0;
+        results[r + 2] = errorPayload(new Error(`the procedure's result cannot be sent: ${(error as Error).message}`));
+      }
+    }
+    port.postMessage(results);
+  }
+  results.length = 0;
+}
+
+/**
+ * The partition's side of a multi-partition transaction: begin it, then serve fragments until
+ * END. Blocks this thread (Atomics.wait), which is the point: nothing else may run here meanwhile.
+ */
+function serveMultiPartition(transactionId: number, timestamp: number): void {
+  partition.begin(transactionId, timestamp);
+  for (;;) {
+    const seen = Atomics.load(flags, ownSlot);
+    const received = receiveMessageOnPort(mpPort);
+    if (received === undefined) {
+      Atomics.wait(flags, ownSlot, seen);
+      continue;
+    }
+    const message = received.message as unknown[];
+    const kind = message[0] as number;
+    if (kind === Fragment.END) {
+      if (message[1] === true) partition.commit();
+      else partition.rollback();
+      return;
+    }
+    let reply: unknown[];
+    try {
+      reply = [1, runFragment(kind, message)];
+    } catch (error) {
+      if (error instanceof AssertionFailure) throw error;
+      reply = [0, errorPayload(error)];
+    }
+    mpPort.postMessage(reply);
+    Atomics.add(flags, coordinator, 1);
+    Atomics.notify(flags, coordinator);
+  }
+}
+
+function runFragment(kind: number, message: unknown[]): unknown {
+  switch (kind) {
+    case Fragment.EXECUTE:
+      return partition.execute(planOf(message[1] as string), message[2] as Value[]) satisfies ResultTable;
+    case Fragment.FRAMES: {
+      const statement = planOf(message[1] as string);
+      if (statement.plan.kind !== 'select') throw new Error(`FRAMES fragment for a ${statement.plan.kind}`);
+      return collectFrames(statement.plan, partition, message[2] as Value[]) satisfies Frame[];
+    }
+    case Fragment.INSERT: {
+      const statement = planOf(message[1] as string);
+      if (statement.plan.kind !== 'insert') throw new Error(`INSERT fragment for a ${statement.plan.kind}`);
+      const rows = message[2] as Value[][];
+      for (const row of rows) insertRow(statement.plan, row, partition);
+      return rows.length;
+    }
+    case Fragment.STATS:
+      return statistics();
+  }
+  throw new Error(`unknown fragment kind ${kind}`);
+}
+
+function statistics(): PartitionStatistics {
+  const tables = [];
+  for (const table of partition.allTables()) {
+    const rows = table.rows.size;
+    // A row is an array of its values plus a row id; ~16 bytes per slot plus the array header.
+    const bytesEstimate = rows * (32 + 16 * (table.def.columns.length + 1)) + table.indexes.length * rows * 48;
+    tables.push({ name: table.def.name, kind: table.def.kind, rows, bytesEstimate });
+  }
+  return { partition: partition.id, transactions: partition.transactionCount, tables };
+}
+
+port.on('message', (batch: unknown[]) => runBatch(batch));
+port.postMessage('ready');

@@ -1,0 +1,150 @@
+/**
+ * The wire protocol between the client SDK (client/index.ts) and the server (server.ts): binary
+ * WebSocket messages, each one msgpack-encoded frame. A frame is a flat array whose first element
+ * is its kind; CALLS and RESULTS frames carry many calls back to back, so that one WebSocket
+ * message (and one msgpack pass) pays for many transactions. docs/protocol.md is the reference for
+ * frames, statuses, error codes and close codes; keep the two in step.
+ *
+ * Shared by both ends, so it imports nothing from the engine beyond the error codes.
+ */
+import { Packr } from 'msgpackr';
+
+/** Protocol versions this build speaks; the handshake picks the highest both sides know. */
+export const protocolVersion = 1;
+export const protocolVersionsSupported: readonly number[] = [1];
+
+// --- limits (each one is also a server/client option) ----------------------------------------
+
+/** Largest WebSocket message either side accepts; bigger ones close the connection (1009). */
+export const frameBytesMax = 16 * 1024 * 1024;
+/** Most calls one CALLS frame may carry; the SDK splits larger bursts into several frames. */
+export const frameCallsMax = 4096;
+/** Calls a connection may have outstanding at the server; more get SERVER_BUSY. */
+export const connectionCallsInFlightMax = 100_000;
+/** Longest procedure name accepted. */
+export const procedureNameLengthMax = 256;
+/** Time a new connection has to send HELLO. */
+export const helloTimeoutMs = 10_000;
+
+// --- frames -----------------------------------------------------------------------------------
+
+export const FrameKind = {
+  /** client → server: [HELLO, { versions: number[], client: string }] */
+  HELLO: 1,
+  /** server → client: [WELCOME, { version, server, partitions }] */
+  WELCOME: 2,
+  /** client → server: [CALLS, id, procedure, params[], id, procedure, params[], …] */
+  CALLS: 3,
+  /** server → client: [RESULTS, id, status, payload, timestamp, …] */
+  RESULTS: 4,
+  /** server → client, just before it closes the connection: [ERROR, code, message] */
+  ERROR: 5,
+} as const;
+/** Elements per call in a CALLS frame, after the kind. */
+export const callStride = 3;
+/** Elements per result in a RESULTS frame, after the kind. */
+export const resultStride = 4;
+
+// --- response statuses ------------------------------------------------------------------------
+
+/**
+ * How a call ended. SUCCESS carries the procedure's result; every other status carries an error
+ * payload [code, message, details]. TIMEOUT and CONNECTION_LOST are produced by the client SDK,
+ * never sent by the server.
+ */
+export const Status = {
+  SUCCESS: 0,
+  /** The procedure aborted (ctx.abort, a failed expectation): rolled back, nothing changed. */
+  USER_ABORT: 1,
+  /** A constraint (unique, NOT NULL, range, length) failed: rolled back. */
+  CONSTRAINT_VIOLATION: 2,
+  /** The request was wrong: unknown procedure, bad parameters, bad SQL. Nothing ran. */
+  FAILURE: 3,
+  /** The procedure threw an unexpected exception, or Sluice has a bug: rolled back. */
+  UNEXPECTED_FAILURE: 4,
+  /** The call did not finish within its timeout (client side; it may still commit). */
+  TIMEOUT: 5,
+  /** The server is overloaded (queue or connection limit): the call was not run; retry later. */
+  SERVER_BUSY: 6,
+  /** The connection closed before the answer came: the call may or may not have committed. */
+  CONNECTION_LOST: 7,
+} as const;
+export type Status = (typeof Status)[keyof typeof Status];
+export type StatusName = keyof typeof Status;
+
+const statusNames = Object.keys(Status) as StatusName[];
+export function statusName(status: number): StatusName | 'UNKNOWN' {
+  return statusNames[status] ?? 'UNKNOWN';
+}
+
+const abortCodes: ReadonlySet<string> = new Set(['USER_ABORT', 'EXPECTATION_FAILED']);
+const constraintCodes: ReadonlySet<string> = new Set(['NOT_NULL_VIOLATION', 'UNIQUE_VIOLATION', 'VALUE_OUT_OF_RANGE', 'VALUE_TOO_LONG', 'NUMERIC_OVERFLOW']);
+const unexpectedCodes: ReadonlySet<string> = new Set(['INTERNAL', 'PROCEDURE_FAILED']);
+
+/** The response status of an error code (engine/errors.ts codes plus the protocol's own). */
+export function statusOfCode(code: string): Status {
+  if (abortCodes.has(code)) return Status.USER_ABORT;
+  if (constraintCodes.has(code)) return Status.CONSTRAINT_VIOLATION;
+  if (unexpectedCodes.has(code)) return Status.UNEXPECTED_FAILURE;
+  if (code === ProtocolCode.SERVER_BUSY) return Status.SERVER_BUSY;
+  return Status.FAILURE;
+}
+
+/** Error codes the protocol adds to engine/errors.ts's. */
+export const ProtocolCode = {
+  SERVER_BUSY: 'SERVER_BUSY',
+  BAD_CALL: 'BAD_CALL',
+  MALFORMED_FRAME: 'MALFORMED_FRAME',
+  UNSUPPORTED_VERSION: 'UNSUPPORTED_VERSION',
+  HANDSHAKE_EXPECTED: 'HANDSHAKE_EXPECTED',
+  FRAME_TOO_LARGE: 'FRAME_TOO_LARGE',
+  TIMEOUT: 'TIMEOUT',
+  CONNECTION_LOST: 'CONNECTION_LOST',
+  SHUTTING_DOWN: 'SHUTTING_DOWN',
+} as const;
+
+/** An error payload: [code, message, details]. */
+export type ErrorPayload = [code: string, message: string, details: Record<string, unknown> | null];
+
+// --- close codes ------------------------------------------------------------------------------
+
+export const CloseCode = {
+  NORMAL: 1000,
+  /** The server is shutting down. */
+  GOING_AWAY: 1001,
+  /** A message was larger than frameBytesMax (sent by ws itself). */
+  MESSAGE_TOO_BIG: 1009,
+  /** HELLO named no protocol version this server speaks. */
+  UNSUPPORTED_VERSION: 4000,
+  /** The first frame was not HELLO, or none came within helloTimeoutMs. */
+  HANDSHAKE_EXPECTED: 4001,
+  /** A frame could not be decoded or had the wrong shape. */
+  MALFORMED_FRAME: 4002,
+  /** A CALLS frame carried more than frameCallsMax calls. */
+  FRAME_LIMIT: 4003,
+} as const;
+
+// --- codec ------------------------------------------------------------------------------------
+
+/**
+ * One codec for both ends, every option chosen: plain arrays and maps (no record extension, so
+ * any msgpack implementation can speak the protocol), int64 decoded as number (BIGINT values are
+ * safe integers; larger ones arrive rounded and are rejected as out of range by the engine),
+ * buffers copied out of the frame (a VARBINARY value stored in a table must not pin the whole
+ * frame in memory).
+ */
+export function createCodec(): Packr {
+  return new Packr({
+    useRecords: false,
+    structuredClone: false,
+    moreTypes: false,
+    mapsAsObjects: true,
+    variableMapSize: true,
+    bundleStrings: false,
+    int64AsType: 'number',
+    largeBigIntToFloat: false,
+    encodeUndefinedAsNil: true,
+    copyBuffers: true,
+    useTimestamp32: false,
+  });
+}

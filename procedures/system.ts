@@ -1,0 +1,87 @@
+/**
+ * System procedures: one typed table (after Redis's command table) read by the router's
+ * dispatcher, the docs and the typed client. Each entry says what it touches and where it runs:
+ * 'router' ones answer from the router without a transaction; 'multi' ones run as
+ * multi-partition transactions in the global order like any other.
+ *
+ * ```ts
+ * const info = await client.call('@SystemInformation');
+ * console.log(info.partitions, info.uptimeMs);
+ * ```
+ */
+import type { ProcedureDefinition } from './api.ts';
+
+/** The call signature of a system procedure, shaped like a ProcedureDefinition's `run`. */
+export interface SystemSignature<P extends unknown[], R> {
+  readonly run: (ctx: never, ...params: P) => R;
+}
+
+export interface SystemProcedureInfo {
+  readonly name: string;
+  readonly access: 'read' | 'write';
+  readonly scope: 'router' | 'single' | 'multi';
+  readonly summary: string;
+}
+
+export const systemProcedures = [
+  { name: '@Ping', access: 'read', scope: 'router', summary: 'answers 0 at once; checks that the server is up and the connection works' },
+  { name: '@SystemInformation', access: 'read', scope: 'router', summary: 'version, partitions, uptime and the schema (DDL) of the running database' },
+  { name: '@Statistics', access: 'read', scope: 'multi', summary: 'per procedure: calls, aborts, failures, latency p50/p99; per partition: transactions, queue depth; per table: rows and a memory estimate' },
+  { name: '@AdHoc', access: 'write', scope: 'router', summary: 'runs one SQL statement (sql, params[]): on one partition when the statement pins it, else as a multi-partition transaction' },
+] as const satisfies readonly SystemProcedureInfo[];
+
+export type SystemProcedureName = (typeof systemProcedures)[number]['name'];
+
+export const systemProcedureTable: ReadonlyMap<string, SystemProcedureInfo> = new Map(systemProcedures.map((entry) => [entry.name, entry]));
+
+export interface SystemInformation {
+  version: string;
+  partitions: number;
+  uptimeMs: number;
+  startedAt: number;
+  schema: string;
+  procedures: string[];
+}
+
+export interface ProcedureStatistics {
+  procedure: string;
+  calls: number;
+  aborts: number;
+  failures: number;
+  p50_ms: number;
+  p99_ms: number;
+}
+
+export interface PartitionQueueStatistics {
+  partition: number;
+  transactions: number;
+  queueDepth: number;
+}
+
+export interface TableStatisticsRow {
+  table: string;
+  kind: string;
+  rows: number;
+  bytesEstimate: number;
+}
+
+export interface Statistics {
+  procedures: ProcedureStatistics[];
+  partitions: PartitionQueueStatistics[];
+  tables: TableStatisticsRow[];
+}
+
+/** A result table, as @AdHoc (and client.query) returns it. */
+export interface QueryResult {
+  columns: string[];
+  types: ({ name: string; length?: number; precision?: number; scale?: number } | null)[];
+  rows: (number | string | boolean | Uint8Array | null)[][];
+}
+
+/** The system procedures' signatures, merged into every typed client's procedures. */
+export interface SystemApp {
+  '@Ping': ProcedureDefinition<[], number>;
+  '@SystemInformation': ProcedureDefinition<[], SystemInformation>;
+  '@Statistics': ProcedureDefinition<[], Statistics>;
+  '@AdHoc': SystemSignature<[sql: string, params: unknown[]], QueryResult>;
+}
