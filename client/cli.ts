@@ -1,0 +1,262 @@
+#!/usr/bin/env node
+/**
+ * The `sluice` command line:
+ *
+ *   sluice start --schema app.sql [--procedures ./procedures] [--partitions N] [--port 21212] [--deployment sluice.json]
+ *   sluice sql [--url ws://127.0.0.1:21212] [-c "SELECT …"] [-f file.sql]   (interactive without -c/-f)
+ *   sluice call [--url …] Proc arg…                                          (args: JSON where they parse, else text)
+ *
+ * Errors print as one line (`error: CODE message`) and exit 1; a stack trace is a bug.
+ */
+import { readFile } from 'node:fs/promises';
+import { appendFileSync, readFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import readline from 'node:readline';
+import { Command, CommanderError } from 'commander';
+import { pino } from 'pino';
+import { connect, SluiceClientError, type Client, type QueryResult } from './index.ts';
+
+const defaultUrl = 'ws://127.0.0.1:21212';
+const historyFile = path.join(os.homedir(), '.sluice_history');
+const historyLinesMax = 1000;
+
+/** Everything `start` can be told, as a deployment file (JSON) holds it. */
+interface Deployment {
+  schema?: string;
+  procedures?: string;
+  partitions?: number;
+  port?: number;
+  host?: string;
+  logLevel?: string;
+  limits?: { frameBytesMax?: number; connectionCallsInFlightMax?: number; queueDepthMax?: number };
+}
+
+const program = new Command();
+program.name('sluice').description('Sluice: an in-memory transactional database').exitOverride();
+
+program
+  .command('start')
+  .description('start a server')
+  .option('--schema <file>', 'DDL file (.sql)')
+  .option('--procedures <dir>', 'procedures folder (default: the schema file\'s folder)')
+  .option('--partitions <n>', 'partition worker threads (default: number of cores)', parseInteger)
+  .option('--port <port>', 'TCP port (default 21212; 0 picks a free one)', parseInteger)
+  .option('--host <host>', 'interface to listen on (default 0.0.0.0)')
+  .option('--deployment <file>', 'deployment file (JSON) with any of these settings and limits')
+  .option('--log-level <level>', 'trace, debug, info, warn, error (default info)')
+  .action(async (options: { schema?: string; procedures?: string; partitions?: number; port?: number; host?: string; deployment?: string; logLevel?: string }) => {
+    const deployment = options.deployment ? await readDeployment(options.deployment) : {};
+    const schema = options.schema ?? deployment.schema;
+    if (!schema) throw new UsageError('start needs --schema <file> (or "schema" in the deployment file)');
+    const logger = pino({ level: options.logLevel ?? deployment.logLevel ?? 'info', base: { service: 'sluice' } });
+    const { startServer } = await import('../engine/server/server.ts');
+    const server = await startServer({
+      schema,
+      procedures: options.procedures ?? deployment.procedures,
+      partitions: options.partitions ?? deployment.partitions,
+      port: options.port ?? deployment.port,
+      host: options.host ?? deployment.host,
+      frameBytesMax: deployment.limits?.frameBytesMax,
+      connectionCallsInFlightMax: deployment.limits?.connectionCallsInFlightMax,
+      queueDepthMax: deployment.limits?.queueDepthMax,
+      logger,
+    });
+    let stopping = false;
+    const stop = (signal: string) => {
+      if (stopping) return;
+      stopping = true;
+      logger.info({ signal }, 'shutting down');
+      server.close().then(
+        () => process.exit(0),
+        (error: Error) => {
+          logger.error({ err: error }, 'shutdown failed');
+          process.exit(1);
+        },
+      );
+    };
+    process.on('SIGINT', () => stop('SIGINT'));
+    process.on('SIGTERM', () => stop('SIGTERM'));
+  });
+
+program
+  .command('sql')
+  .description('SQL shell: interactive, or run -c "statement" / -f file.sql')
+  .option('--url <url>', 'server address', defaultUrl)
+  .option('-c, --command <sql>', 'run these statements and exit')
+  .option('-f, --file <file>', 'run the statements of a file and exit')
+  .action(async (options: { url: string; command?: string; file?: string }) => {
+    const client = await connect(options.url);
+    try {
+      if (options.command !== undefined || options.file !== undefined) {
+        const text = options.command ?? (await readFile(options.file!, 'utf8'));
+        for (const statement of splitStatements(text)) printResult(await client.query(statement));
+      } else {
+        await shell(client, options.url);
+      }
+    } finally {
+      await client.close();
+    }
+  });
+
+program
+  .command('call')
+  .description('call a procedure: sluice call Vote 2015550123 3 2')
+  .option('--url <url>', 'server address', defaultUrl)
+  .argument('<procedure>')
+  .argument('[args...]', 'parameters: JSON where they parse (numbers, "text", [arrays], null), else text')
+  .action(async (procedure: string, args: string[], options: { url: string }) => {
+    const client = await connect(options.url);
+    try {
+      const result = await client.call(procedure, ...args.map(parseArgument));
+      printValue(result);
+    } finally {
+      await client.close();
+    }
+  });
+
+class UsageError extends Error {}
+
+function parseInteger(text: string): number {
+  const value = Number(text);
+  if (!Number.isInteger(value)) throw new UsageError(`not an integer: ${text}`);
+  return value;
+}
+
+function parseArgument(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
+
+async function readDeployment(file: string): Promise<Deployment> {
+  let deployment: Deployment;
+  try {
+    deployment = JSON.parse(await readFile(file, 'utf8')) as Deployment;
+  } catch (error) {
+    throw new UsageError(`cannot read deployment file ${file}: ${(error as Error).message}`);
+  }
+  // Paths in the file are relative to the file, not to where sluice was started.
+  const folder = path.dirname(path.resolve(file));
+  if (deployment.schema) deployment.schema = path.resolve(folder, deployment.schema);
+  if (deployment.procedures) deployment.procedures = path.resolve(folder, deployment.procedures);
+  return deployment;
+}
+
+/** Splits a script at semicolons outside quotes and comments. */
+function splitStatements(text: string): string[] {
+  const statements: string[] = [];
+  let current = '';
+  let quote: string | undefined;
+  for (let i = 0; i < text.length; i++) {
+    const char = text[i];
+    if (quote) {
+      current += char;
+      if (char === quote) quote = undefined;
+      continue;
+    }
+    if (char === '-' && text[i + 1] === '-') {
+      while (i < text.length && text[i] !== '\n') i++;
+      current += '\n';
+      continue;
+    }
+    if (char === "'" || char === '"') quote = char;
+    if (char === ';') {
+      if (current.trim()) statements.push(current.trim());
+      current = '';
+      continue;
+    }
+    current += char;
+  }
+  if (current.trim()) statements.push(current.trim());
+  return statements;
+}
+
+async function shell(client: Client, url: string): Promise<void> {
+  let history: string[] = [];
+  try {
+    history = readFileSync(historyFile, 'utf8').split('\n').filter(Boolean).reverse().slice(0, historyLinesMax);
+  } catch {
+    // No history yet.
+  }
+  const rl = readline.createInterface({ input: process.stdin, output: process.stdout, history, historySize: historyLinesMax, prompt: 'sluice> ' });
+  console.log(`connected to ${url} (${client.partitions} partitions). End statements with ;  —  exit with \\q or Ctrl-D.`);
+  let buffer = '';
+  rl.prompt();
+  for await (const line of rl) {
+    const trimmed = line.trim();
+    if (buffer === '' && (trimmed === '\\q' || trimmed === 'exit' || trimmed === 'quit')) break;
+    buffer += (buffer ? '\n' : '') + line;
+    if (trimmed.endsWith(';')) {
+      try {
+        appendFileSync(historyFile, `${buffer.replace(/\n/g, ' ')}\n`);
+      } catch {
+        // History is a convenience: a read-only home folder must not stop the shell.
+      }
+      for (const statement of splitStatements(buffer)) {
+        try {
+          printResult(await client.query(statement));
+        } catch (error) {
+          console.log(oneLine(error));
+        }
+      }
+      buffer = '';
+    }
+    rl.setPrompt(buffer ? '    -> ' : 'sluice> ');
+    rl.prompt();
+  }
+  rl.close();
+}
+
+function formatValue(value: unknown): string {
+  if (value === null || value === undefined) return 'NULL';
+  if (value instanceof Uint8Array) return `x'${Buffer.from(value).toString('hex')}'`;
+  if (typeof value === 'object') return JSON.stringify(value);
+  return String(value);
+}
+
+/** Prints a result table with aligned columns (numbers right-aligned). */
+function formatTable(result: QueryResult): string {
+  const header = result.columns;
+  const cells = result.rows.map((row) => row.map(formatValue));
+  const widths = header.map((name, i) => Math.max(name.length, ...cells.map((row) => row[i].length)));
+  const numeric = header.map((_, i) => result.rows.length > 0 && result.rows.every((row) => typeof row[i] === 'number' || row[i] === null));
+  const line = (values: string[]) => values.map((value, i) => (numeric[i] ? value.padStart(widths[i]) : value.padEnd(widths[i]))).join(' | ').trimEnd();
+  const out = [line(header), widths.map((width) => '-'.repeat(width)).join('-+-')];
+  for (const row of cells) out.push(line(row));
+  out.push(`(${result.rows.length} row${result.rows.length === 1 ? '' : 's'})`);
+  return out.join('\n');
+}
+
+function printResult(result: QueryResult): void {
+  console.log(formatTable(result));
+}
+
+function printValue(value: unknown): void {
+  if (Array.isArray(value) && value.length > 0 && value.every((row) => row !== null && typeof row === 'object' && !Array.isArray(row))) {
+    const columns = Object.keys(value[0] as object);
+    console.log(formatTable({ columns, types: [], rows: value.map((row) => columns.map((column) => (row as Record<string, never>)[column])) }));
+    return;
+  }
+  if (value !== null && typeof value === 'object' && 'columns' in value && 'rows' in value) {
+    console.log(formatTable(value as QueryResult));
+    return;
+  }
+  console.log(typeof value === 'string' ? value : JSON.stringify(value, null, 2));
+}
+
+function oneLine(error: unknown): string {
+  if (error instanceof SluiceClientError) return `error: ${error.code} ${error.message}`;
+  if (error instanceof Error && 'code' in error && typeof error.code === 'string' && !(error instanceof CommanderError)) return `error: ${error.code} ${error.message}`;
+  return `error: ${error instanceof Error ? error.message : String(error)}`;
+}
+
+try {
+  await program.parseAsync(process.argv);
+} catch (error) {
+  if (error instanceof CommanderError) process.exit(error.exitCode);
+  console.error(oneLine(error));
+  process.exit(1);
+}

@@ -1,0 +1,350 @@
+/**
+ * The server: a WebSocket endpoint (ws) in front of the router. Each connection handshakes (HELLO
+ * → WELCOME), then sends CALLS frames; every call goes to the router, and the answers of one
+ * event-loop turn go back to each connection as one RESULTS frame. The wire format is
+ * protocol.ts; docs/protocol.md describes it for other client authors.
+ *
+ * A bad client never takes the server down: undecodable or wrongly shaped frames close that
+ * connection with a documented close code, a bad call inside a good frame gets a FAILURE answer,
+ * and answers for a connection that went away are dropped.
+ */
+import { readFile } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { ErrorCode, SluiceError } from '../errors.ts';
+import { Router, type InvocationLog } from '../execution/router.ts';
+import {
+  CloseCode,
+  FrameKind,
+  ProtocolCode,
+  Status,
+  callStride,
+  connectionCallsInFlightMax,
+  createCodec,
+  frameBytesMax,
+  frameCallsMax,
+  helloTimeoutMs,
+  procedureNameLengthMax,
+  protocolVersionsSupported,
+} from './protocol.ts';
+
+export interface ServerOptions {
+  /** DDL text, or the path of a .sql file. */
+  schema: string;
+  /** Procedures folder; default: the schema file's folder (or the working directory for DDL text). */
+  procedures?: string;
+  /** Partition worker threads; default: the number of cores. */
+  partitions?: number;
+  /** TCP port; 0 picks a free one. Default 21212. */
+  port?: number;
+  /** Interface to listen on; default 0.0.0.0 (all). */
+  host?: string;
+  frameBytesMax?: number;
+  connectionCallsInFlightMax?: number;
+  queueDepthMax?: number;
+  helloTimeoutMs?: number;
+  log?: InvocationLog;
+  /** Structured logger; default: none. */
+  logger?: Logger;
+}
+
+export const defaultPort = 21212;
+const serverName = 'sluice';
+
+export interface SluiceServer {
+  readonly url: string;
+  readonly port: number;
+  readonly router: Router;
+  close(): Promise<void>;
+}
+
+/** Loads the schema and procedures, starts the partitions, and listens. */
+export async function startServer(options: ServerOptions): Promise<SluiceServer> {
+  const { ddl, folder } = await readSchema(options.schema);
+  const partitions = options.partitions ?? (await import('node:os')).availableParallelism();
+  const logger = options.logger;
+  const router = await Router.open({
+    ddl,
+    proceduresDir: path.resolve(options.procedures ?? folder),
+    partitions,
+    queueDepthMax: options.queueDepthMax,
+    log: options.log,
+    onFatal: (error) => logger?.fatal({ err: error }, 'a partition failed; the server refuses further calls'),
+  });
+  const server = new Server(router, options);
+  try {
+    await server.listen(options.port ?? defaultPort, options.host ?? '0.0.0.0');
+  } catch (error) {
+    await router.close();
+    throw error;
+  }
+  logger?.info({ url: server.url, port: server.port, partitions, procedures: router.procedureNames }, `listening on ${server.url}`);
+  return server;
+}
+
+class Server implements SluiceServer {
+  readonly router: Router;
+  readonly codec = createCodec();
+  readonly logger: Logger | undefined;
+  readonly frameBytesMax: number;
+  readonly callsInFlightMax: number;
+  readonly helloTimeoutMs: number;
+  private wss: WebSocketServer | undefined;
+  private readonly connections = new Set<Connection>();
+  private readonly dirty: Connection[] = [];
+  private flushScheduled = false;
+  private readonly flushBound = (): void => this.flush();
+  private nextConnectionId = 1;
+  port = 0;
+  url = '';
+
+  constructor(router: Router, options: ServerOptions) {
+    this.router = router;
+    this.logger = options.logger;
+    this.frameBytesMax = options.frameBytesMax ?? frameBytesMax;
+    this.callsInFlightMax = options.connectionCallsInFlightMax ?? connectionCallsInFlightMax;
+    this.helloTimeoutMs = options.helloTimeoutMs ?? helloTimeoutMs;
+  }
+
+  listen(port: number, host: string): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const wss = new WebSocketServer({
+        port,
+        host,
+        maxPayload: this.frameBytesMax,
+        perMessageDeflate: false,
+        clientTracking: false,
+        skipUTF8Validation: true,
+      });
+      this.wss = wss;
+      wss.once('error', reject);
+      wss.once('listening', () => {
+        wss.off('error', reject);
+        wss.on('error', (error) => this.logger?.error({ err: error }, 'server socket error'));
+        this.port = (wss.address() as AddressInfo).port;
+        this.url = `ws://${host === '0.0.0.0' ? '127.0.0.1' : host}:${this.port}`;
+        resolve();
+      });
+      wss.on('connection', (ws, request) => {
+        const connection = new Connection(this, ws, this.nextConnectionId++, request.socket.remoteAddress ?? '?');
+        this.connections.add(connection);
+      });
+    });
+  }
+
+  forget(connection: Connection): void {
+    this.connections.delete(connection);
+  }
+
+  markDirty(connection: Connection): void {
+    this.dirty.push(connection);
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(this.flushBound);
+    }
+  }
+
+  /** Sends each connection's answers of this turn as one frame. */
+  private flush(): void {
+    this.flushScheduled = false;
+    for (let i = 0; i < this.dirty.length; i++) this.dirty[i].flush();
+    this.dirty.length = 0;
+  }
+
+  async close(): Promise<void> {
+    for (const connection of this.connections) connection.close(CloseCode.GOING_AWAY, 'server shutting down');
+    await this.router.close();
+    await new Promise<void>((resolve) => (this.wss ? this.wss.close(() => resolve()) : resolve()));
+    this.logger?.info('server stopped');
+  }
+}
+
+class Connection {
+  private readonly server: Server;
+  private readonly ws: WebSocket;
+  readonly id: number;
+  private state: 'hello' | 'open' | 'closed' = 'hello';
+  private inFlight = 0;
+  /** The RESULTS frame being built: kind, then id, status, payload, timestamp per answer. */
+  private readonly out: unknown[] = [FrameKind.RESULTS];
+  private helloTimer: NodeJS.Timeout | undefined;
+
+  constructor(server: Server, ws: WebSocket, id: number, remote: string) {
+    this.server = server;
+    this.ws = ws;
+    this.id = id;
+    ws.binaryType = 'nodebuffer';
+    ws.on('message', (data: Buffer, isBinary: boolean) => this.onMessage(data, isBinary));
+    ws.on('close', (code: number) => this.onClose(code));
+    ws.on('error', (error: Error) => {
+      // ws reports oversized and invalid frames here, then closes (1009/1002): log, stay up.
+      server.logger?.warn({ connection: id, err: error }, 'connection error');
+    });
+    this.helloTimer = setTimeout(() => this.protocolError(CloseCode.HANDSHAKE_EXPECTED, ProtocolCode.HANDSHAKE_EXPECTED, 'no HELLO frame within the handshake timeout'), server.helloTimeoutMs);
+    server.logger?.debug({ connection: id, remote }, 'connection opened');
+  }
+
+  private onMessage(data: Buffer, isBinary: boolean): void {
+    if (this.state === 'closed') return;
+    if (!isBinary) {
+      this.protocolError(CloseCode.MALFORMED_FRAME, ProtocolCode.MALFORMED_FRAME, 'text messages are not part of the protocol: send msgpack frames as binary messages');
+      return;
+    }
+    let frame: unknown;
+    try {
+      frame = this.server.codec.unpack(data);
+    } catch (error) {
+      this.protocolError(CloseCode.MALFORMED_FRAME, ProtocolCode.MALFORMED_FRAME, `frame is not valid msgpack: ${(error as Error).message}`);
+      return;
+    }
+    if (!Array.isArray(frame) || frame.length === 0) {
+      this.protocolError(CloseCode.MALFORMED_FRAME, ProtocolCode.MALFORMED_FRAME, 'a frame is a msgpack array whose first element is its kind');
+      return;
+    }
+    if (this.state === 'hello') this.onHello(frame);
+    else if (frame[0] === FrameKind.CALLS) this.onCalls(frame);
+    else this.protocolError(CloseCode.MALFORMED_FRAME, ProtocolCode.MALFORMED_FRAME, `unexpected frame kind ${String(frame[0])}`);
+  }
+
+  private onHello(frame: unknown[]): void {
+    clearTimeout(this.helloTimer);
+    const hello = frame[1] as { versions?: unknown } | undefined;
+    if (frame[0] !== FrameKind.HELLO || typeof hello !== 'object' || hello === null || !Array.isArray(hello.versions)) {
+      this.protocolError(CloseCode.HANDSHAKE_EXPECTED, ProtocolCode.HANDSHAKE_EXPECTED, 'the first frame must be [HELLO, { versions: [...] }]');
+      return;
+    }
+    const offered = hello.versions as unknown[];
+    let version = 0;
+    for (const candidate of protocolVersionsSupported) if (offered.includes(candidate) && candidate > version) version = candidate;
+    if (version === 0) {
+      this.protocolError(CloseCode.UNSUPPORTED_VERSION, ProtocolCode.UNSUPPORTED_VERSION, `no common protocol version: client offers ${JSON.stringify(offered)}, server speaks ${JSON.stringify(protocolVersionsSupported)}`);
+      return;
+    }
+    this.state = 'open';
+    const router = this.server.router;
+    this.send([FrameKind.WELCOME, { version, server: serverName, partitions: router.partitionCount, connection: this.id }]);
+  }
+
+  private onCalls(frame: unknown[]): void {
+    const count = (frame.length - 1) / callStride;
+    if (!Number.isInteger(count)) {
+      this.protocolError(CloseCode.MALFORMED_FRAME, ProtocolCode.MALFORMED_FRAME, `a CALLS frame holds (id, procedure, params) triples; got ${frame.length - 1} elements`);
+      return;
+    }
+    if (count > frameCallsMax) {
+      this.protocolError(CloseCode.FRAME_LIMIT, ProtocolCode.MALFORMED_FRAME, `a CALLS frame may carry at most ${frameCallsMax} calls; got ${count}`);
+      return;
+    }
+    const router = this.server.router;
+    for (let i = 1; i < frame.length; i += callStride) {
+      const id = frame[i];
+      if (typeof id !== 'number' || !Number.isSafeInteger(id)) {
+        this.protocolError(CloseCode.MALFORMED_FRAME, ProtocolCode.MALFORMED_FRAME, `call ids are integers; got ${typeof id}`);
+        return;
+      }
+      const name = frame[i + 1];
+      const params = frame[i + 2];
+      if (typeof name !== 'string' || name.length > procedureNameLengthMax || !Array.isArray(params)) {
+        this.deliverNow(id, Status.FAILURE, [ProtocolCode.BAD_CALL, `a call is (id, procedure name up to ${procedureNameLengthMax} characters, params array)`, null]);
+        continue;
+      }
+      if (this.inFlight >= this.server.callsInFlightMax) {
+        this.deliverNow(id, Status.SERVER_BUSY, [ProtocolCode.SERVER_BUSY, `this connection has ${this.inFlight} calls outstanding (at most ${this.server.callsInFlightMax})`, null]);
+        continue;
+      }
+      this.inFlight++;
+      router.submit(name, params, this, id);
+    }
+  }
+
+  /** ResultSink: the router's answer for call `token`. */
+  deliver(token: number, status: number, payload: unknown, timestamp: number): void {
+    this.inFlight--;
+    this.deliverNow(token, status, payload, timestamp);
+  }
+
+  private deliverNow(token: number, status: number, payload: unknown, timestamp = 0): void {
+    if (this.state === 'closed') return;
+    if (this.out.length === 1) this.server.markDirty(this);
+    this.out.push(token, status, payload, timestamp);
+  }
+
+  flush(): void {
+    if (this.state === 'closed' || this.out.length === 1) {
+      this.out.length = 1;
+      return;
+    }
+    this.sendResults(this.out);
+    this.out.length = 1;
+  }
+
+  /** Encodes answers into one frame; splits frames over the byte limit, and answers a result too large for any frame with an error. */
+  private sendResults(frame: unknown[]): void {
+    let encoded: Buffer | undefined;
+    try {
+      encoded = this.server.codec.pack(frame);
+    } catch {
+      encoded = undefined;
+    }
+    if (encoded !== undefined && encoded.length <= this.server.frameBytesMax) {
+      this.ws.send(encoded, { binary: true });
+      return;
+    }
+    const answers = (frame.length - 1) / 4;
+    if (answers > 1) {
+      const half = 1 + Math.floor(answers / 2) * 4;
+      this.sendResults([FrameKind.RESULTS, ...frame.slice(1, half)]);
+      this.sendResults([FrameKind.RESULTS, ...frame.slice(half)]);
+      return;
+    }
+    const reason = encoded === undefined ? 'cannot be encoded as msgpack' : `is ${encoded.length} bytes encoded, over the ${this.server.frameBytesMax}-byte frame limit`;
+    const replacement = [FrameKind.RESULTS, frame[1], Status.FAILURE, [ErrorCode.UNSUPPORTED, `the result ${reason}`, null], frame[4]];
+    this.ws.send(this.server.codec.pack(replacement), { binary: true });
+  }
+
+  private send(frame: unknown[]): void {
+    this.ws.send(this.server.codec.pack(frame), { binary: true });
+  }
+
+  private protocolError(closeCode: number, code: string, message: string): void {
+    if (this.state === 'closed') return;
+    this.server.logger?.warn({ connection: this.id, code, closeCode }, message);
+    try {
+      this.send([FrameKind.ERROR, code, message]);
+    } catch (error) {
+      this.server.logger?.debug({ connection: this.id, err: error }, 'could not send the ERROR frame');
+    }
+    this.close(closeCode, message);
+  }
+
+  close(closeCode: number, reason: string): void {
+    if (this.state === 'closed') return;
+    this.state = 'closed';
+    clearTimeout(this.helloTimer);
+    // A close reason is at most 123 bytes.
+    this.ws.close(closeCode, Buffer.from(reason).subarray(0, 120).toString());
+    this.server.forget(this);
+  }
+
+  private onClose(code: number): void {
+    this.server.logger?.debug({ connection: this.id, code, inFlight: this.inFlight }, 'connection closed');
+    this.state = 'closed';
+    clearTimeout(this.helloTimer);
+    this.server.forget(this);
+  }
+}
+
+async function readSchema(schema: string): Promise<{ ddl: string; folder: string }> {
+  const trimmed = schema.trim();
+  if (/\.sql$/i.test(trimmed) && !/\s/.test(trimmed)) {
+    const file = path.resolve(trimmed);
+    try {
+      return { ddl: await readFile(file, 'utf8'), folder: path.dirname(file) };
+    } catch (error) {
+      throw new SluiceError(ErrorCode.INVALID_SCHEMA, `cannot read schema file ${file}: ${(error as Error).message}`);
+    }
+  }
+  return { ddl: schema, folder: process.cwd() };
+}
