@@ -29,7 +29,7 @@ interface Deployment {
   port?: number;
   host?: string;
   logLevel?: string;
-  limits?: { frameBytesMax?: number; connectionCallsInFlightMax?: number; queueDepthMax?: number };
+  limits?: { frameBytesMax?: number; resultFrameBytesMax?: number; connectionCallsInFlightMax?: number; queueDepthMax?: number };
 }
 
 const program = new Command();
@@ -58,6 +58,7 @@ program
       port: options.port ?? deployment.port,
       host: options.host ?? deployment.host,
       frameBytesMax: deployment.limits?.frameBytesMax,
+      resultFrameBytesMax: deployment.limits?.resultFrameBytesMax,
       connectionCallsInFlightMax: deployment.limits?.connectionCallsInFlightMax,
       queueDepthMax: deployment.limits?.queueDepthMax,
       logger,

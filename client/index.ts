@@ -4,7 +4,7 @@
  * with no code generation (after Hono's RPC client).
  *
  * ```ts
- * import { connect } from 'sluice/client';
+ * import { connect } from './client/index.ts';
  * import type { App } from './procedures/voter/app.ts';
  *
  * const client = await connect<App>('ws://127.0.0.1:21212');
@@ -30,8 +30,8 @@ import {
   Status,
   callStride,
   createCodec,
-  frameBytesMax,
   frameCallsMax,
+  resultFrameBytesMax,
   protocolVersionsSupported,
   resultStride,
   statusName,
@@ -59,6 +59,14 @@ export type AppShape = Record<string, { readonly run: (...args: never[]) => unkn
 export type UntypedApp = Record<string, ProcedureDefinition<any[], unknown>>;
 
 type Procedures<App> = App & SystemApp;
+
+/**
+ * The signature of a procedure declared in SQL (CREATE PROCEDURE … AS <statement>), which has no
+ * TypeScript definition to take `typeof` of: `{ AddBranch: SqlProcedure<[id: number, name: string]> }`.
+ */
+export interface SqlProcedure<P extends unknown[]> {
+  readonly run: (ctx: never, ...params: P) => QueryResult;
+}
 /** The parameters of a procedure definition's `run`, after its context. */
 export type CallParams<D> = D extends { readonly run: (ctx: never, ...params: infer P) => unknown } ? P : never;
 /** What a procedure definition's `run` returns. */
@@ -156,7 +164,7 @@ export class Client<App extends AppShape = UntypedApp> {
       timeoutMs: options.timeoutMs ?? callTimeoutMs,
       connectTimeoutMs: options.connectTimeoutMs ?? connectTimeoutMs,
       reconnect: options.reconnect ?? false,
-      frameBytesMax: options.frameBytesMax ?? frameBytesMax,
+      frameBytesMax: options.frameBytesMax ?? resultFrameBytesMax,
     };
     this.sweptTick = Math.floor(Date.now() / timeoutTickMs);
   }
@@ -185,6 +193,11 @@ export class Client<App extends AppShape = UntypedApp> {
   async queryRows(sql: string, params: readonly unknown[] = []): Promise<Record<string, unknown>[]> {
     const result = await this.query(sql, params);
     return result.rows.map((row) => Object.fromEntries(result.columns.map((column, i) => [column, row[i]])));
+  }
+
+  /** Calls sent and not yet answered (at most callsInFlightMax). */
+  get callsInFlight(): number {
+    return this.inFlight;
   }
 
   /** Calls outstanding at the server plus calls waiting to be sent. */

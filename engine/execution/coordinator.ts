@@ -12,7 +12,7 @@
  */
 import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import { ErrorCode, SluiceError } from '../errors.ts';
-import type { ErrorPayload } from '../server/protocol.ts';
+import { createCodec, type ErrorPayload } from '../server/protocol.ts';
 import type { ResultTable } from '../sql/context.ts';
 import { insertValues } from '../sql/dml.ts';
 import type { Frame } from '../sql/expr.ts';
@@ -30,6 +30,7 @@ export class RemoteRunner implements StatementRunner {
   private readonly ports: readonly MessagePort[];
   private readonly flags: Int32Array;
   private readonly ownSlot: number;
+  private readonly codec = createCodec();
 
   constructor(ports: readonly MessagePort[], flags: Int32Array) {
     this.ports = ports;
@@ -76,9 +77,13 @@ export class RemoteRunner implements StatementRunner {
       }
       case 'all': {
         if (plan.kind === 'select') {
-          const parts = this.broadcast([Fragment.FRAMES, statement.sql, params]) as Frame[][];
-          const frames: Frame[] = [];
-          for (const part of parts) for (const frame of part) frames.push(frame);
+          const parts = this.broadcast([Fragment.FRAMES, statement.sql, params]) as Uint8Array[];
+          let frames: Frame[] = [];
+          for (const part of parts) {
+            const decoded = this.codec.unpack(part) as Frame[];
+            if (frames.length === 0) frames = decoded;
+            else for (const frame of decoded) frames.push(frame);
+          }
           return finishSelect(plan, frames, params);
         }
         const results = this.broadcast([Fragment.EXECUTE, statement.sql, params]) as ResultTable[];

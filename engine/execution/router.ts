@@ -17,7 +17,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { createHistogram, type RecordableHistogram } from 'node:perf_hooks';
-import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
+import { MessageChannel, Worker, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import { systemProcedureTable, systemProcedures, type Statistics, type SystemInformation } from '../../procedures/system.ts';
 import { applyDdl, emptyCatalog } from '../catalog/ddl.ts';
 import type { Catalog } from '../catalog/schema.ts';
@@ -91,6 +91,7 @@ export class Router {
   private readonly procedureIndex: Map<string, number>;
   private readonly workers: Worker[] = [];
   private readonly mpPorts: MessagePort[] = [];
+  private readonly resultPorts: MessagePort[] = [];
   private readonly flags: Int32Array;
   private readonly remote: RemoteRunner;
   private readonly mpContext: TransactionContext;
@@ -168,8 +169,12 @@ export class Router {
         partitionCount: this.partitionCount,
         flags: this.flags.buffer as SharedArrayBuffer,
         mpPort: this.mpPorts[p],
+        resultsPort: undefined as unknown as MessagePort,
       };
-      const worker = new Worker(workerUrl, { workerData: data, transferList: [this.mpPorts[p]], name: `sluice-partition-${p}` });
+      const results = new MessageChannel();
+      this.resultPorts.push(results.port1);
+      data.resultsPort = results.port2;
+      const worker = new Worker(workerUrl, { workerData: data, transferList: [this.mpPorts[p], results.port2], name: `sluice-partition-${p}` });
       this.workers.push(worker);
       ready.push(
         new Promise<void>((resolve, reject) => {
@@ -181,7 +186,7 @@ export class Router {
               reject(new SluiceError(ErrorCode.INTERNAL, `partition ${p} sent ${String(message)} instead of ready`));
               return;
             }
-            worker.on('message', (results: unknown[]) => this.onResults(p, results));
+            this.resultPorts[p].on('message', (results: unknown[]) => this.onResults(p, results));
             worker.on('error', (error: Error) => this.fail(new SluiceError(ErrorCode.INTERNAL, `partition ${p} crashed: ${error.message}`)));
             worker.on('exit', (code) => {
               if (!this.closed) this.fail(new SluiceError(ErrorCode.INTERNAL, `partition ${p} exited with code ${code}`));
@@ -291,6 +296,18 @@ export class Router {
     }
   }
 
+  /**
+   * Takes the answers the partitions sent while the router was blocked in a multi-partition
+   * transaction, so they are delivered (and counted) before the transaction's own answer.
+   */
+  private drainResults(): void {
+    for (let p = 0; p < this.resultPorts.length; p++) {
+      for (let received = receiveMessageOnPort(this.resultPorts[p]); received !== undefined; received = receiveMessageOnPort(this.resultPorts[p])) {
+        this.onResults(p, received.message as unknown[]);
+      }
+    }
+  }
+
   private complete(slot: number, status: Status, payload: unknown, now: number): void {
     const sink = this.slotSink[slot]!;
     const stats = this.slotStats[slot]!;
@@ -335,6 +352,7 @@ export class Router {
       status = statusOfCode((payload as ErrorPayload)[0]);
     }
     this.remote.end(status === Status.SUCCESS);
+    this.drainResults();
     this.finishDirect(stats, start, status, payload, sink, token, timestamp);
   }
 
@@ -391,6 +409,8 @@ export class Router {
         } finally {
           this.remote.end(true);
         }
+        // Every partition answered its calls before reaching the marker: count them all.
+        this.drainResults();
         this.finishDirect(stats, start, Status.SUCCESS, this.statistics(partitions), sink, token, timestamp);
         return;
       }
@@ -522,6 +542,7 @@ export class Router {
     this.closed = true;
     this.failPending(Status.UNEXPECTED_FAILURE, [ProtocolCode.SHUTTING_DOWN, 'the server shut down before the call ran', null]);
     await Promise.all(this.workers.map((worker) => worker.terminate()));
+    for (const port of this.resultPorts) port.close();
     this.remote.close();
   }
 }

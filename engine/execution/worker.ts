@@ -24,6 +24,7 @@ import { adhocProcedure } from './adhoc.ts';
 import { failure, invoke } from './invoke.ts';
 import { Fragment, Op, coordinatorSlot, errorPayload, type PartitionStatistics } from './messages.ts';
 import { Partition } from './partition.ts';
+import { createCodec } from '../server/protocol.ts';
 import { loadProcedures, type LoadedProcedure } from './procedures.ts';
 import { SinglePartitionRunner, TransactionContext } from './transaction.ts';
 
@@ -35,6 +36,8 @@ export interface WorkerData {
   /** Int32Array over a SharedArrayBuffer: wake-up counters (messages.ts coordinatorSlot). */
   flags: SharedArrayBuffer;
   mpPort: MessagePort;
+  /** Where answers go (a port of its own, so the router can drain it synchronously). */
+  resultsPort: MessagePort;
 }
 
 const planCacheMax = 1000;
@@ -45,6 +48,7 @@ const flags = new Int32Array(data.flags);
 const ownSlot = data.partition;
 const coordinator = coordinatorSlot(data.partitionCount);
 const mpPort = data.mpPort;
+const resultsPort = data.resultsPort;
 
 const catalog: Catalog = applyDdl(data.ddl, emptyCatalog);
 const procedures: LoadedProcedure[] = [...(await loadProcedures(catalog, data.proceduresDir)).values()];
@@ -52,6 +56,7 @@ const partition = new Partition(data.partition, data.partitionCount, catalog);
 const runner = new SinglePartitionRunner(partition);
 const context = new TransactionContext(runner, partition.id);
 const plans = new Map<string, PlannedStatement>();
+const codec = createCodec();
 
 /** Answers of the batch being run, reused across batches (postMessage copies it). */
 const results: unknown[] = [];
@@ -114,7 +119,7 @@ function runBatch(batch: unknown[]): void {
 function flushResults(): void {
   if (results.length === 0) return;
   try {
-    port.postMessage(results);
+    resultsPort.postMessage(results);
   } catch {
     // A result that cannot be copied (a function, a class instance with private state): answer
     // those calls with an error instead of losing the whole batch.
@@ -127,7 +132,7 @@ function flushResults(): void {
         results[r + 2] = errorPayload(new Error(`the procedure's result cannot be sent: ${(error as Error).message}`));
       }
     }
-    port.postMessage(results);
+    resultsPort.postMessage(results);
   }
   results.length = 0;
 }
@@ -153,15 +158,18 @@ function serveMultiPartition(transactionId: number, timestamp: number): void {
       return;
     }
     let reply: unknown[];
+    let crash: AssertionFailure | undefined;
     try {
       reply = [1, runFragment(kind, message)];
     } catch (error) {
-      if (error instanceof AssertionFailure) throw error;
+      if (error instanceof AssertionFailure) crash = error;
       reply = [0, errorPayload(error)];
     }
     mpPort.postMessage(reply);
     Atomics.add(flags, coordinator, 1);
     Atomics.notify(flags, coordinator);
+    // Answer first, then crash: the coordinator is blocked waiting for this reply.
+    if (crash !== undefined) throw crash;
   }
 }
 
@@ -172,7 +180,9 @@ function runFragment(kind: number, message: unknown[]): unknown {
     case Fragment.FRAMES: {
       const statement = planOf(message[1] as string);
       if (statement.plan.kind !== 'select') throw new Error(`FRAMES fragment for a ${statement.plan.kind}`);
-      return collectFrames(statement.plan, partition, message[2] as Value[]) satisfies Frame[];
+      // Frames go back msgpack-encoded: for many small rows that is several times cheaper than
+      // structured clone (1.3M rows: ~0.7 s against ~2 s, measured here).
+      return codec.pack(collectFrames(statement.plan, partition, message[2] as Value[]) satisfies Frame[]);
     }
     case Fragment.INSERT: {
       const statement = planOf(message[1] as string);

@@ -15,8 +15,14 @@ export const protocolVersionsSupported: readonly number[] = [1];
 
 // --- limits (each one is also a server/client option) ----------------------------------------
 
-/** Largest WebSocket message either side accepts; bigger ones close the connection (1009). */
+/** Largest message the server accepts from a client; bigger ones close the connection (1009). */
 export const frameBytesMax = 16 * 1024 * 1024;
+/**
+ * Largest message the server sends (and the SDK accepts): results can be large (a consistency
+ * check reads millions of rows), requests should not be. A single larger result is answered with
+ * FAILURE instead.
+ */
+export const resultFrameBytesMax = 256 * 1024 * 1024;
 /** Most calls one CALLS frame may carry; the SDK splits larger bursts into several frames. */
 export const frameCallsMax = 4096;
 /** Calls a connection may have outstanding at the server; more get SERVER_BUSY. */

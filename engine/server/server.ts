@@ -10,6 +10,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { WebSocketServer, type WebSocket } from 'ws';
@@ -25,6 +26,7 @@ import {
   createCodec,
   frameBytesMax,
   frameCallsMax,
+  resultFrameBytesMax,
   helloTimeoutMs,
   procedureNameLengthMax,
   protocolVersionsSupported,
@@ -42,6 +44,7 @@ export interface ServerOptions {
   /** Interface to listen on; default 0.0.0.0 (all). */
   host?: string;
   frameBytesMax?: number;
+  resultFrameBytesMax?: number;
   connectionCallsInFlightMax?: number;
   queueDepthMax?: number;
   helloTimeoutMs?: number;
@@ -63,7 +66,7 @@ export interface SluiceServer {
 /** Loads the schema and procedures, starts the partitions, and listens. */
 export async function startServer(options: ServerOptions): Promise<SluiceServer> {
   const { ddl, folder } = await readSchema(options.schema);
-  const partitions = options.partitions ?? (await import('node:os')).availableParallelism();
+  const partitions = options.partitions ?? os.availableParallelism();
   const logger = options.logger;
   const router = await Router.open({
     ddl,
@@ -89,6 +92,7 @@ class Server implements SluiceServer {
   readonly codec = createCodec();
   readonly logger: Logger | undefined;
   readonly frameBytesMax: number;
+  readonly resultFrameBytesMax: number;
   readonly callsInFlightMax: number;
   readonly helloTimeoutMs: number;
   private wss: WebSocketServer | undefined;
@@ -104,6 +108,7 @@ class Server implements SluiceServer {
     this.router = router;
     this.logger = options.logger;
     this.frameBytesMax = options.frameBytesMax ?? frameBytesMax;
+    this.resultFrameBytesMax = options.resultFrameBytesMax ?? resultFrameBytesMax;
     this.callsInFlightMax = options.connectionCallsInFlightMax ?? connectionCallsInFlightMax;
     this.helloTimeoutMs = options.helloTimeoutMs ?? helloTimeoutMs;
   }
@@ -288,7 +293,7 @@ class Connection {
     } catch {
       encoded = undefined;
     }
-    if (encoded !== undefined && encoded.length <= this.server.frameBytesMax) {
+    if (encoded !== undefined && encoded.length <= this.server.resultFrameBytesMax) {
       this.ws.send(encoded, { binary: true });
       return;
     }
@@ -299,7 +304,7 @@ class Connection {
       this.sendResults([FrameKind.RESULTS, ...frame.slice(half)]);
       return;
     }
-    const reason = encoded === undefined ? 'cannot be encoded as msgpack' : `is ${encoded.length} bytes encoded, over the ${this.server.frameBytesMax}-byte frame limit`;
+    const reason = encoded === undefined ? 'cannot be encoded as msgpack' : `is ${encoded.length} bytes encoded, over the ${this.server.resultFrameBytesMax}-byte frame limit`;
     const replacement = [FrameKind.RESULTS, frame[1], Status.FAILURE, [ErrorCode.UNSUPPORTED, `the result ${reason}`, null], frame[4]];
     this.ws.send(this.server.codec.pack(replacement), { binary: true });
   }

@@ -7,7 +7,7 @@
  * Conjuncts an index consumes are not evaluated again; the rest stay as a residual filter.
  */
 import type { TableDef } from '../catalog/schema.ts';
-import type { Table } from '../storage/table.ts';
+import { Table } from '../storage/table.ts';
 import { HashIndex, OrderedIndex, type RangeBound } from '../storage/indexes.ts';
 import type { Row, Value } from '../types.ts';
 import type { Ast } from './parse.ts';
@@ -255,4 +255,36 @@ function bound(spec: AccessPath['low'], frame: Frame, params: readonly Value[]):
 
 export function describeSourceTable(def: TableDef): string {
   return def.kind === 'view' ? `view ${def.name}` : def.name;
+}
+
+/** The planner chooses indexes from definitions only; an empty Table gives it their shapes. */
+const shapes = new WeakMap<TableDef, Table>();
+export function tableShape(def: TableDef): Table {
+  let shape = shapes.get(def);
+  if (!shape) {
+    shape = new Table(def);
+    shapes.set(def, shape);
+  }
+  return shape;
+}
+
+/** The conjunction of conjuncts, three-valued: false beats NULL, NULL beats true. */
+export function andAll(conjuncts: readonly Conjunct[]): Bound | undefined {
+  if (conjuncts.length === 0) return undefined;
+  if (conjuncts.length === 1) return conjuncts[0].bound;
+  const parts = conjuncts.map((conjunct) => conjunct.bound.evaluate);
+  return {
+    evaluate: (frame, params) => {
+      let sawNull = false;
+      for (let i = 0; i < parts.length; i++) {
+        const value = parts[i](frame, params);
+        if (value === false) return false;
+        if (value === null) sawNull = true;
+      }
+      return sawNull ? null : true;
+    },
+    type: { name: 'BOOLEAN' },
+    slots: new Set(conjuncts.flatMap((conjunct) => [...conjunct.bound.slots])),
+    text: conjuncts.map((conjunct) => conjunct.bound.text).join(' AND '),
+  };
 }

@@ -7,8 +7,14 @@ import type { TableDef } from '../catalog/schema.ts';
 import type { Table } from '../storage/table.ts';
 import type { Row, SqlType, Value } from '../types.ts';
 
-export interface StorageAccess {
+/** Where a plan reads its tables: a partition, or the coordinator's merged rows (view-merge.ts). */
+export interface TableSource {
   table(name: string): Table;
+}
+
+export interface StorageAccess extends TableSource {
+  /** The partition's number: a multi-partition read takes replicated rows from partition 0 only. */
+  readonly id: number;
   insert(def: TableDef, values: Value[]): void;
   delete(table: Table, row: Row): void;
   update(table: Table, row: Row, columns: readonly number[], values: readonly Value[]): void;

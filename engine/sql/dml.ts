@@ -7,11 +7,11 @@
 import type { Catalog, TableDef } from '../catalog/schema.ts';
 import { ErrorCode, SluiceError, nearNames } from '../errors.ts';
 import { coerceValue, isCanonical, type Row, type Value } from '../types.ts';
-import { analyzeConjunct, chooseAccessPath, runAccessPath, type AccessPath } from './access.ts';
+import { analyzeConjunct, andAll, chooseAccessPath, runAccessPath, type AccessPath } from './access.ts';
 import { modifiedColumns, modifiedTypes, type ResultTable, type StorageAccess } from './context.ts';
 import { at, bindExpression, type Bound, type Scope } from './expr.ts';
 import type { Ast } from './parse.ts';
-import { andAll, lookupTable, splitAnd } from './select.ts';
+import { lookupTable, splitAnd } from './select.ts';
 import { Table } from '../storage/table.ts';
 
 const noFrame: Row[] = [];

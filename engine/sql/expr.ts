@@ -238,12 +238,15 @@ function bindBinary(node: Ast, scope: Scope): Bound {
     const negate = operator === 'NOT BETWEEN';
     return make(
       (frame, params) => {
+        // x BETWEEN l AND h is x >= l AND x <= h, three-valued: a NULL end leaves the answer
+        // NULL only when the other end does not already make it false.
         const v = value.evaluate(frame, params);
+        if (v === null) return null;
         const l = low.evaluate(frame, params);
         const h = high.evaluate(frame, params);
-        if (v === null || l === null || h === null) return null;
-        const inside = compareValues(v, l) >= 0 && compareValues(v, h) <= 0;
-        return negate ? !inside : inside;
+        if ((l !== null && compareValues(v, l) < 0) || (h !== null && compareValues(v, h) > 0)) return negate;
+        if (l === null || h === null) return null;
+        return !negate;
       },
       booleanType,
       [value, low, high],
@@ -521,6 +524,25 @@ export function likePrefix(pattern: string): string | undefined {
   return match ? match[1] : undefined;
 }
 
+/**
+ * The static type of an expression that yields one of several values (COALESCE, CASE): for
+ * numbers the widest (FLOAT over DECIMAL over integers), as in standard SQL and PostgreSQL, so
+ * that `COALESCE(int_column, float_column) / 2` divides as FLOAT whichever value it takes.
+ * Otherwise the first known type.
+ */
+function commonType(values: readonly Bound[]): SqlType | undefined {
+  const types = values.map((value) => value.type).filter((type) => type !== undefined);
+  if (types.length === 0 || !types.every(isNumericType)) return types[0];
+  if (types.some((type) => type.name === 'FLOAT')) return floatType;
+  let decimal: SqlType | undefined;
+  for (const type of types) if (type.name === 'DECIMAL' && (decimal === undefined || type.scale! > decimal.scale!)) decimal = type;
+  return decimal ?? types[0];
+}
+
+function isNumericType(type: SqlType): boolean {
+  return type.name === 'FLOAT' || type.name === 'DECIMAL' || isIntegerType(type.name);
+}
+
 function bindCase(node: Ast, scope: Scope): Bound {
   const subject = node.expr ? bindExpression(node.expr, scope) : undefined;
   const branches: { when: Bound; then: Bound }[] = [];
@@ -540,7 +562,7 @@ function bindCase(node: Ast, scope: Scope): Bound {
       }
       return otherwise ? otherwise.evaluate(frame, params) : null;
     },
-    branches.find((branch) => branch.then.type)?.then.type ?? otherwise?.type,
+    commonType([...branches.map((branch) => branch.then), ...(otherwise ? [otherwise] : [])]),
     parts,
     'CASE … END',
   );
@@ -725,7 +747,7 @@ function bindFunction(node: Ast, scope: Scope): Bound {
         if (value !== null) return value;
       }
       return null;
-    }, args.find((arg) => arg.type)?.type, args, `COALESCE(${args.map((arg) => arg.text).join(', ')})`);
+    }, commonType(args), args, `COALESCE(${args.map((arg) => arg.text).join(', ')})`);
   }
   if (name === 'NULLIF') {
     const [a, b] = rawArgs.map((arg) => bindExpression(arg, scope));

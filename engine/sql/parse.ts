@@ -66,6 +66,7 @@ export function parseStatement(text: string, baseOffset = 0, fullText = text): P
     }
     ast = ast[0];
   }
+  reassociateLogic(ast, new Set());
   // Placeholder numbering lengthened the text: move node locations back onto what the user wrote.
   if (shifts.length > 0) relocate(ast, text, shifts, new Set());
   return { ast, parameterCount: count, upsert, explain, text };
@@ -84,6 +85,71 @@ function relocate(node: Ast, text: string, shifts: Shift[], seen: Set<object>): 
       node[key] = { start: positionOf(text, unshift(value.start.offset, shifts)), end: positionOf(text, unshift(value.end.offset, shifts)) };
     } else relocate(value, text, shifts, seen);
   }
+}
+
+/**
+ * Rebuilds every chain of unparenthesized AND/OR with SQL precedence (AND binds tighter than OR).
+ * node-sql-parser (5.x, mysql) nests what follows `x IN (…)` wrongly: `a = 1 AND b IN (2) OR
+ * c = 3` comes back as `a = 1 AND (b IN (2) OR c = 3)`. A binary tree keeps its operands and
+ * operators in text order whatever its shape, and the parser marks written parentheses
+ * (`parentheses: true`), so flattening each chain in order and regrouping it is exact.
+ */
+function reassociateLogic(node: Ast, seen: Set<object>): void {
+  if (node === null || typeof node !== 'object' || seen.has(node)) return;
+  seen.add(node);
+  if (Array.isArray(node)) {
+    for (let i = 0; i < node.length; i++) {
+      if (isLogic(node[i])) node[i] = regroup(node[i], seen);
+      else reassociateLogic(node[i], seen);
+    }
+    return;
+  }
+  for (const key of Object.keys(node)) {
+    if (key === 'loc') continue;
+    if (isLogic(node[key])) node[key] = regroup(node[key], seen);
+    else reassociateLogic(node[key], seen);
+  }
+}
+
+function isLogic(node: Ast): boolean {
+  if (node?.type !== 'binary_expr') return false;
+  const operator = String(node.operator).toUpperCase();
+  return operator === 'AND' || operator === 'OR';
+}
+
+/** A chain continues through AND/OR nodes; written parentheses start a chain of their own. */
+function isLogicChain(node: Ast): boolean {
+  return isLogic(node) && !node.parentheses;
+}
+
+function regroup(chain: Ast, seen: Set<object>): Ast {
+  const operands: Ast[] = [];
+  const operators: string[] = [];
+  const flatten = (node: Ast, root: boolean): void => {
+    if (root || isLogicChain(node)) {
+      flatten(node.left, false);
+      operators.push(String(node.operator).toUpperCase());
+      flatten(node.right, false);
+      return;
+    }
+    if (isLogic(node)) node = regroup(node, seen);
+    else reassociateLogic(node, seen);
+    operands.push(node);
+  };
+  flatten(chain, true);
+  const join = (operator: string, left: Ast, right: Ast): Ast => ({ type: 'binary_expr', operator, left, right, ...(left.loc && right.loc ? { loc: { start: left.loc.start, end: right.loc.end } } : {}) });
+  let result: Ast | undefined;
+  let term = operands[0];
+  for (let i = 0; i < operators.length; i++) {
+    if (operators[i] === 'AND') term = join('AND', term, operands[i + 1]);
+    else {
+      result = result === undefined ? term : join('OR', result, term);
+      term = operands[i + 1];
+    }
+  }
+  const regrouped = result === undefined ? term : join('OR', result, term);
+  if (chain.parentheses) regrouped.parentheses = true;
+  return regrouped;
 }
 
 /** The source position of an AST node (offset within its statement), when the parser kept one. */

@@ -13,10 +13,11 @@ import { encodeComposite } from '../storage/index-key.ts';
 import { Table } from '../storage/table.ts';
 import type { HashIndex } from '../storage/indexes.ts';
 import { compareValues, roundDecimal, type Row, type SqlType, type Value } from '../types.ts';
-import { analyzeConjunct, chooseAccessPath, runAccessPath, type AccessPath, type Conjunct } from './access.ts';
-import type { ResultTable, StorageAccess } from './context.ts';
+import { analyzeConjunct, andAll, chooseAccessPath, runAccessPath, tableShape, type AccessPath, type Conjunct } from './access.ts';
+import type { ResultTable, StorageAccess, TableSource } from './context.ts';
 import { at, bindExpression, type AggregateCall, type Bound, type Frame, type Scope, type Source } from './expr.ts';
 import type { Ast } from './parse.ts';
+import { explainSplitView, gatherSplitView, mergeSplitView, planSplitView, type SplitViewRead } from './view-merge.ts';
 
 export interface SourceLevel {
   readonly source: Source;
@@ -52,6 +53,9 @@ export interface SelectPlan {
   readonly limit: Bound | undefined;
   readonly offset: Bound | undefined;
   readonly tables: readonly TableDef[];
+  /** Set when the query reads a view split across partitions: how a multi-partition read
+   * gathers and merges its partial groups before the rest of the plan runs (view-merge.ts). */
+  readonly splitView: SplitViewRead | undefined;
   /** Set when the query is a single unique-index lookup: scratch space for the fast path. */
   readonly pointLookup: { readonly frame: Frame; readonly key: Value[] } | undefined;
 }
@@ -148,7 +152,7 @@ export function planSelect(ast: Ast, catalog: Catalog): SelectPlan {
     if (slot === 0 && !grouped && !distinct && orderBy.length > 0 && orderBy.every((key) => key.bound.column?.slot === 0)) {
       order = orderBy.map((key) => ({ position: key.bound.column!.position, descending: key.descending }));
     }
-    const access = chooseAccessPath(storageShape(source.table), slot, forAccess, available, order);
+    const access = chooseAccessPath(tableShape(source.table), slot, forAccess, available, order);
     const remainingOn = onHere.filter((conjunct) => !access.consumed.has(conjunct));
     const remainingWhere = whereHere.filter((conjunct) => isLeft[slot] || !access.consumed.has(conjunct));
     levels.push({ source, leftJoin: isLeft[slot], access, on: andAll(remainingOn), where: andAll(remainingWhere) });
@@ -175,22 +179,12 @@ export function planSelect(ast: Ast, catalog: Catalog): SelectPlan {
     limit,
     offset,
     tables: sources.map((source) => source.table),
+    splitView: planSplitView(sources, levels, whereConjuncts, onConjuncts, andAll(constant)),
     pointLookup:
       levels.length === 1 && levels[0].access.kind === 'unique' && !grouped && !distinct && orderBy.length === 0
         ? { frame: [null as unknown as Row, null as unknown as Row], key: new Array(levels[0].access.equal.length) }
         : undefined,
   };
-}
-
-/** The planner chooses indexes from definitions only; an empty Table gives it their shapes. */
-const shapes = new WeakMap<TableDef, Table>();
-function storageShape(def: TableDef): Table {
-  let shape = shapes.get(def);
-  if (!shape) {
-    shape = new Table(def);
-    shapes.set(def, shape);
-  }
-  return shape;
 }
 
 function conjunctOf(node: Ast, scope: Scope): Conjunct {
@@ -203,26 +197,6 @@ export function splitAnd(node: Ast): Ast[] {
   if (node.type === 'binary_expr' && String(node.operator).toUpperCase() === 'AND') return [...splitAnd(node.left), ...splitAnd(node.right)];
   if (node.parentheses && node.type === 'binary_expr' && String(node.operator).toUpperCase() === 'AND') return splitAnd({ ...node, parentheses: false });
   return [node];
-}
-
-export function andAll(conjuncts: readonly Conjunct[]): Bound | undefined {
-  if (conjuncts.length === 0) return undefined;
-  if (conjuncts.length === 1) return conjuncts[0].bound;
-  const parts = conjuncts.map((conjunct) => conjunct.bound.evaluate);
-  return {
-    evaluate: (frame, params) => {
-      let sawNull = false;
-      for (let i = 0; i < parts.length; i++) {
-        const value = parts[i](frame, params);
-        if (value === false) return false;
-        if (value === null) sawNull = true;
-      }
-      return sawNull ? null : true;
-    },
-    type: { name: 'BOOLEAN' },
-    slots: new Set(conjuncts.flatMap((conjunct) => [...conjunct.bound.slots])),
-    text: conjuncts.map((conjunct) => conjunct.bound.text).join(' AND '),
-  };
 }
 
 function maxSlot(bound: Bound): number {
@@ -285,7 +259,7 @@ export function lookupTable(catalog: Catalog, name: string, node?: Ast): TableDe
 // Execution
 
 /** Runs every level's loop, calling `emit` with the frame for each joined row; false stops. */
-function forEachFrame(plan: SelectPlan, storage: StorageAccess, params: readonly Value[], emit: (frame: Frame) => boolean): void {
+function forEachFrame(plan: SelectPlan, storage: TableSource, params: readonly Value[], emit: (frame: Frame) => boolean): void {
   if (plan.constantFilter && plan.constantFilter.evaluate([], params) !== true) return;
   const levels = plan.levels;
   const frame: Frame = new Array(levels.length + 1).fill(null);
@@ -332,8 +306,16 @@ function canStream(plan: SelectPlan): boolean {
   return !plan.grouped && !plan.distinct && (plan.orderBy.length === 0 || plan.orderedByIndex);
 }
 
-/** Per-partition half: the frames of the query (copied, so they outlive the scan). */
+/**
+ * Per-partition half of a multi-partition SELECT: the frames of the query (copied, so they
+ * outlive the scan), or, when it reads a split view, the rows to merge (view-merge.ts).
+ */
 export function collectFrames(plan: SelectPlan, storage: StorageAccess, params: readonly Value[]): Frame[] {
+  if (plan.splitView) return gatherSplitView(plan.splitView, storage, params);
+  return localFrames(plan, storage, params);
+}
+
+function localFrames(plan: SelectPlan, storage: TableSource, params: readonly Value[]): Frame[] {
   const frames: Frame[] = [];
   let remaining = Infinity;
   if (canStream(plan)) {
@@ -348,9 +330,17 @@ export function collectFrames(plan: SelectPlan, storage: StorageAccess, params: 
   return frames;
 }
 
-/** Runs a SELECT on one partition's storage. */
+/**
+ * Runs a SELECT on one partition's storage. A split view reads as this partition's partial
+ * groups: merging them is for statements that run on every partition (finishSelect).
+ */
 export function executeSelect(plan: SelectPlan, storage: StorageAccess, params: readonly Value[]): ResultTable {
   if (plan.pointLookup) return executePointLookup(plan, storage, params);
+  return runOver(plan, storage, params);
+}
+
+/** The whole plan over one set of tables: a partition's, or the coordinator's merged ones. */
+function runOver(plan: SelectPlan, storage: TableSource, params: readonly Value[]): ResultTable {
   if (canStream(plan)) {
     const rows: Value[][] = [];
     const limit = limitValue(plan.limit, params, 'LIMIT') ?? Infinity;
@@ -370,7 +360,7 @@ export function executeSelect(plan: SelectPlan, storage: StorageAccess, params: 
     }
     return { columns: plan.columns, types: plan.types, rows };
   }
-  return finishSelect(plan, collectFrames(plan, storage, params), params);
+  return finishFrames(plan, localFrames(plan, storage, params), params);
 }
 
 /**
@@ -408,8 +398,17 @@ function executePointLookup(plan: SelectPlan, storage: StorageAccess, params: re
   return result;
 }
 
-/** Coordinator half: grouping, HAVING, projection, DISTINCT, ORDER BY, OFFSET/LIMIT over frames. */
+/**
+ * Coordinator half of a multi-partition SELECT, over every partition's collectFrames: grouping,
+ * HAVING, projection, DISTINCT, ORDER BY and OFFSET/LIMIT; or, for a split view, the merge of
+ * its partial groups and then the whole plan over the merged rows.
+ */
 export function finishSelect(plan: SelectPlan, frames: Frame[], params: readonly Value[]): ResultTable {
+  if (plan.splitView) return runOver(plan, mergeSplitView(plan.splitView, frames), params);
+  return finishFrames(plan, frames, params);
+}
+
+function finishFrames(plan: SelectPlan, frames: Frame[], params: readonly Value[]): ResultTable {
   const outputFrames = plan.grouped ? groupFrames(plan, frames, params) : frames;
   const projection = plan.projection;
   let rows: { row: Value[]; keys: Value[] }[] = [];
@@ -542,6 +541,7 @@ export function explainSelect(plan: SelectPlan): string[] {
     lines.push(`${'  '.repeat(i)}${join}${level.access.text}${level.on ? ` on ${level.on.text}` : ''}${level.where ? ` filter ${level.where.text}` : ''}`);
   });
   if (plan.constantFilter) lines.unshift(`filter ${plan.constantFilter.text}`);
+  if (plan.splitView) lines.unshift(...explainSplitView(plan.splitView));
   if (plan.grouped) lines.push(`aggregate ${plan.aggregates.map((call) => call.text).join(', ')}${plan.groupBy.length ? ` group by ${plan.groupBy.map((bound) => bound.text).join(', ')}` : ''}`);
   if (plan.having) lines.push(`having ${plan.having.text}`);
   if (plan.distinct) lines.push('distinct');

@@ -11,6 +11,7 @@ import { executeDelete, executeInsert, executeUpdate, planDelete, planInsert, pl
 import type { Bound } from './expr.ts';
 import { firstLine, parseStatement } from './parse.ts';
 import { executeSelect, explainSelect, planSelect, type SelectPlan } from './select.ts';
+import { isSplitView } from './view-merge.ts';
 
 export type Plan = SelectPlan | InsertPlan | UpdatePlan | DeletePlan;
 
@@ -134,6 +135,14 @@ function routeOf(plan: Plan): Routing {
   }
   const partitioned = plan.levels.filter((level) => level.source.table.partitioned);
   if (partitioned.length === 0) return { kind: 'any' };
+  // The coordinator runs the whole plan over the merged view and the replicated rows, so any
+  // join order between them is answered correctly, LEFT JOINs included.
+  if (plan.splitView) return { kind: 'all' };
+  const split = partitioned.find((level) => isSplitView(level.source.table));
+  if (split) {
+    const view = split.source.table;
+    throw new SluiceError(ErrorCode.UNSUPPORTED, `view ${view.name} holds partial groups on every partition (its GROUP BY leaves out the partition column of ${view.view!.source}); it can be joined only with replicated tables`, { object: view.name });
+  }
   const first = partitioned[0];
   if (first.leftJoin) {
     // Each partition would null-extend the outer (replicated) rows that match only elsewhere,
