@@ -15,7 +15,8 @@ import { ErrorCode, SluiceError, nearNames } from './errors.ts';
 import { partitionOf } from './execution/hash.ts';
 import { Partition } from './execution/partition.ts';
 import { loadProcedures, type LoadedProcedure } from './execution/procedures.ts';
-import { failure, invoke, procedureParams } from './execution/invoke.ts';
+import { adhocProcedure } from './execution/adhoc.ts';
+import { failure, invoke, procedureParams, runOnPartition } from './execution/invoke.ts';
 import { MultiPartitionRunner, SinglePartitionRunner, TransactionContext, rowObjects, type StatementRunner } from './execution/transaction.ts';
 import type { ResultTable } from './sql/context.ts';
 import { insertValues } from './sql/dml.ts';
@@ -218,18 +219,7 @@ export class Database {
   private runSingle(procedure: LoadedProcedure, values: Value[], partitionId: number): unknown {
     const partition = this.partitions[partitionId];
     const { runner, context } = this.single[partitionId];
-    const transactionId = this.nextTransactionId();
-    const timestamp = this.nextTimestamp();
-    partition.begin(transactionId, timestamp);
-    let result: unknown;
-    try {
-      result = invoke(procedure, runner, context, values, transactionId, timestamp);
-    } catch (error) {
-      partition.rollback();
-      throw failure(error, procedure);
-    }
-    partition.commit();
-    return result;
+    return runOnPartition(partition, runner, context, procedure, values, this.nextTransactionId(), this.nextTimestamp());
   }
 
   private runMulti(procedure: LoadedProcedure, values: Value[]): unknown {
@@ -257,28 +247,6 @@ export class Database {
     }, intervalMs);
     this.ttlTimer.unref();
   }
-}
-
-const adhocProcedures = new WeakMap<PlannedStatement, LoadedProcedure>();
-function adhocProcedure(statement: PlannedStatement): LoadedProcedure {
-  let procedure = adhocProcedures.get(statement);
-  if (!procedure) {
-    procedure = {
-      name: '@AdHoc',
-      def: { name: '@AdHoc', partitioning: undefined, source: { kind: 'sql', sql: statement.sql }, sqlAt: undefined },
-      run: undefined,
-      statement,
-      plans: new Map(),
-      parameterTypes: undefined,
-      parameterCount: statement.parameterCount,
-      partitionParameter: undefined,
-      partitionType: undefined,
-      readOnly: statement.readOnly,
-      source: statement.sql,
-    };
-    adhocProcedures.set(statement, procedure);
-  }
-  return procedure;
 }
 
 async function readSchema(schema: string): Promise<{ ddl: string; folder: string }> {

@@ -16,7 +16,7 @@
  *   parameters: ['BIGINT', 'BIGINT'],
  *   run(ctx, id: number, amount: number) {
  *     const account = ctx.queryOne(getBalance, id);
- *     if (!account) ctx.abort(`no account ${id}`);
+ *     if (!account) return ctx.abort(`no account ${id}`);
  *     ctx.execute(setBalance, account.balance + amount, id);
  *     return account.balance + amount;
  *   },

@@ -8,6 +8,7 @@ import { AssertionFailure } from '../assert.ts';
 import { ErrorCode, SluiceError } from '../errors.ts';
 import { normalizeParam } from '../sql/statement.ts';
 import { coerceValue, isCanonical, type Value } from '../types.ts';
+import type { Partition } from './partition.ts';
 import type { LoadedProcedure } from './procedures.ts';
 import type { StatementRunner, TransactionContext } from './transaction.ts';
 
@@ -86,3 +87,29 @@ export function procedureParams(procedure: LoadedProcedure, params: readonly unk
   return values;
 }
 
+
+/**
+ * One single-partition transaction: begin, run, commit — or roll back and rethrow as a
+ * SluiceError (a broken invariant stays an AssertionFailure, which crashes the partition's owner).
+ * Used by the embedded Database and by the partition workers.
+ */
+export function runOnPartition(
+  partition: Partition,
+  runner: StatementRunner,
+  context: TransactionContext,
+  procedure: LoadedProcedure,
+  values: Value[],
+  transactionId: number,
+  timestamp: number,
+): unknown {
+  partition.begin(transactionId, timestamp);
+  let result: unknown;
+  try {
+    result = invoke(procedure, runner, context, values, transactionId, timestamp);
+  } catch (error) {
+    partition.rollback();
+    throw failure(error, procedure);
+  }
+  partition.commit();
+  return result;
+}

@@ -21,7 +21,7 @@ import { collectFrames } from '../sql/select.ts';
 import { planStatement, type PlannedStatement } from '../sql/statement.ts';
 import type { Value } from '../types.ts';
 import { adhocProcedure } from './adhoc.ts';
-import { failure, invoke } from './invoke.ts';
+import { runOnPartition } from './invoke.ts';
 import { Fragment, Op, coordinatorSlot, errorPayload, type PartitionStatistics } from './messages.ts';
 import { Partition } from './partition.ts';
 import { createCodec } from '../server/protocol.ts';
@@ -72,18 +72,7 @@ function planOf(sql: string): PlannedStatement {
 }
 
 function runTransaction(procedure: LoadedProcedure, values: Value[], transactionId: number, timestamp: number): unknown {
-  partition.begin(transactionId, timestamp);
-  let result: unknown;
-  try {
-    result = invoke(procedure, runner, context, values, transactionId, timestamp);
-  } catch (error) {
-    partition.rollback();
-    // A broken invariant means this partition's state cannot be trusted: crash the worker.
-    if (error instanceof AssertionFailure) throw error;
-    throw failure(error, procedure);
-  }
-  partition.commit();
-  return result;
+  return runOnPartition(partition, runner, context, procedure, values, transactionId, timestamp);
 }
 
 function runBatch(batch: unknown[]): void {
