@@ -315,7 +315,92 @@ export function collectFrames(plan: SelectPlan, storage: StorageAccess, params: 
   return localFrames(plan, storage, params);
 }
 
+/**
+ * Grouped queries whose aggregates can be combined (no DISTINCT) are pre-aggregated where the
+ * rows are: each partition sends one frame per group, carrying partial states instead of every
+ * row, and the coordinator merges them (mergePartialGroups). Both halves always pair up: every
+ * frame finishFrames receives for such a plan comes from localFrames.
+ */
+function aggregatesLocally(plan: SelectPlan): boolean {
+  return plan.grouped && plan.aggregates.every((call) => !call.distinct);
+}
+
+/** Partial states in the aggregate slot: [count, value, sum] per aggregate, flat. */
+const partialWidth = 3;
+
+function localGroups(plan: SelectPlan, storage: TableSource, params: readonly Value[]): Frame[] {
+  const groups = new Map<string, { frame: Frame; accumulators: Accumulator[] }>();
+  const aggregates = plan.aggregates;
+  const newAccumulators = () => aggregates.map(() => ({ count: 0, value: null, sum: 0, distinct: undefined }) as Accumulator);
+  const keyValues: Value[] = new Array(plan.groupBy.length);
+  forEachFrame(plan, storage, params, (frame) => {
+    for (let i = 0; i < plan.groupBy.length; i++) keyValues[i] = plan.groupBy[i].evaluate(frame, params);
+    const key = plan.groupBy.length === 0 ? '' : encodeComposite(keyValues);
+    let group = groups.get(key);
+    if (!group) {
+      group = { frame: frame.slice(), accumulators: newAccumulators() };
+      groups.set(key, group);
+    }
+    for (let i = 0; i < aggregates.length; i++) accumulate(aggregates[i], group.accumulators[i], frame, params);
+    return true;
+  });
+  const output: Frame[] = [];
+  for (const { frame, accumulators } of groups.values()) {
+    while (frame.length <= plan.aggregateSlot) frame.push(null as unknown as Row);
+    const states: Value[] = new Array(accumulators.length * partialWidth);
+    accumulators.forEach((accumulator, i) => {
+      states[i * partialWidth] = accumulator.count;
+      states[i * partialWidth + 1] = accumulator.value;
+      states[i * partialWidth + 2] = accumulator.sum;
+    });
+    frame[plan.aggregateSlot] = states;
+    output.push(frame);
+  }
+  return output;
+}
+
+function mergePartialGroups(plan: SelectPlan, frames: Frame[], params: readonly Value[]): Frame[] {
+  const aggregates = plan.aggregates;
+  const groups = new Map<string, { frame: Frame; accumulators: Accumulator[] }>();
+  const newAccumulators = () => aggregates.map(() => ({ count: 0, value: null, sum: 0, distinct: undefined }) as Accumulator);
+  // With no GROUP BY there is one group even over no rows (COUNT(*) = 0, SUM = NULL).
+  if (plan.groupBy.length === 0) groups.set('', { frame: new Array(plan.aggregateSlot + 1).fill(null), accumulators: newAccumulators() });
+  const keyValues: Value[] = new Array(plan.groupBy.length);
+  for (const frame of frames) {
+    for (let i = 0; i < plan.groupBy.length; i++) keyValues[i] = plan.groupBy[i].evaluate(frame, params);
+    const key = plan.groupBy.length === 0 ? '' : encodeComposite(keyValues);
+    let group = groups.get(key);
+    if (!group) {
+      group = { frame, accumulators: newAccumulators() };
+      groups.set(key, group);
+    }
+    const states = frame[plan.aggregateSlot] as Value[];
+    for (let i = 0; i < aggregates.length; i++) {
+      const accumulator = group.accumulators[i];
+      const count = states[i * partialWidth] as number;
+      if (count === 0) continue;
+      const value = states[i * partialWidth + 1];
+      accumulator.count += count;
+      accumulator.sum += states[i * partialWidth + 2] as number;
+      const fn = aggregates[i].fn;
+      if ((fn === 'MIN' || fn === 'MAX') && value !== null) {
+        const order = accumulator.value === null ? 0 : compareValues(value, accumulator.value);
+        if (accumulator.value === null || (fn === 'MIN' ? order < 0 : order > 0)) accumulator.value = value;
+      }
+    }
+  }
+  const output: Frame[] = [];
+  for (const { frame, accumulators } of groups.values()) {
+    const result = frame.slice();
+    while (result.length <= plan.aggregateSlot) result.push(null as unknown as Row);
+    result[plan.aggregateSlot] = accumulators.map((accumulator, i) => finalValue(aggregates[i], accumulator));
+    output.push(result);
+  }
+  return output;
+}
+
 function localFrames(plan: SelectPlan, storage: TableSource, params: readonly Value[]): Frame[] {
+  if (aggregatesLocally(plan)) return localGroups(plan, storage, params);
   const frames: Frame[] = [];
   let remaining = Infinity;
   if (canStream(plan)) {
@@ -409,7 +494,7 @@ export function finishSelect(plan: SelectPlan, frames: Frame[], params: readonly
 }
 
 function finishFrames(plan: SelectPlan, frames: Frame[], params: readonly Value[]): ResultTable {
-  const outputFrames = plan.grouped ? groupFrames(plan, frames, params) : frames;
+  const outputFrames = !plan.grouped ? frames : aggregatesLocally(plan) ? mergePartialGroups(plan, frames, params) : groupFrames(plan, frames, params);
   const projection = plan.projection;
   let rows: { row: Value[]; keys: Value[] }[] = [];
   for (const frame of outputFrames) {
