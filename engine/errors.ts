@@ -32,6 +32,10 @@ export const ErrorCode = {
   READ_ONLY: 'READ_ONLY',
   WRONG_PARTITION: 'WRONG_PARTITION',
   CLOSED: 'CLOSED',
+  LOG_CORRUPT: 'LOG_CORRUPT',
+  SNAPSHOT_CORRUPT: 'SNAPSHOT_CORRUPT',
+  DURABILITY_FAILED: 'DURABILITY_FAILED',
+  LOG_CLOSED: 'LOG_CLOSED',
   INTERNAL: 'INTERNAL',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

@@ -8,28 +8,28 @@
  *   bytes 1..4  CRC32 of the payload, big-endian (node:zlib crc32)
  *   bytes 5..   msgpack payload
  *
- * The error codes of durability failures live here as string constants rather than in
- * engine/errors.ts, which this work may not edit; the lead should move them into ErrorCode.
+ * Durability failures carry the durability codes of engine/errors.ts (ErrorCode), grouped here
+ * as DurabilityErrorCode so this module's callers can only raise those.
  */
 import { crc32 } from 'node:zlib';
 import { Packr } from 'msgpackr';
-import { SluiceError, type ErrorCode, type ErrorDetails } from '../errors.ts';
+import { ErrorCode, SluiceError, type ErrorDetails } from '../errors.ts';
 
 export const DurabilityErrorCode = {
   /** A command-log record in the middle of the log fails its checksum or shape check. */
-  LOG_CORRUPT: 'LOG_CORRUPT',
+  LOG_CORRUPT: ErrorCode.LOG_CORRUPT,
   /** A snapshot chunk or manifest fails its checksum, or the manifest does not match the chunks. */
-  SNAPSHOT_CORRUPT: 'SNAPSHOT_CORRUPT',
+  SNAPSHOT_CORRUPT: ErrorCode.SNAPSHOT_CORRUPT,
   /** LMDB refused a write (disk full, permissions): the log stops taking records. */
-  DURABILITY_FAILED: 'DURABILITY_FAILED',
+  DURABILITY_FAILED: ErrorCode.DURABILITY_FAILED,
   /** The log is closed, or was opened in a way that cannot take this request. */
-  LOG_CLOSED: 'LOG_CLOSED',
+  LOG_CLOSED: ErrorCode.LOG_CLOSED,
 } as const;
 export type DurabilityErrorCode = (typeof DurabilityErrorCode)[keyof typeof DurabilityErrorCode];
 
-/** A SluiceError with a durability code (see the header: the cast goes when ErrorCode has them). */
+/** A SluiceError with a durability code. */
 export function durabilityError(code: DurabilityErrorCode, message: string, details: ErrorDetails = {}): SluiceError {
-  return new SluiceError(code as unknown as ErrorCode, message, details);
+  return new SluiceError(code, message, details);
 }
 
 export const frameVersion = 1;
