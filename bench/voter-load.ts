@@ -3,6 +3,7 @@
  * (../shared/workloads/voter.md), shared by the in-process bench, the network bench and tests.
  */
 import { areaCodes } from '../procedures/voter/area-codes.ts';
+import { seededRandom } from '../engine/random.ts';
 
 export const contestantNames = 'Edwina Burnam,Tabatha Gehling,Kelly Clauss,Jessie Alloway,Alana Bregman,Jessie Eichman';
 export const contestantCount = 6;
@@ -10,14 +11,7 @@ export const maxVotesPerPhone = 2;
 
 /** A seeded stream of [phoneNumber, contestantNumber] votes with the workload's distribution. */
 export function voterLoad(seed: number): { next(): [number, number] } {
-  let state = seed >>> 0 || 1;
-  const random = () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const random = seededRandom(seed >>> 0 || 1);
   const preferred = areaCodes.map(() => (random() < 0.3 ? 1 : 1 + Math.floor(random() * contestantCount)));
   return {
     next(): [number, number] {

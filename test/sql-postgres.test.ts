@@ -22,6 +22,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Database } from '../engine/database.ts';
 import type { Value } from '../engine/types.ts';
 import { openDatabase } from './helpers.ts';
+import { seededRandom } from '../engine/random.ts';
 
 const url = process.env.SLUICE_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const inCi = process.env.CI === 'true';
@@ -106,18 +107,11 @@ interface Data {
   dims: Value[][];
 }
 
-/** mulberry32: small, seedable, the same everywhere. */
+/** Seeded choices, so a failing query can be replayed from its seed. */
 class Generator {
-  private state: number;
+  readonly next: () => number;
   constructor(seed: number) {
-    this.state = seed >>> 0;
-  }
-  next(): number {
-    this.state = (this.state + 0x6d2b79f5) >>> 0;
-    let t = this.state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    this.next = seededRandom(seed);
   }
   int(low: number, high: number): number {
     return low + Math.floor(this.next() * (high - low + 1));

@@ -13,6 +13,7 @@ import { describe, expect, it } from 'vitest';
 import type { Database } from '../engine/database.ts';
 import type { Value } from '../engine/types.ts';
 import { openDatabase } from './helpers.ts';
+import { seededRandom } from '../engine/random.ts';
 
 const seeds = process.env.SQL_RANDOM_SEED ? [Number(process.env.SQL_RANDOM_SEED)] : [1, 2, 3];
 const rowsPerTable = 300;
@@ -37,17 +38,7 @@ type Row = { id: number; k: number | null; v: number | null; s: string | null; f
 type Dim = { k: number; name: string | null };
 type Truth = boolean | null;
 
-/** mulberry32: small, seedable, the same everywhere. */
-function random(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const random = seededRandom;
 
 const words = ['ab', 'abc', 'abd', 'b', 'ba', 'bab', 'c', 'ca', '', 'a_b', 'a%'];
 const baseTime = Date.UTC(2024, 0, 1);

@@ -8,6 +8,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { Database } from '../engine/database.ts';
 import { partitionOf } from '../engine/execution/hash.ts';
 import { expectRows, openDatabase } from './helpers.ts';
+import { seededRandom } from '../engine/random.ts';
 
 let db: Database | undefined;
 afterEach(async () => {
@@ -22,17 +23,8 @@ CREATE VIEW by_both AS SELECT g1, g2, COUNT(*) AS n, SUM(x) AS sx, MIN(x) AS lo,
 CREATE VIEW by_id AS SELECT id, COUNT(*) AS n, SUM(x) AS sx, MIN(d) AS lo, MAX(d) AS hi FROM r GROUP BY id;
 CREATE VIEW whole AS SELECT COUNT(*) AS n, SUM(x) AS sx, MAX(x) AS hi FROM r;`;
 
-/** A small seeded generator, so a failing sequence can be replayed from its seed. */
-function generator(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Seeded, so a failing sequence can be replayed from its seed. */
+const generator = seededRandom;
 
 async function compareWithRecount(database: Database): Promise<void> {
   const recount = await database.query(

@@ -19,7 +19,7 @@
 import { open, type RootDatabase } from 'lmdb';
 import { assert, VERIFY } from '../assert.ts';
 import type { Value } from '../types.ts';
-import { DurabilityErrorCode, decodeFrame, durabilityError, encodeFrame, frameDamage } from './framing.ts';
+import { DurabilityErrorCode, decodeFrame, durabilityError, durableLmdbOptions, encodeFrame, frameDamage } from './framing.ts';
 import type { SluiceError } from '../errors.ts';
 
 export type DurabilityMode = 'sync' | 'async' | 'off';
@@ -145,19 +145,9 @@ export class CommandLog {
       );
     }
     const store = open<Buffer, number>({
+      ...durableLmdbOptions,
       path: options.path,
-      noSubdir: true,
-      encoding: 'binary',
-      keyEncoding: 'ordered-binary',
-      compression: false,
-      cache: false,
-      noSync: false,
-      overlappingSync: true,
       separateFlushed: true,
-      eventTurnBatching: true,
-      commitDelay: 0,
-      noMetaSync: false,
-      useWritemap: false,
       safeRestore: false,
     } as Parameters<typeof open>[0] & { safeRestore: boolean });
     return new CommandLog(options, store);

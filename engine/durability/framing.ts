@@ -102,3 +102,23 @@ export function decodeFrame(frame: Uint8Array): unknown {
 export function hex(value: number): string {
   return `0x${value.toString(16).padStart(8, '0')}`;
 }
+
+/**
+ * LMDB options shared by the command log and snapshot files, chosen explicitly rather than left
+ * to lmdb-js defaults: values are our own frames (binary, uncompressed, uncached), keys sort in
+ * order, and commits are synced (noSync false) with overlappingSync, so a commit's `flushed`
+ * promise resolves only once it and every earlier commit are on disk.
+ */
+export const durableLmdbOptions = {
+  noSubdir: true,
+  encoding: 'binary',
+  keyEncoding: 'ordered-binary',
+  compression: false,
+  cache: false,
+  noSync: false,
+  overlappingSync: true,
+  eventTurnBatching: true,
+  commitDelay: 0,
+  noMetaSync: false,
+  useWritemap: false,
+} as const;

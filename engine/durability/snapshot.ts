@@ -22,7 +22,7 @@ import { open, type RootDatabase } from 'lmdb';
 import { assert } from '../assert.ts';
 import type { Value } from '../types.ts';
 import type { CapturedChunk } from './capture.ts';
-import { DurabilityErrorCode, decodeFrame, durabilityError, encodeFrame, frameChecksum, frameDamage, hex } from './framing.ts';
+import { DurabilityErrorCode, decodeFrame, durabilityError, durableLmdbOptions, encodeFrame, frameChecksum, frameDamage, hex } from './framing.ts';
 
 /** Rows per stored chunk: bounds one LMDB value and the memory one read step holds. */
 export const snapshotChunkRowsMax = 4096;
@@ -77,23 +77,10 @@ const fileNamePattern = /^snapshot-(\d{16})-(\d{16})\.mdb$/;
 /**
  * LMDB options for a snapshot file, chosen explicitly. Chunks are written without waiting for
  * the disk; `complete` waits for the flush of the manifest's commit, which with overlappingSync
- * covers every earlier commit. The other options match the command log's (command-log.ts).
+ * covers every earlier commit (options shared with the command log: framing.ts).
  */
 function openSnapshotFile(file: string): RootDatabase<Buffer, string | number> {
-  return open<Buffer, string | number>({
-    path: file,
-    noSubdir: true,
-    encoding: 'binary',
-    keyEncoding: 'ordered-binary',
-    compression: false,
-    cache: false,
-    noSync: false,
-    overlappingSync: true,
-    eventTurnBatching: true,
-    commitDelay: 0,
-    noMetaSync: false,
-    useWritemap: false,
-  });
+  return open<Buffer, string | number>({ ...durableLmdbOptions, path: file });
 }
 
 export class SnapshotWriter {

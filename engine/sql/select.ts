@@ -328,55 +328,84 @@ function aggregatesLocally(plan: SelectPlan): boolean {
 /** Partial states in the aggregate slot: [count, value, sum] per aggregate, flat. */
 const partialWidth = 3;
 
-function localGroups(plan: SelectPlan, storage: TableSource, params: readonly Value[]): Frame[] {
-  const groups = new Map<string, { frame: Frame; accumulators: Accumulator[] }>();
-  const aggregates = plan.aggregates;
-  const newAccumulators = () => aggregates.map(() => ({ count: 0, value: null, sum: 0, distinct: undefined }) as Accumulator);
-  const keyValues: Value[] = new Array(plan.groupBy.length);
-  forEachFrame(plan, storage, params, (frame) => {
-    for (let i = 0; i < plan.groupBy.length; i++) keyValues[i] = plan.groupBy[i].evaluate(frame, params);
-    const key = plan.groupBy.length === 0 ? '' : encodeComposite(keyValues);
-    let group = groups.get(key);
+/** The groups of one grouped query: found by the GROUP BY key, each with its accumulators. */
+class Groups {
+  private readonly groups = new Map<string, { frame: Frame; accumulators: Accumulator[] }>();
+  private readonly keyValues: Value[];
+  private readonly plan: SelectPlan;
+  private readonly params: readonly Value[];
+
+  /** `always` adds the one group a query without GROUP BY has even over no rows (COUNT(*) = 0). */
+  constructor(plan: SelectPlan, params: readonly Value[], always: boolean) {
+    this.plan = plan;
+    this.params = params;
+    this.keyValues = new Array(plan.groupBy.length);
+    if (always && plan.groupBy.length === 0) this.groups.set('', { frame: new Array(plan.aggregateSlot + 1).fill(null), accumulators: this.newAccumulators() });
+  }
+
+  private newAccumulators(): Accumulator[] {
+    return this.plan.aggregates.map((call) => ({ count: 0, value: null, sum: 0, distinct: call.distinct ? new Set() : undefined }));
+  }
+
+  /** The accumulators of `frame`'s group; a new group keeps `frame` (a copy when `copy`). */
+  accumulatorsOf(frame: Frame, copy: boolean): Accumulator[] {
+    const groupBy = this.plan.groupBy;
+    for (let i = 0; i < groupBy.length; i++) this.keyValues[i] = groupBy[i].evaluate(frame, this.params);
+    const key = groupBy.length === 0 ? '' : encodeComposite(this.keyValues);
+    let group = this.groups.get(key);
     if (!group) {
-      group = { frame: frame.slice(), accumulators: newAccumulators() };
-      groups.set(key, group);
+      group = { frame: copy ? frame.slice() : frame, accumulators: this.newAccumulators() };
+      this.groups.set(key, group);
     }
-    for (let i = 0; i < aggregates.length; i++) accumulate(aggregates[i], group.accumulators[i], frame, params);
+    return group.accumulators;
+  }
+
+  /** One frame per group with `mapStates(accumulators)` in the aggregate slot. */
+  frames(mapStates: (accumulators: Accumulator[]) => Value[]): Frame[] {
+    const output: Frame[] = [];
+    for (const { frame, accumulators } of this.groups.values()) {
+      const result = frame.slice();
+      while (result.length <= this.plan.aggregateSlot) result.push(null as unknown as Row);
+      result[this.plan.aggregateSlot] = mapStates(accumulators);
+      output.push(result);
+    }
+    return output;
+  }
+
+  /** Frames whose aggregate slot holds the final aggregate values. */
+  finalFrames(): Frame[] {
+    const aggregates = this.plan.aggregates;
+    return this.frames((accumulators) => accumulators.map((accumulator, i) => finalValue(aggregates[i], accumulator)));
+  }
+}
+
+function localGroups(plan: SelectPlan, storage: TableSource, params: readonly Value[]): Frame[] {
+  const groups = new Groups(plan, params, false);
+  const aggregates = plan.aggregates;
+  forEachFrame(plan, storage, params, (frame) => {
+    const accumulators = groups.accumulatorsOf(frame, true);
+    for (let i = 0; i < aggregates.length; i++) accumulate(aggregates[i], accumulators[i], frame, params);
     return true;
   });
-  const output: Frame[] = [];
-  for (const { frame, accumulators } of groups.values()) {
-    while (frame.length <= plan.aggregateSlot) frame.push(null as unknown as Row);
+  return groups.frames((accumulators) => {
     const states: Value[] = new Array(accumulators.length * partialWidth);
     accumulators.forEach((accumulator, i) => {
       states[i * partialWidth] = accumulator.count;
       states[i * partialWidth + 1] = accumulator.value;
       states[i * partialWidth + 2] = accumulator.sum;
     });
-    frame[plan.aggregateSlot] = states;
-    output.push(frame);
-  }
-  return output;
+    return states;
+  });
 }
 
 function mergePartialGroups(plan: SelectPlan, frames: Frame[], params: readonly Value[]): Frame[] {
   const aggregates = plan.aggregates;
-  const groups = new Map<string, { frame: Frame; accumulators: Accumulator[] }>();
-  const newAccumulators = () => aggregates.map(() => ({ count: 0, value: null, sum: 0, distinct: undefined }) as Accumulator);
-  // With no GROUP BY there is one group even over no rows (COUNT(*) = 0, SUM = NULL).
-  if (plan.groupBy.length === 0) groups.set('', { frame: new Array(plan.aggregateSlot + 1).fill(null), accumulators: newAccumulators() });
-  const keyValues: Value[] = new Array(plan.groupBy.length);
+  const groups = new Groups(plan, params, true);
   for (const frame of frames) {
-    for (let i = 0; i < plan.groupBy.length; i++) keyValues[i] = plan.groupBy[i].evaluate(frame, params);
-    const key = plan.groupBy.length === 0 ? '' : encodeComposite(keyValues);
-    let group = groups.get(key);
-    if (!group) {
-      group = { frame, accumulators: newAccumulators() };
-      groups.set(key, group);
-    }
+    const accumulators = groups.accumulatorsOf(frame, false);
     const states = frame[plan.aggregateSlot] as Value[];
     for (let i = 0; i < aggregates.length; i++) {
-      const accumulator = group.accumulators[i];
+      const accumulator = accumulators[i];
       const count = states[i * partialWidth] as number;
       if (count === 0) continue;
       const value = states[i * partialWidth + 1];
@@ -389,14 +418,7 @@ function mergePartialGroups(plan: SelectPlan, frames: Frame[], params: readonly 
       }
     }
   }
-  const output: Frame[] = [];
-  for (const { frame, accumulators } of groups.values()) {
-    const result = frame.slice();
-    while (result.length <= plan.aggregateSlot) result.push(null as unknown as Row);
-    result[plan.aggregateSlot] = accumulators.map((accumulator, i) => finalValue(aggregates[i], accumulator));
-    output.push(result);
-  }
-  return output;
+  return groups.finalFrames();
 }
 
 function localFrames(plan: SelectPlan, storage: TableSource, params: readonly Value[]): Frame[] {
@@ -537,29 +559,13 @@ interface Accumulator {
 }
 
 function groupFrames(plan: SelectPlan, frames: Frame[], params: readonly Value[]): Frame[] {
-  const groups = new Map<string, { frame: Frame; accumulators: Accumulator[] }>();
+  const groups = new Groups(plan, params, true);
   const aggregates = plan.aggregates;
-  const newAccumulators = () => aggregates.map((call) => ({ count: 0, value: null, sum: 0, distinct: call.distinct ? new Set() : undefined }) as Accumulator);
-  if (plan.groupBy.length === 0) groups.set('', { frame: new Array(plan.aggregateSlot + 1).fill(null), accumulators: newAccumulators() });
-  const keyValues: Value[] = new Array(plan.groupBy.length);
   for (const frame of frames) {
-    for (let i = 0; i < plan.groupBy.length; i++) keyValues[i] = plan.groupBy[i].evaluate(frame, params);
-    const key = plan.groupBy.length === 0 ? '' : encodeComposite(keyValues);
-    let group = groups.get(key);
-    if (!group) {
-      group = { frame, accumulators: newAccumulators() };
-      groups.set(key, group);
-    }
-    for (let i = 0; i < aggregates.length; i++) accumulate(aggregates[i], group.accumulators[i], frame, params);
+    const accumulators = groups.accumulatorsOf(frame, false);
+    for (let i = 0; i < aggregates.length; i++) accumulate(aggregates[i], accumulators[i], frame, params);
   }
-  const output: Frame[] = [];
-  for (const { frame, accumulators } of groups.values()) {
-    const result = frame.slice();
-    while (result.length <= plan.aggregateSlot) result.push(null as unknown as Row);
-    result[plan.aggregateSlot] = accumulators.map((accumulator, i) => finalValue(aggregates[i], accumulator));
-    output.push(result);
-  }
-  return output;
+  return groups.finalFrames();
 }
 
 function accumulate(call: AggregateCall, accumulator: Accumulator, frame: Frame, params: readonly Value[]): void {
