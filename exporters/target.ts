@@ -22,6 +22,21 @@ export interface ExportBatch {
   /** Sequence number of rows[0]; rows[i] has firstSequence + i. */
   readonly firstSequence: number;
   readonly rows: readonly (readonly Value[])[];
+  /**
+   * Commit time (ms since the epoch) of each row's transaction, to within one worker batch (a
+   * few milliseconds): what a file target files a row under when it has no day column.
+   */
+  readonly commitTimestamps: readonly number[];
+}
+
+/** One end-of-day batch: the whole result of a daily job for one day, written all or nothing. */
+export interface DayBatch {
+  /** The daily job's name, as the deployment file spells it. */
+  readonly job: string;
+  /** The day, YYYY-MM-DD, in the job's time zone. */
+  readonly day: string;
+  readonly columns: readonly ColumnDef[];
+  readonly rows: readonly (readonly Value[])[];
 }
 
 export interface ExportTarget {
@@ -33,6 +48,18 @@ export interface ExportTarget {
    * message says what failed; the pipeline keeps the rows and retries with backoff.
    */
   deliver(batch: ExportBatch): Promise<void>;
+  /**
+   * Optional. Every row this target receives that committed before `committedBefore` has been
+   * delivered: a file target closes the days that ended before it (`_SUCCESS`). Called by the
+   * pipeline after deliveries and on a timer; must be idempotent.
+   */
+  watermark?(committedBefore: number): Promise<void>;
+  /**
+   * Optional; targets that serve end-of-day jobs implement it. Writes the batch in one atomic
+   * step (one PostgreSQL transaction; a file and then `_SUCCESS`) and resolves 'written', or
+   * 'already' when that job's day is already there, in which case it changes nothing.
+   */
+  writeDay?(batch: DayBatch): Promise<'written' | 'already'>;
   /** Flushes what it holds (a file being rolled) and releases connections. */
   close(): Promise<void>;
 }
