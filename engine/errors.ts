@@ -36,6 +36,8 @@ export const ErrorCode = {
   SNAPSHOT_CORRUPT: 'SNAPSHOT_CORRUPT',
   DURABILITY_FAILED: 'DURABILITY_FAILED',
   LOG_CLOSED: 'LOG_CLOSED',
+  /** A deployment setting (an export target's, a subscription's options) is missing or wrong. */
+  INVALID_CONFIG: 'INVALID_CONFIG',
   INTERNAL: 'INTERNAL',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

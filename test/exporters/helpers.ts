@@ -1,0 +1,153 @@
+/**
+ * Helpers for the network export targets' tests: a stream's definition from DDL, batches of rows
+ * shaped as the pipeline hands them (exporters/target.ts), and the rule for tests that need an
+ * external service — skip with a printed reason when its address is not set, fail under CI=true.
+ */
+import net from 'node:net';
+import { describe } from 'vitest';
+import { applyDdl } from '../../engine/catalog/ddl.ts';
+import type { TableDef } from '../../engine/catalog/schema.ts';
+import type { Value } from '../../engine/types.ts';
+import type { ExportBatch, ExportTarget } from '../../exporters/target.ts';
+
+/** The alert stream the tests export: partitioned by meter, with every JSON-relevant type. */
+export const alertsDdl = `
+CREATE STREAM meter_alerts PARTITION ON COLUMN meter_id EXPORT TO TARGET alerts (
+  meter_id BIGINT NOT NULL,
+  region VARCHAR(32),
+  kind VARCHAR(32) NOT NULL,
+  kwh DECIMAL(12,3),
+  at TIMESTAMP NOT NULL,
+  raw VARBINARY(16),
+  urgent BOOLEAN
+);`;
+
+export function streamDef(ddl = alertsDdl, name = 'meter_alerts'): TableDef {
+  const def = applyDdl(ddl).tables.get(name);
+  if (def === undefined) throw new Error(`no stream ${name} in the test DDL`);
+  return def;
+}
+
+/** A row of meter_alerts for meter `meter` with a recognisable sequence-derived payload. */
+export function alertRow(meter: number, n: number, region = 'north'): Value[] {
+  return [meter, region, `kind-${n}`, n / 1000, Date.UTC(2026, 10, 22, 8, 0, 0) + n, new Uint8Array([n & 0xff, 1, 2]), n % 2 === 0];
+}
+
+export function batchOf(def: TableDef, partition: number, firstSequence: number, rows: Value[][]): ExportBatch {
+  return { stream: def.name, partition, columns: def.columns.filter((column) => !column.hidden), firstSequence, rows };
+}
+
+/**
+ * `describe` for tests needing the service at env var `variable`: skipped with a printed reason
+ * when it is unset, except under CI=true where the missing service fails the run.
+ */
+export function describeWithService(variable: string, title: string, body: (address: string) => void): void {
+  const address = process.env[variable];
+  if (address === undefined || address === '') {
+    if (process.env.CI === 'true') {
+      describe(title, () => {
+        throw new Error(`${variable} is not set: CI must provide this service`);
+      });
+      return;
+    }
+    console.warn(`skipping "${title}": ${variable} is not set`);
+  }
+  describe.skipIf(address === undefined || address === '')(title, () => body(address ?? ''));
+}
+
+/** Polls `condition` every 10 ms until it holds or `timeoutMs` passes; returns whether it held. */
+export async function eventually(condition: () => boolean, timeoutMs = 10_000): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  return true;
+}
+
+/** A name no other test run on this machine uses. */
+export function uniqueName(prefix: string): string {
+  return `${prefix}_${process.pid}_${Date.now().toString(36)}_${Math.floor(Math.random() * 1e6).toString(36)}`;
+}
+
+/**
+ * A TCP proxy in front of a real service, so a test can take "the service" down and bring it back
+ * without touching the shared broker other tests use: `cut()` drops every connection and stops
+ * listening, `restore()` listens on the same port again.
+ */
+export interface TcpProxy {
+  readonly port: number;
+  cut(): Promise<void>;
+  restore(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export async function startTcpProxy(host: string, port: number): Promise<TcpProxy> {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(port, host);
+    sockets.add(client);
+    sockets.add(upstream);
+    const forget = (): void => {
+      sockets.delete(client);
+      sockets.delete(upstream);
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('error', forget).on('close', forget);
+    upstream.on('error', forget).on('close', forget);
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  const listen = (at: number): Promise<number> =>
+    new Promise((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(at, '127.0.0.1', () => {
+        server.off('error', reject);
+        resolve((server.address() as net.AddressInfo).port);
+      });
+    });
+  const proxyPort = await listen(0);
+  const stop = (): Promise<void> =>
+    new Promise((resolve) => {
+      for (const socket of sockets) socket.destroy();
+      sockets.clear();
+      if (!server.listening) resolve();
+      else server.close(() => resolve());
+    });
+  return { port: proxyPort, cut: stop, restore: async () => void (await listen(proxyPort)), close: stop };
+}
+
+/**
+ * What the export pipeline does with a target, reduced to a loop: deliver, and on failure retry
+ * the same batch after `delayMs` until it is acknowledged. Returns the failures it saw.
+ */
+export async function deliverUntilAcknowledged(target: ExportTarget, batch: ExportBatch, delayMs = 50, attemptsMax = 400): Promise<Error[]> {
+  const failures: Error[] = [];
+  for (let attempt = 0; attempt < attemptsMax; attempt++) {
+    try {
+      await target.deliver(batch);
+      return failures;
+    } catch (error) {
+      failures.push(error as Error);
+      await new Promise((resolve) => setTimeout(resolve, delayMs));
+    }
+  }
+  throw new Error(`batch from ${batch.firstSequence} never acknowledged; last error: ${failures.at(-1)?.message}`);
+}
+
+/** Sequences in the order they arrived → first occurrences in order, and how many repeats. */
+export function dedupe(sequences: readonly number[]): { unique: number[]; duplicates: number } {
+  const seen = new Set<number>();
+  const unique: number[] = [];
+  for (const sequence of sequences) {
+    if (seen.has(sequence)) continue;
+    seen.add(sequence);
+    unique.push(sequence);
+  }
+  return { unique, duplicates: sequences.length - unique.length };
+}
+
+export function range(first: number, count: number): number[] {
+  return Array.from({ length: count }, (_, i) => first + i);
+}
