@@ -36,8 +36,12 @@ export const ErrorCode = {
   SNAPSHOT_CORRUPT: 'SNAPSHOT_CORRUPT',
   DURABILITY_FAILED: 'DURABILITY_FAILED',
   LOG_CLOSED: 'LOG_CLOSED',
-  /** A deployment setting (an export target's, a subscription's options) is missing or wrong. */
-  INVALID_CONFIG: 'INVALID_CONFIG',
+  /** A stream partition's export buffer is full and the deployment says `onFull: 'fail'`. */
+  EXPORT_BUFFER_FULL: 'EXPORT_BUFFER_FULL',
+  /** The deployment file's `exports` section is wrong (names the setting). */
+  EXPORT_CONFIG: 'EXPORT_CONFIG',
+  /** An export target refused a write or a daily job failed. */
+  EXPORT_FAILED: 'EXPORT_FAILED',
   INTERNAL: 'INTERNAL',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

@@ -19,7 +19,7 @@
 import type { Logger } from 'pino';
 import { backoffDelayMs, sleep } from './backoff.ts';
 import { rowToJson } from './row-json.ts';
-import { TargetSettings, type TargetContext } from './settings.ts';
+import { TargetSettings, type NetworkTargetContext } from './settings.ts';
 import type { ExportBatch, ExportTarget, TargetConfig } from './target.ts';
 
 export const httpTimeoutMs = 10_000;
@@ -40,7 +40,7 @@ interface HttpSettings {
   rowsPerRequestMax: number;
 }
 
-export function httpSettings(config: TargetConfig, context: TargetContext = {}): HttpSettings {
+export function httpSettings(config: TargetConfig, context: NetworkTargetContext = {}): HttpSettings {
   const settings = new TargetSettings(config, context.env);
   const url = settings.requiredString('url', 'https://collector.example.com/sluice');
   let parsed: URL;
@@ -86,7 +86,7 @@ export class HttpTarget implements ExportTarget {
   requestsAcknowledged = 0;
   requestsRetried = 0;
 
-  constructor(config: TargetConfig, context: TargetContext = {}) {
+  constructor(config: TargetConfig, context: NetworkTargetContext = {}) {
     this.name = config.name;
     this.settings = httpSettings(config, context);
     this.logger = context.logger;

@@ -20,7 +20,7 @@ import type { ColumnDef } from '../engine/catalog/schema.ts';
 import type { Value } from '../engine/types.ts';
 import { backoffDelayMs, sleep } from './backoff.ts';
 import { rowToJson } from './row-json.ts';
-import { TargetSettings, type TargetContext } from './settings.ts';
+import { TargetSettings, type NetworkTargetContext } from './settings.ts';
 import type { ExportBatch, ExportTarget, TargetConfig } from './target.ts';
 import { TopicTemplate } from './topic-template.ts';
 
@@ -49,8 +49,8 @@ interface MqttSettings {
   reconnectDelayMaxMs: number;
 }
 
-/** Reads and checks the settings; throws INVALID_CONFIG naming the setting. */
-export function mqttSettings(config: TargetConfig, context: TargetContext = {}): MqttSettings {
+/** Reads and checks the settings; throws EXPORT_CONFIG naming the setting. */
+export function mqttSettings(config: TargetConfig, context: NetworkTargetContext = {}): MqttSettings {
   const settings = new TargetSettings(config, context.env);
   const url = settings.requiredString('url', 'mqtt://127.0.0.1:1883');
   if (!/^(mqtts?|wss?|tcp|ssl):\/\//.test(url)) throw settings.error('url', `"${url}" is not an MQTT URL (mqtt://host:port, mqtts://, ws://, wss://)`);
@@ -102,7 +102,7 @@ export class MqttTarget implements ExportTarget {
   /** Messages published since the target was created (a redelivered batch counts again). */
   published = 0;
 
-  constructor(config: TargetConfig, context: TargetContext = {}) {
+  constructor(config: TargetConfig, context: NetworkTargetContext = {}) {
     this.name = config.name;
     this.settings = mqttSettings(config, context);
     this.logger = context.logger;

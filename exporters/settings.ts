@@ -27,10 +27,10 @@ export class TargetSettings {
     this.env = env;
   }
 
-  /** The error for a wrong setting: INVALID_CONFIG naming target and setting. */
+  /** The error for a wrong setting: EXPORT_CONFIG naming target and setting. */
   error(key: string | undefined, problem: string): SluiceError {
     const where = key === undefined ? `export target '${this.config.name}' (${this.config.type})` : `export target '${this.config.name}' (${this.config.type}) setting '${key}'`;
-    return new SluiceError(ErrorCode.INVALID_CONFIG, `${where}: ${problem}`, { object: this.config.name, path: key === undefined ? ['targets', this.config.name] : ['targets', this.config.name, key] });
+    return new SluiceError(ErrorCode.EXPORT_CONFIG, `${where}: ${problem}`, { object: this.config.name, path: key === undefined ? ['targets', this.config.name] : ['targets', this.config.name, key] });
   }
 
   private raw(key: string): unknown {
@@ -142,7 +142,7 @@ export interface StreamShape {
 }
 
 /** What a target factory gets besides its settings. */
-export interface TargetContext {
+export interface NetworkTargetContext {
   /** Streams that export to this target (the catalog's TableDefs fit): templates and keys are checked against them at creation. */
   readonly streams?: readonly StreamShape[];
   /** Where `${NAME}` and `xEnv` settings are looked up; default process.env. */

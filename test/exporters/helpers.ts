@@ -5,6 +5,7 @@
  */
 import net from 'node:net';
 import { describe } from 'vitest';
+import { serviceAddress } from '../services/env.ts';
 import { applyDdl } from '../../engine/catalog/ddl.ts';
 import type { TableDef } from '../../engine/catalog/schema.ts';
 import type { Value } from '../../engine/types.ts';
@@ -34,25 +35,17 @@ export function alertRow(meter: number, n: number, region = 'north'): Value[] {
 }
 
 export function batchOf(def: TableDef, partition: number, firstSequence: number, rows: Value[][]): ExportBatch {
-  return { stream: def.name, partition, columns: def.columns.filter((column) => !column.hidden), firstSequence, rows };
+  const committedAt = Date.UTC(2026, 10, 22, 9, 0, 0);
+  return { stream: def.name, partition, columns: def.columns.filter((column) => !column.hidden), firstSequence, rows, commitTimestamps: rows.map(() => committedAt) };
 }
 
 /**
- * `describe` for tests needing the service at env var `variable`: skipped with a printed reason
- * when it is unset, except under CI=true where the missing service fails the run.
+ * `describe` for tests needing the service at env var `variable` (test/services/env.ts): skipped
+ * with a printed reason when it is unset, and failing under CI=true, which starts every service.
  */
-export function describeWithService(variable: string, title: string, body: (address: string) => void): void {
-  const address = process.env[variable];
-  if (address === undefined || address === '') {
-    if (process.env.CI === 'true') {
-      describe(title, () => {
-        throw new Error(`${variable} is not set: CI must provide this service`);
-      });
-      return;
-    }
-    console.warn(`skipping "${title}": ${variable} is not set`);
-  }
-  describe.skipIf(address === undefined || address === '')(title, () => body(address ?? ''));
+export function describeWithService(variable: string, howToStart: string, title: string, body: (address: string) => void): void {
+  const address = serviceAddress(variable, howToStart);
+  describe.skipIf(address === undefined)(title, () => body(address ?? ''));
 }
 
 /** Polls `condition` every 10 ms until it holds or `timeoutMs` passes; returns whether it held. */
@@ -65,10 +58,7 @@ export async function eventually(condition: () => boolean, timeoutMs = 10_000): 
   return true;
 }
 
-/** A name no other test run on this machine uses. */
-export function uniqueName(prefix: string): string {
-  return `${prefix}_${process.pid}_${Date.now().toString(36)}_${Math.floor(Math.random() * 1e6).toString(36)}`;
-}
+export { uniqueName } from '../services/env.ts';
 
 /**
  * A TCP proxy in front of a real service, so a test can take "the service" down and bring it back

@@ -112,7 +112,7 @@ describe('http target', () => {
         httpSettings({ name: 'collector', type: 'http', ...config });
       } catch (error) {
         expect(error).toBeInstanceOf(SluiceError);
-        expect((error as SluiceError).code).toBe(ErrorCode.INVALID_CONFIG);
+        expect((error as SluiceError).code).toBe(ErrorCode.EXPORT_CONFIG);
         return (error as Error).message;
       }
       throw new Error('expected a refusal');

@@ -6,11 +6,12 @@
  * with errors that name the setting.
  */
 import mqtt, { type MqttClient } from 'mqtt';
-import { afterEach, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { applyDdl } from '../../engine/catalog/ddl.ts';
 import { ErrorCode, SluiceError } from '../../engine/errors.ts';
 import { MqttTarget, mqttSettings } from '../../exporters/mqtt.ts';
 import type { TargetConfig } from '../../exporters/target.ts';
+import { mqttUrlVariable } from '../services/env.ts';
 import { alertRow, batchOf, dedupe, deliverUntilAcknowledged, describeWithService, eventually, range, startTcpProxy, streamDef, uniqueName, type TcpProxy } from './helpers.ts';
 
 interface Received {
@@ -20,12 +21,14 @@ interface Received {
   sequence: number;
 }
 
+const startMosquitto = 'mosquitto -d -c /etc/mosquitto/mosquitto.conf';
+
 const cleanup: (() => Promise<unknown>)[] = [];
 afterEach(async () => {
   while (cleanup.length > 0) await cleanup.pop()!();
 });
 
-describeWithService('SLUICE_TEST_MQTT_URL', 'mqtt target against Mosquitto', (brokerUrl) => {
+describeWithService(mqttUrlVariable, startMosquitto, 'mqtt target against Mosquitto', (brokerUrl) => {
   const def = streamDef();
 
   async function subscriber(filter: string): Promise<{ client: MqttClient; received: Received[] }> {
@@ -47,7 +50,7 @@ describeWithService('SLUICE_TEST_MQTT_URL', 'mqtt target against Mosquitto', (br
   }
 
   it('publishes every row to its templated topic with the row as JSON, acknowledged and in order per partition', async () => {
-    const prefix = uniqueName('sluice_test');
+    const prefix = uniqueName("sluice-test");
     const { received } = await subscriber(`${prefix}/#`);
     const alerts = target({ topic: `${prefix}/{region}/{meter_id}` });
     await alerts.deliver(batchOf(def, 0, 1, range(1, 300).map((n) => alertRow(7, n, 'north'))));
@@ -65,7 +68,7 @@ describeWithService('SLUICE_TEST_MQTT_URL', 'mqtt target against Mosquitto', (br
   });
 
   it('keeps a value from changing the topic shape and renders NULL as an empty level', async () => {
-    const prefix = uniqueName('sluice_test');
+    const prefix = uniqueName("sluice-test");
     const { received } = await subscriber(`${prefix}/#`);
     const alerts = target({ topic: `${prefix}/{region}/{meter_id}/x` });
     const rows = [alertRow(1, 1, 'a/b+c#d%e'), alertRow(2, 2, 'plain')];
@@ -78,7 +81,7 @@ describeWithService('SLUICE_TEST_MQTT_URL', 'mqtt target against Mosquitto', (br
   });
 
   it('loses nothing when the broker goes away mid-export and comes back; duplicates are counted by sequence', async () => {
-    const prefix = uniqueName('sluice_test');
+    const prefix = uniqueName("sluice-test");
     const { received } = await subscriber(`${prefix}/#`);
     const url = new URL(brokerUrl);
     const proxy: TcpProxy = await startTcpProxy(url.hostname, Number(url.port || 1883));
@@ -119,16 +122,16 @@ describeWithService('SLUICE_TEST_MQTT_URL', 'mqtt target against Mosquitto', (br
   });
 });
 
-describeWithService('SLUICE_TEST_MQTT_URL', 'mqtt target settings', (brokerUrl) => {
+describe('mqtt target settings', () => {
   const def = streamDef();
+  const brokerUrl = 'mqtt://127.0.0.1:1883';
 
   function refusal(config: Record<string, unknown>, env: Record<string, string> = {}): SluiceError {
     try {
-      const created = new MqttTarget({ name: 'alerts', type: 'mqtt', url: brokerUrl, ...config }, { streams: [def], env });
-      void created.close();
+      mqttSettings({ name: 'alerts', type: 'mqtt', url: brokerUrl, ...config }, { streams: [def], env });
     } catch (error) {
       expect(error).toBeInstanceOf(SluiceError);
-      expect((error as SluiceError).code).toBe(ErrorCode.INVALID_CONFIG);
+      expect((error as SluiceError).code).toBe(ErrorCode.EXPORT_CONFIG);
       return error as SluiceError;
     }
     throw new Error('expected the settings to be refused');

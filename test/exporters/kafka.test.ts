@@ -1,0 +1,162 @@
+/**
+ * The kafka export target against the real broker (SLUICE_TEST_KAFKA_BROKERS, test/services/
+ * kafka.sh): a consumer group reads back what the target produced — count, keys (the partition
+ * column), JSON values, sequence headers, order per key — and a target whose topic is not there
+ * yet fails with a clear error and loses nothing once it is. Bad settings are refused by name.
+ */
+import { Admin, Consumer, type Message } from '@platformatic/kafka';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { applyDdl } from '../../engine/catalog/ddl.ts';
+import { ErrorCode, SluiceError } from '../../engine/errors.ts';
+import { KafkaTarget, kafkaSettings } from '../../exporters/kafka.ts';
+import { kafkaBrokersVariable } from '../services/env.ts';
+import { alertRow, batchOf, dedupe, deliverUntilAcknowledged, describeWithService, eventually, range, startTcpProxy, streamDef, uniqueName } from './helpers.ts';
+
+interface Record {
+  key: string;
+  value: { [column: string]: unknown };
+  partition: number;
+  sequence: number;
+  stream: string;
+  timestamp: bigint;
+}
+
+const cleanup: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  while (cleanup.length > 0) await cleanup.pop()!();
+});
+
+describeWithService(kafkaBrokersVariable, 'bash test/services/kafka.sh', 'kafka target against a real broker', (address) => {
+  const brokers = address.split(',');
+  const def = streamDef();
+  const admin = new Admin({ clientId: uniqueName('exportnet-admin'), bootstrapBrokers: brokers });
+  const topics: string[] = [];
+
+  afterAll(async () => {
+    await admin.deleteTopics({ topics }).catch(() => undefined);
+    await admin.close();
+  });
+
+  async function topic(create = true): Promise<string> {
+    const name = uniqueName('sluice-export');
+    topics.push(name);
+    if (create) await admin.createTopics({ topics: [name], partitions: 3, replicas: 1 });
+    return name;
+  }
+
+  async function consume(name: string): Promise<Record[]> {
+    const consumer = new Consumer({ groupId: uniqueName('exportnet-group'), clientId: uniqueName('exportnet-consumer'), bootstrapBrokers: brokers });
+    const stream = await consumer.consume({ topics: [name], mode: 'earliest', autocommit: false, sessionTimeout: 10_000, heartbeatInterval: 500 });
+    cleanup.push(async () => {
+      await stream.close();
+      await consumer.close(true);
+    });
+    const records: Record[] = [];
+    stream.on('data', (message: Message<Buffer, Buffer, Buffer, Buffer>) => {
+      const header = (name: string): string => {
+        for (const [key, value] of message.headers) if (key.toString() === name) return value.toString();
+        return '';
+      };
+      records.push({ key: message.key.toString(), value: JSON.parse(message.value.toString()), partition: Number(header('sluice-partition')), sequence: Number(header('sluice-sequence')), stream: header('sluice-stream'), timestamp: message.timestamp });
+    });
+    return records;
+  }
+
+  function target(name: string, settings: { [key: string]: unknown } = {}): KafkaTarget {
+    const created = new KafkaTarget({ name: 'alerts-kafka', type: 'kafka', brokers, topic: name, ...settings }, { streams: [def] });
+    cleanup.push(() => created.close());
+    return created;
+  }
+
+  it('produces every row keyed by the partition column, as JSON with sequence headers, in order per key', async () => {
+    const name = await topic();
+    const alerts = target(name, { recordsPerSendMax: 70 });
+    await alerts.deliver(batchOf(def, 0, 1, range(1, 300).map((n) => alertRow(100 + (n % 3), n))));
+    await alerts.deliver(batchOf(def, 1, 1, range(1, 200).map((n) => alertRow(200 + (n % 2), n))));
+    expect(alerts.produced).toBe(500);
+    const records = await consume(name);
+    expect(await eventually(() => records.length >= 500, 30_000), `consumed ${records.length} of 500`).toBe(true);
+    expect(records).toHaveLength(500);
+    for (const record of records) {
+      expect(record.key).toBe(String(record.value.meter_id));
+      expect(record.stream).toBe('meter_alerts');
+    }
+    for (const meter of [100, 101, 102, 200, 201]) {
+      const partition = meter < 200 ? 0 : 1;
+      const expected = range(1, 300).filter((n) => (partition === 0 ? 100 + (n % 3) : 200 + (n % 2)) === meter && (partition === 0 || n <= 200));
+      expect(records.filter((r) => r.key === String(meter)).map((r) => r.sequence), `meter ${meter}`).toEqual(expected);
+    }
+    const sample = records.find((r) => r.partition === 0 && r.sequence === 4)!;
+    expect(sample.value).toEqual({ meter_id: 101, region: 'north', kind: 'kind-4', kwh: 0.004, at: '2026-11-22T08:00:00.004Z', raw: Buffer.from([4, 1, 2]).toString('base64'), urgent: true });
+    expect(sample.timestamp).toBe(BigInt(Date.UTC(2026, 10, 22, 9, 0, 0)));
+  });
+
+  it('keys a stream without a partition column by its Sluice partition, or by the `key` column', async () => {
+    const plain = applyDdl('CREATE STREAM events (device VARCHAR(16) NOT NULL, n INTEGER);').tables.get('events')!;
+    const name = await topic();
+    const byPartition = new KafkaTarget({ name: 't1', type: 'kafka', brokers, topic: name }, { streams: [plain] });
+    cleanup.push(() => byPartition.close());
+    await byPartition.deliver(batchOf(plain, 2, 1, [['d1', 1], ['d2', 2]]));
+    const byDevice = new KafkaTarget({ name: 't2', type: 'kafka', brokers, topic: name, key: 'device' }, { streams: [plain] });
+    cleanup.push(() => byDevice.close());
+    await byDevice.deliver(batchOf(plain, 2, 3, [['d3', 3]]));
+    const records = await consume(name);
+    expect(await eventually(() => records.length >= 3, 30_000)).toBe(true);
+    expect(records.map((r) => [r.sequence, r.key]).sort()).toEqual([[1, '2'], [2, '2'], [3, 'd3']]);
+  });
+
+  it('fails clearly while the topic is missing and loses nothing once it exists', async () => {
+    const name = await topic(false);
+    const alerts = target(name, { retriesMax: 2, retryDelayMs: 20, requestTimeoutMs: 2000 });
+    const batches = range(0, 4).map((b) => batchOf(def, 0, 1 + b * 25, range(1 + b * 25, 25).map((n) => alertRow(9, n))));
+    await expect(alerts.deliver(batches[0])).rejects.toThrow(new RegExp(`kafka target 'alerts-kafka': producing to topic ${name} at .* failed after 0 of 25 records of meter_alerts partition 0 \\(from sequence 1\\)`));
+    setTimeout(() => void admin.createTopics({ topics: [name], partitions: 1, replicas: 1 }), 300);
+    const failures = [];
+    for (const batch of batches) failures.push(...(await deliverUntilAcknowledged(alerts, batch, 100, 300)));
+    const records = await consume(name);
+    expect(await eventually(() => new Set(records.map((r) => r.sequence)).size >= 100, 30_000)).toBe(true);
+    const { unique, duplicates } = dedupe(records.map((r) => r.sequence));
+    expect(unique).toEqual(range(1, 100));
+    expect(duplicates).toBe(records.length - 100);
+  });
+
+  it('fails clearly when no broker answers', async () => {
+    const proxy = await startTcpProxy('127.0.0.1', 1);
+    cleanup.push(() => proxy.close());
+    await proxy.cut();
+    const alerts = new KafkaTarget({ name: 'nowhere', type: 'kafka', brokers: [`127.0.0.1:${proxy.port}`], topic: 'x', retriesMax: 2, retryDelayMs: 10, requestTimeoutMs: 500 });
+    cleanup.push(() => alerts.close());
+    await expect(alerts.deliver(batchOf(def, 0, 1, [alertRow(1, 1)]))).rejects.toThrow(new RegExp(`kafka target 'nowhere': producing to topic x at 127\\.0\\.0\\.1:${proxy.port} failed after 0 of 1 records`));
+  });
+});
+
+describe('kafka target settings', () => {
+  const def = streamDef();
+  const refusal = (config: { [key: string]: unknown }): string => {
+    try {
+      kafkaSettings({ name: 'k', type: 'kafka', ...config }, { streams: [def], env: {} });
+    } catch (error) {
+      expect(error).toBeInstanceOf(SluiceError);
+      expect((error as SluiceError).code).toBe(ErrorCode.EXPORT_CONFIG);
+      return (error as Error).message;
+    }
+    throw new Error('expected a refusal');
+  };
+
+  it('names what is wrong', () => {
+    expect(refusal({ topic: 't' })).toMatch(/export target 'k' \(kafka\) setting 'brokers': is required/);
+    expect(refusal({ brokers: ['localhost'], topic: 't' })).toMatch(/setting 'brokers': "localhost" is not host:port/);
+    expect(refusal({ brokers: 'a:1' })).toMatch(/setting 'topic': is required/);
+    expect(refusal({ brokers: 'a:1', topic: 'bad topic' })).toMatch(/setting 'topic': "bad topic" is not a Kafka topic name/);
+    expect(refusal({ brokers: 'a:1', topic: 't', key: 'meter' })).toMatch(/setting 'key': names column meter, which stream meter_alerts does not have/);
+    expect(refusal({ brokers: 'a:1', topic: 't', saslMechanism: 'PLAIN', username: 'u' })).toMatch(/setting 'saslMechanism': PLAIN needs "username" and "password"/);
+    expect(refusal({ brokers: 'a:1', topic: 't', passwordEnv: 'SLUICE_NOPE' })).toMatch(/setting 'passwordEnv': environment variable SLUICE_NOPE is not set/);
+    expect(refusal({ brokers: 'a:1', topic: 't', acks: 1 })).toMatch(/setting 'acks': is not a setting of kafka targets/);
+  });
+
+  it('reads brokers as a list or a comma-separated string, and secrets from the environment', () => {
+    const settings = kafkaSettings({ name: 'k', type: 'kafka', brokers: 'a:1, b:2', topic: 't', saslMechanism: 'SCRAM-SHA-256', username: 'u', passwordEnv: 'K_PASS' }, { env: { K_PASS: 'pw' } });
+    expect(settings.brokers).toEqual(['a:1', 'b:2']);
+    expect(settings.sasl).toEqual({ mechanism: 'SCRAM-SHA-256', username: 'u', password: 'pw' });
+  });
+});
