@@ -242,7 +242,7 @@ function checkGroupedColumns(projection: Bound[], columns: string[], groupBy: Bo
     if ([...bound.slots].every((slot) => slot === aggregateSlot)) return;
     if (bound.column && groupColumns.has(`${bound.column.slot}:${bound.column.position}`)) return;
     if (bound.slots.has(aggregateSlot)) return;
-    throw new SluiceError(ErrorCode.INVALID_SCHEMA, `column ${columns[i]} must appear in GROUP BY or be used in an aggregate`, { object: columns[i] });
+    throw new SluiceError(ErrorCode.NOT_GROUPED, `column ${columns[i]} must appear in GROUP BY or be used in an aggregate`, { object: columns[i] });
   });
 }
 
