@@ -39,7 +39,7 @@ export function invoke(procedure: LoadedProcedure, runner: StatementRunner, cont
   Math.random = forbiddenRandom;
   Date.now = forbiddenNow;
   try {
-    const result = procedure.run!(context, ...(values as never[]));
+    const result = callRun(procedure.run!, context, values);
     if (violation !== undefined) throw violation;
     if (result !== null && typeof result === 'object' && typeof (result as { then?: unknown }).then === 'function') {
       throw new SluiceError(ErrorCode.NON_DETERMINISTIC, `procedure ${procedure.name} returned a Promise: procedures are synchronous and must not await`);
@@ -52,6 +52,25 @@ export function invoke(procedure: LoadedProcedure, runner: StatementRunner, cont
     violation = undefined;
     Math.random = savedRandom;
     Date.now = savedNow;
+  }
+}
+
+/** Calls `run` with the parameters as arguments; fixed arities avoid a spread call per transaction. */
+function callRun(run: NonNullable<LoadedProcedure['run']>, context: TransactionContext, values: Value[]): unknown {
+  const call = run as (context: TransactionContext, ...params: Value[]) => unknown;
+  switch (values.length) {
+    case 0:
+      return call(context);
+    case 1:
+      return call(context, values[0]);
+    case 2:
+      return call(context, values[0], values[1]);
+    case 3:
+      return call(context, values[0], values[1], values[2]);
+    case 4:
+      return call(context, values[0], values[1], values[2], values[3]);
+    default:
+      return call(context, ...values);
   }
 }
 

@@ -8,6 +8,7 @@
 import { assert, VERIFY } from '../assert.ts';
 import type { Catalog, TableDef } from '../catalog/schema.ts';
 import { ErrorCode, SluiceError } from '../errors.ts';
+import type { RowObject } from '../sql/compiled.ts';
 import type { ResultTable, StorageAccess } from '../sql/context.ts';
 import { currentTransactionTime } from '../sql/expr.ts';
 import { executePlan, type PlannedStatement } from '../sql/statement.ts';
@@ -39,6 +40,8 @@ export class Partition implements StorageAccess {
   private inTransaction = false;
   private lastTransactionId = 0;
   transactionCount = 0;
+  /** Bumped by every adoptCatalog (StorageAccess.catalogGeneration). */
+  catalogGeneration = 0;
 
   constructor(id: number, partitionCount: number, catalog: Catalog) {
     assert(id >= 0 && id < partitionCount, 'a partition id is within the partition count');
@@ -98,6 +101,7 @@ export class Partition implements StorageAccess {
     this.streams = prepared.streams;
     this.maintainers = prepared.maintainers;
     this.catalog = prepared.catalog;
+    this.catalogGeneration++;
   }
 
   table(name: string): Table {
@@ -153,6 +157,12 @@ export class Partition implements StorageAccess {
   execute(statement: PlannedStatement, params: readonly Value[]): ResultTable {
     assert(this.inTransaction, 'statements run inside a transaction');
     return executePlan(statement, this, params);
+  }
+
+  /** `execute` with the rows as objects, through the statement's compiled executor. */
+  executeObjects(statement: PlannedStatement, params: readonly Value[]): RowObject[] {
+    assert(this.inTransaction, 'statements run inside a transaction');
+    return statement.objects(this, params);
   }
 
   // --- writes (StorageAccess) -----------------------------------------------------------------

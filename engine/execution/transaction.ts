@@ -11,6 +11,7 @@ import type { ResultTable } from '../sql/context.ts';
 import { insertRow, insertValues } from '../sql/dml.ts';
 import { collectFrames, finishSelect } from '../sql/select.ts';
 import { checkParameterCount, explainResult, normalizeParams, type PlannedStatement } from '../sql/statement.ts';
+import { rowObjects, type RowObject } from '../sql/compiled.ts';
 import type { Value } from '../types.ts';
 import type { Partition } from './partition.ts';
 import type { LoadedProcedure } from './procedures.ts';
@@ -20,6 +21,12 @@ import type { Frame } from '../sql/expr.ts';
 /** Runs one planned statement inside the current transaction. */
 export interface StatementRunner {
   run(statement: PlannedStatement, params: readonly Value[]): ResultTable;
+  /**
+   * The same, with the rows as objects (a write: `[{ modified_tuples: n }]`). Runners that can
+   * skip the ResultTable (one partition: compiled statements) provide it; the context falls back
+   * to `rowObjects(run(…))`.
+   */
+  runObjects?(statement: PlannedStatement, params: readonly Value[]): RowObject[];
 }
 
 export class SinglePartitionRunner implements StatementRunner {
@@ -31,6 +38,10 @@ export class SinglePartitionRunner implements StatementRunner {
 
   run(statement: PlannedStatement, params: readonly Value[]): ResultTable {
     return this.partition.execute(statement, params);
+  }
+
+  runObjects(statement: PlannedStatement, params: readonly Value[]): RowObject[] {
+    return this.partition.executeObjects(statement, params);
   }
 }
 
@@ -92,21 +103,7 @@ interface Queued {
   expect: Expectation | undefined;
 }
 
-const rowFactories = new WeakMap<readonly string[], (row: Value[]) => Record<string, SqlValue>>();
-
-/** Builds row objects with a constructor compiled per column list: fast, monomorphic objects. */
-export function rowObjects(result: ResultTable): Record<string, SqlValue>[] {
-  let factory = rowFactories.get(result.columns);
-  if (!factory) {
-    const body = `return { ${result.columns.map((name, i) => `${JSON.stringify(name)}: row[${i}]`).join(', ')} };`;
-    factory = new Function('row', body) as (row: Value[]) => Record<string, SqlValue>;
-    rowFactories.set(result.columns, factory);
-  }
-  const objects = new Array<Record<string, SqlValue>>(result.rows.length);
-  for (let i = 0; i < objects.length; i++) objects[i] = factory(result.rows[i]);
-  return objects;
-}
-
+export { rowObjects };
 
 export class TransactionContext implements ProcedureContext {
   transactionId = 0;
@@ -117,10 +114,13 @@ export class TransactionContext implements ProcedureContext {
   private readonly queued: Queued[] = [];
   private queuedCount = 0;
   private readonly runner: StatementRunner;
+  /** The runner returns row objects itself (runObjects). */
+  private readonly direct: boolean;
 
   constructor(runner: StatementRunner, partition: number) {
     this.runner = runner;
     this.partition = partition;
+    this.direct = typeof runner.runObjects === 'function';
   }
 
   reset(procedure: LoadedProcedure, transactionId: number, timestamp: number): void {
@@ -154,17 +154,33 @@ export class TransactionContext implements ProcedureContext {
     return this.runner.run(planned, normalizeParams(params));
   }
 
+  /** Rows as objects: straight from the runner's compiled statements where it has them. */
+  private runObjects(planned: PlannedStatement, params: readonly Value[]): RowObject[] {
+    return this.direct ? this.runner.runObjects!(planned, params) : rowObjects(this.runner.run(planned, params));
+  }
+
+  private objectsNow(statement: Statement<unknown>, params: readonly Param[]): RowObject[] {
+    const planned = this.plan(statement);
+    checkParameterCount(planned, params);
+    return this.runObjects(planned, normalizeParams(params));
+  }
+
   query<R>(statement: Statement<R>, ...params: Param[]): R[] {
-    return rowObjects(this.runNow(statement, params)) as R[];
+    return this.objectsNow(statement, params) as R[];
   }
 
   queryOne<R>(statement: Statement<R>, ...params: Param[]): R | undefined {
-    const result = this.runNow(statement, params);
-    if (result.rows.length > 1) throw expectationFailed(this.plan(statement), 'zero-or-one', result.rows.length);
-    return result.rows.length === 0 ? undefined : (rowObjects(result)[0] as R);
+    const rows = this.objectsNow(statement, params);
+    if (rows.length > 1) throw expectationFailed(this.plan(statement), 'zero-or-one', rows.length);
+    return rows.length === 0 ? undefined : (rows[0] as R);
   }
 
   execute(statement: Statement<unknown>, ...params: Param[]): number {
+    const planned = this.plan(statement);
+    if (this.direct && !planned.readOnly && !planned.explain) {
+      checkParameterCount(planned, params);
+      return this.runner.runObjects!(planned, normalizeParams(params))[0].modified_tuples as number;
+    }
     const result = this.runNow(statement, params);
     return result.columns[0] === 'modified_tuples' ? (result.rows[0][0] as number) : result.rows.length;
   }
@@ -190,9 +206,17 @@ export class TransactionContext implements ProcedureContext {
     const results = new Array<Record<string, SqlValue>[]>(count);
     for (let i = 0; i < count; i++) {
       const queued = this.queued[i];
-      const result = this.runner.run(queued.statement, queued.params);
-      if (queued.expect !== undefined && queued.expect !== 'any') checkExpectation(queued.statement, result, queued.expect);
-      results[i] = rowObjects(result);
+      const expect = queued.expect;
+      if (typeof expect === 'object') {
+        // A scalar expectation reads the first column by position: the ResultTable has it.
+        const result = this.runner.run(queued.statement, queued.params);
+        checkExpectation(queued.statement, result, expect);
+        results[i] = rowObjects(result);
+        continue;
+      }
+      const rows = this.runObjects(queued.statement, queued.params);
+      if (expect !== undefined && expect !== 'any') checkCount(queued.statement, rows, expect);
+      results[i] = rows;
     }
     return results;
   }
@@ -216,6 +240,17 @@ function checkExpectation(statement: PlannedStatement, result: ResultTable, expe
         : count > 0;
   }
   if (!ok) throw expectationFailed(statement, typeof expect === 'object' ? `scalar ${String(expect.scalar)}` : expect, count);
+}
+
+/** checkExpectation for rows as objects; a write's count is its modified_tuples. */
+function checkCount(statement: PlannedStatement, rows: RowObject[], expect: Exclude<Expectation, { readonly scalar: SqlValue }>): void {
+  const count = statement.readOnly || statement.explain ? rows.length : (rows[0].modified_tuples as number);
+  const ok =
+    expect === 'empty' ? count === 0
+      : expect === 'one' ? count === 1
+      : expect === 'zero-or-one' ? count <= 1
+      : count > 0;
+  if (!ok) throw expectationFailed(statement, expect, count);
 }
 
 function expectationFailed(statement: PlannedStatement, expected: string, count: number): SluiceError {

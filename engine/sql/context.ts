@@ -15,6 +15,9 @@ export interface TableSource {
 export interface StorageAccess extends TableSource {
   /** The partition's number: a multi-partition read takes replicated rows from partition 0 only. */
   readonly id: number;
+  /** Changes whenever the partition's tables are replaced (a schema change): compiled statements
+   * cache the index they probe per partition and generation (sql/compiled.ts). */
+  readonly catalogGeneration: number;
   insert(def: TableDef, values: Value[]): void;
   delete(table: Table, row: Row): void;
   update(table: Table, row: Row, columns: readonly number[], values: readonly Value[]): void;

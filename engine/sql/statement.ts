@@ -6,6 +6,7 @@
 import type { Catalog, TableDef } from '../catalog/schema.ts';
 import { ErrorCode, SluiceError, positionOf } from '../errors.ts';
 import type { Value } from '../types.ts';
+import { compileObjectExecutor, type ObjectExecutor } from './compiled.ts';
 import type { ResultTable, StorageAccess } from './context.ts';
 import { executeDelete, executeInsert, executeUpdate, planDelete, planInsert, planUpdate, type DeletePlan, type InsertPlan, type UpdatePlan } from './dml.ts';
 import type { Bound } from './expr.ts';
@@ -30,6 +31,8 @@ export interface PlannedStatement {
   readonly readOnly: boolean;
   readonly explain: boolean;
   readonly routing: Routing;
+  /** Runs the statement on one partition with rows as objects, compiled where the shape allows (compiled.ts). */
+  readonly objects: ObjectExecutor;
 }
 
 export function planStatement(sql: string, catalog: Catalog): PlannedStatement {
@@ -60,7 +63,7 @@ export function planStatement(sql: string, catalog: Catalog): PlannedStatement {
     if (error instanceof SluiceError && !error.details.statement) throw placeError(error, sql);
     throw error;
   }
-  return {
+  const base = {
     sql,
     plan,
     parameterCount: parsed.parameterCount,
@@ -68,6 +71,8 @@ export function planStatement(sql: string, catalog: Catalog): PlannedStatement {
     explain: parsed.explain,
     routing: routeOf(plan),
   };
+  const planned: PlannedStatement = { ...base, objects: compileObjectExecutor(base, (storage, params) => executePlan(planned, storage, params)) };
+  return planned;
 }
 
 /**

@@ -109,6 +109,17 @@ export class HashIndex implements RowIndex {
     return row;
   }
 
+  /** getUnique for a one-column index, without a key array (compiled point lookups). */
+  getOne(value: Value): Row | undefined {
+    if (value === null) return undefined;
+    const key = typeof value === 'object' ? encodePart(value) : value;
+    if (key === this.memoKey) return this.memoRow;
+    const row = this.unique!.get(key);
+    this.memoKey = key;
+    this.memoRow = row;
+    return row;
+  }
+
   forEachEqual(values: readonly Value[], visit: (row: Row) => boolean | void): void {
     if (values.length !== this.columns.length) throw new Error('hash index lookups need every key column');
     for (let i = 0; i < values.length; i++) if (values[i] === null) return;

@@ -1,0 +1,213 @@
+/**
+ * Compiled executors: the statements a procedure runs on every call, turned into one generated
+ * JavaScript function each, which return the rows as objects (what a procedure reads) without
+ * building a ResultTable first. Used by the single-partition runner (execution/transaction.ts),
+ * where a statement runs on the partition it was called on; the multi-partition paths keep the
+ * ResultTable form, which they merge.
+ *
+ * Two shapes are compiled, because they are most of OLTP: a point lookup through a unique hash
+ * index (SELECT … WHERE pk = ?) and a one-row INSERT. Parameters and plain columns become array
+ * reads in the generated code; any other expression stays the bound closure the planner made, so
+ * the semantics are the planner's (the differential tests compare both paths). Every other
+ * statement runs the generic executor and converts its ResultTable (`rowObjects`).
+ */
+import type { TableDef } from '../catalog/schema.ts';
+import type { HashIndex } from '../storage/indexes.ts';
+import { coerceValue, isCanonical, type Row, type SqlType, type Value } from '../types.ts';
+import type { ResultTable, StorageAccess } from './context.ts';
+import type { Bound, Frame } from './expr.ts';
+import type { InsertPlan } from './dml.ts';
+import type { SelectPlan } from './select.ts';
+
+/** A row as a procedure sees it. */
+export type RowObject = Record<string, number | string | boolean | Uint8Array | null>;
+
+/**
+ * Runs a statement on one partition and returns its rows as objects; a write returns
+ * `[{ modified_tuples: n }]`, as the ResultTable form does.
+ */
+export type ObjectExecutor = (storage: StorageAccess, params: readonly Value[]) => RowObject[];
+
+/** The parts of a planned statement the compiler reads (statement.ts owns the full type). */
+export interface CompilableStatement {
+  readonly plan: { readonly kind: string };
+  readonly explain: boolean;
+}
+
+const rowFactories = new WeakMap<readonly string[], (row: Value[]) => RowObject>();
+
+/** Builds row objects with a constructor compiled per column list: fast, monomorphic objects. */
+export function rowObjects(result: ResultTable): RowObject[] {
+  const factory = rowFactory(result.columns);
+  const objects = new Array<RowObject>(result.rows.length);
+  for (let i = 0; i < objects.length; i++) objects[i] = factory(result.rows[i]);
+  return objects;
+}
+
+function rowFactory(columns: readonly string[]): (row: Value[]) => RowObject {
+  let factory = rowFactories.get(columns);
+  if (!factory) {
+    factory = new Function('row', `return { ${columns.map((name, i) => `${JSON.stringify(name)}: row[${i}]`).join(', ')} };`) as (row: Value[]) => RowObject;
+    rowFactories.set(columns, factory);
+  }
+  return factory;
+}
+
+/**
+ * The object executor of a statement: compiled when its shape allows, otherwise `generic` (the
+ * statement's ResultTable executor) followed by `rowObjects`.
+ */
+export function compileObjectExecutor(
+  statement: CompilableStatement,
+  generic: (storage: StorageAccess, params: readonly Value[]) => ResultTable,
+): ObjectExecutor {
+  const plan = statement.plan as SelectPlan | InsertPlan;
+  if (!statement.explain) {
+    if (plan.kind === 'select' && isCompilableLookup(plan)) return compilePointLookup(plan);
+    if (plan.kind === 'insert' && plan.rows.length === 1 && !plan.upsert) return compileInsert(plan);
+  }
+  return (storage, params) => rowObjects(generic(storage, params));
+}
+
+// --- point lookups ----------------------------------------------------------------------------
+
+function isCompilableLookup(plan: SelectPlan): boolean {
+  // LIMIT/OFFSET on a one-row answer are rare: the generic point-lookup path handles them.
+  return plan.pointLookup !== undefined && plan.limit === undefined && plan.offset === undefined;
+}
+
+/** An expression as generated code: a parameter or column read inline, anything else a call. */
+function expressionCode(bound: Bound, closures: Bound['evaluate'][], rowVariable: string | undefined): string {
+  if (isPlainParameter(bound)) return `params[${bound.parameter}]`;
+  if (rowVariable !== undefined && bound.column !== undefined && bound.column.slot === 0) return `${rowVariable}[${bound.column.position}]`;
+  if (bound.constant !== undefined && isInlineConstant(bound.constant.value)) return JSON.stringify(bound.constant.value);
+  closures.push(bound.evaluate);
+  return `closures[${closures.length - 1}](frame, params)`;
+}
+
+/** A bound that is exactly `?` (comparableTo may wrap a parameter in a conversion and keep no `parameter`). */
+function isPlainParameter(bound: Bound): boolean {
+  return bound.parameter !== undefined && bound.slots.size === 0;
+}
+
+function isInlineConstant(value: Value): boolean {
+  return value === null || typeof value === 'boolean' || typeof value === 'string' || (typeof value === 'number' && Number.isFinite(value) && !Object.is(value, -0));
+}
+
+/**
+ * The cache of the index a compiled lookup probes, per partition: a partition's tables are
+ * replaced on a schema change, which bumps its `catalogGeneration`.
+ */
+interface IndexCache {
+  storage: StorageAccess | undefined;
+  generation: number;
+  index: HashIndex | undefined;
+}
+
+function compilePointLookup(plan: SelectPlan): ObjectExecutor {
+  const level = plan.levels[0];
+  const tableName = level.source.table.name;
+  const indexName = level.access.index!;
+  const closures: Bound['evaluate'][] = [];
+  const frame: Frame = plan.pointLookup!.frame;
+  const key: Value[] = plan.pointLookup!.key;
+  const cache: IndexCache = { storage: undefined, generation: -1, index: undefined };
+  const resolve = (storage: StorageAccess): HashIndex => {
+    cache.index = storage.table(tableName).index(indexName) as HashIndex;
+    cache.storage = storage;
+    cache.generation = storage.catalogGeneration;
+    return cache.index;
+  };
+  const equal = level.access.equal;
+  const lines: string[] = [];
+  lines.push('const rows = [];');
+  if (plan.constantFilter) {
+    closures.push(plan.constantFilter.evaluate);
+    lines.push(`if (closures[${closures.length - 1}](frame, params) !== true) return rows;`);
+  }
+  for (let i = 0; i < equal.length; i++) {
+    lines.push(`const k${i} = ${expressionCode(equal[i], closures, undefined)};`);
+    lines.push(`if (k${i} === null || k${i} === undefined) return rows;`);
+  }
+  lines.push('const index = storage === cache.storage && storage.catalogGeneration === cache.generation ? cache.index : resolve(storage);');
+  if (equal.length === 1) {
+    lines.push('const row = index.getOne(k0);');
+  } else {
+    for (let i = 0; i < equal.length; i++) lines.push(`key[${i}] = k${i};`);
+    lines.push('const row = index.getUnique(key);');
+  }
+  lines.push('if (row === undefined) return rows;');
+  // Closures read the row through the frame; plain columns read it directly.
+  const projection = plan.projection.map((bound) => expressionCode(bound, closures, 'row'));
+  const needsFrame = closures.length > 0 || level.where !== undefined;
+  if (needsFrame) lines.push('frame[0] = row;');
+  const fields = plan.columns.map((name, i) => `${JSON.stringify(name)}: ${projection[i]}`).join(', ');
+  if (level.where) {
+    closures.push(level.where.evaluate);
+    lines.push(`if (closures[${closures.length - 1}](frame, params) === true) rows.push({ ${fields} });`);
+  } else {
+    lines.push(`rows.push({ ${fields} });`);
+  }
+  // The frame is the plan's: clear it so it does not keep a deleted row alive.
+  if (needsFrame) lines.push('frame[0] = null;');
+  lines.push('return rows;');
+  const factory = new Function('closures', 'frame', 'key', 'cache', 'resolve', `"use strict"; return function pointLookup(storage, params) {\n${lines.join('\n')}\n};`);
+  return factory(closures, frame, key, cache, resolve) as ObjectExecutor;
+}
+
+// --- one-row inserts --------------------------------------------------------------------------
+
+/** Inline code that is true when `variable` is already canonical for `type` (isCanonical, unrolled). */
+function canonicalCode(variable: string, type: SqlType): string | undefined {
+  switch (type.name) {
+    case 'INTEGER':
+      return `(typeof ${variable} === 'number' && (${variable} | 0) === ${variable})`;
+    case 'BIGINT':
+    case 'TIMESTAMP':
+      return `Number.isSafeInteger(${variable})`;
+    case 'FLOAT':
+      return `typeof ${variable} === 'number'`;
+    case 'VARCHAR':
+      return `(typeof ${variable} === 'string' && ${variable}.length <= ${type.length!})`;
+    case 'BOOLEAN':
+      return `typeof ${variable} === 'boolean'`;
+  }
+  return undefined;
+}
+
+function compileInsert(plan: InsertPlan): ObjectExecutor {
+  const table: TableDef = plan.table;
+  const columns = table.columns;
+  const bounds = plan.rows[0];
+  const closures: Bound['evaluate'][] = [];
+  const defaults: Value[] = columns.map((column) => (column.hidden ? 0 : column.defaultValue ?? null));
+  const types: SqlType[] = columns.map((column) => column.type);
+  const coerce = (value: Value, position: number): Value => {
+    const column = columns[position];
+    return coerceValue(value, column.type, { label: `column ${table.name}.${column.name}` });
+  };
+  const lines: string[] = [];
+  // Two spare slots: the row id and row position the table adds, so the array never regrows.
+  lines.push(`const values = new Array(${columns.length + 2});`);
+  for (let i = 0; i < columns.length; i++) {
+    const bound = bounds[i];
+    if (bound === undefined) {
+      lines.push(`values[${i}] = defaults[${i}];`);
+      continue;
+    }
+    lines.push(`const v${i} = ${expressionCode(bound, closures, undefined)};`);
+    const canonical = canonicalCode(`v${i}`, types[i]) ?? `isCanonical(v${i}, types[${i}])`;
+    // A parameter read past the end is undefined; coerceValue turns it into NULL as insertValues does.
+    lines.push(`values[${i}] = v${i} === null || ${canonical} ? v${i} : coerce(v${i}, ${i});`);
+  }
+  lines.push('storage.insert(table, values);');
+  lines.push('return [{ modified_tuples: 1 }];');
+  const factory = new Function('closures', 'frame', 'defaults', 'types', 'table', 'isCanonical', 'coerce', `"use strict"; return function insertOne(storage, params) {\n${lines.join('\n')}\n};`);
+  const noFrame: Row[] = [];
+  return factory(closures, noFrame, defaults, types, table, isCanonical, coerce) as ObjectExecutor;
+}
+
+/** For tests: whether a statement runs compiled code (rather than the generic executor). */
+export function isCompiled(executor: ObjectExecutor): boolean {
+  return executor.name === 'pointLookup' || executor.name === 'insertOne';
+}
