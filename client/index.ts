@@ -38,8 +38,10 @@ import {
   type ErrorPayload,
   type StatusName,
 } from '../engine/server/protocol.ts';
+import { SubscriptionRegistry, type RowHandler, type SubscribeOptions, type Subscription } from './subscriptions.ts';
 
 export { Status, type StatusName, type QueryResult };
+export { Subscription, SubscriptionError, type RowHandler, type RowPosition, type StreamRow, type SubscribeOptions, type SubscriptionPosition } from './subscriptions.ts';
 
 /** Default most calls outstanding per connection. */
 export const clientCallsInFlightMax = 2000;
@@ -156,6 +158,7 @@ export class Client<App extends AppShape = UntypedApp> {
   private sweptTick = 0;
   private timer: NodeJS.Timeout | undefined;
   private reconnectDelay = reconnectDelayMinMs;
+  private readonly subscriptions = new SubscriptionRegistry((frame) => this.sendNow(frame), () => this.protocolVersion);
 
   constructor(url: string, options: ConnectOptions = {}) {
     this.url = url;
@@ -195,6 +198,27 @@ export class Client<App extends AppShape = UntypedApp> {
     return result.rows.map((row) => Object.fromEntries(result.columns.map((column, i) => [column, row[i]])));
   }
 
+  /**
+   * Receives a stream's rows as their transactions commit (client/subscriptions.ts): filtered by
+   * the server with `where`, starting `from` a saved position, 'earliest' or 'now'. Resolves once
+   * the server has accepted; rejects with a SubscriptionError (unknown stream or column, position
+   * older than what the server retains). With `reconnect`, the subscription resumes by itself
+   * after a lost connection, from where it stood.
+   */
+  subscribe(stream: string, options: SubscribeOptions, onRow: RowHandler): Promise<Subscription>;
+  subscribe(stream: string, onRow: RowHandler): Promise<Subscription>;
+  subscribe(stream: string, optionsOrHandler: SubscribeOptions | RowHandler, onRow?: RowHandler): Promise<Subscription> {
+    if (typeof optionsOrHandler === 'function') return this.subscriptions.subscribe(stream, {}, optionsOrHandler);
+    return this.subscriptions.subscribe(stream, optionsOrHandler, onRow!);
+  }
+
+  /** Writes one frame now; false when not connected. */
+  private sendNow(frame: unknown[]): boolean {
+    if (!this.connected || this.ws === undefined) return false;
+    this.ws.send(this.codec.pack(frame), { binary: true });
+    return true;
+  }
+
   /** Calls sent and not yet answered (at most callsInFlightMax). */
   get callsInFlight(): number {
     return this.inFlight;
@@ -211,6 +235,7 @@ export class Client<App extends AppShape = UntypedApp> {
     clearInterval(this.timer);
     this.timer = undefined;
     this.failAll(false, 'the client closed the connection');
+    this.subscriptions.endAll();
     const ws = this.ws;
     if (ws === undefined || ws.readyState === WebSocket.CLOSED) return;
     await new Promise<void>((resolve) => {
@@ -272,6 +297,7 @@ export class Client<App extends AppShape = UntypedApp> {
         this.timer ??= setInterval(() => this.sweepTimeouts(), timeoutTickMs);
         this.timer.unref();
         this.pump();
+        this.subscriptions.resume();
         resolve();
       });
     });
@@ -283,6 +309,7 @@ export class Client<App extends AppShape = UntypedApp> {
     if (this.closing) return;
     const message = `connection to ${this.url} lost (${code}${reason ? ` ${reason}` : ''})`;
     this.failAll(this.options.reconnect, message);
+    this.subscriptions.onConnectionLost(this.options.reconnect, message);
     if (this.options.reconnect) this.scheduleReconnect();
   }
 
@@ -375,7 +402,10 @@ export class Client<App extends AppShape = UntypedApp> {
       this.lastServerError = `${String(frame[1])}: ${String(frame[2])}`;
       return;
     }
-    if (frame[0] !== FrameKind.RESULTS) return;
+    if (frame[0] !== FrameKind.RESULTS) {
+      this.subscriptions.onFrame(frame);
+      return;
+    }
     for (let i = 1; i < frame.length; i += resultStride) {
       const call = this.pending.get(frame[i] as number);
       if (call === undefined) continue; // Timed out already: the late answer is dropped.

@@ -44,6 +44,10 @@ export const ErrorCode = {
   EXPORT_CONFIG: 'EXPORT_CONFIG',
   /** An export target refused a write or a daily job failed. */
   EXPORT_FAILED: 'EXPORT_FAILED',
+  /** A subscription's resume position is older than the rows the server still holds. */
+  POSITION_TOO_OLD: 'POSITION_TOO_OLD',
+  /** A subscription's resume position is beyond the stream's last row. */
+  POSITION_AHEAD: 'POSITION_AHEAD',
   INTERNAL: 'INTERNAL',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

@@ -10,8 +10,11 @@
 import { Packr } from 'msgpackr';
 
 /** Protocol versions this build speaks; the handshake picks the highest both sides know. */
-export const protocolVersion = 1;
-export const protocolVersionsSupported: readonly number[] = [1];
+export const protocolVersion = 2;
+/** 2 adds stream subscriptions (SUBSCRIBE … SUBSCRIPTION_ENDED); a version-1 client sees no change. */
+export const protocolVersionsSupported: readonly number[] = [1, 2];
+/** The first version with stream subscriptions. */
+export const subscriptionsVersion = 2;
 
 // --- limits (each one is also a server/client option) ----------------------------------------
 
@@ -45,6 +48,16 @@ export const FrameKind = {
   RESULTS: 4,
   /** server → client, just before it closes the connection: [ERROR, code, message] */
   ERROR: 5,
+  /** client → server (v2): [SUBSCRIBE, id, stream, { where?, from? }] */
+  SUBSCRIBE: 6,
+  /** server → client (v2): [SUBSCRIBED, id, { stream, columns, partitions, position, retainRowsMax }] */
+  SUBSCRIBED: 7,
+  /** server → client (v2): [ROWS, id, partition, nextSequence, sequence, row[], sequence, row[], …] */
+  ROWS: 8,
+  /** client → server (v2): [UNSUBSCRIBE, id] */
+  UNSUBSCRIBE: 9,
+  /** server → client (v2): [SUBSCRIPTION_ENDED, id, code, message, details] — refused, or ended by the server */
+  SUBSCRIPTION_ENDED: 10,
 } as const;
 /** Elements per call in a CALLS frame, after the kind. */
 export const callStride = 3;
@@ -107,6 +120,10 @@ export const ProtocolCode = {
   TIMEOUT: 'TIMEOUT',
   CONNECTION_LOST: 'CONNECTION_LOST',
   SHUTTING_DOWN: 'SHUTTING_DOWN',
+  /** A subscriber fell too far behind (its unsent rows passed the server's limit); it may resubscribe from its position. */
+  SUBSCRIBER_TOO_SLOW: 'SUBSCRIBER_TOO_SLOW',
+  /** A SUBSCRIBE or UNSUBSCRIBE frame of the wrong shape (its id is not an integer). */
+  BAD_SUBSCRIPTION: 'BAD_SUBSCRIPTION',
 } as const;
 
 /** An error payload: [code, message, details]. */

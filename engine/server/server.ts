@@ -30,7 +30,9 @@ import {
   helloTimeoutMs,
   procedureNameLengthMax,
   protocolVersionsSupported,
+  subscriptionsVersion,
 } from './protocol.ts';
+import { ConnectionSubscriptions, SubscriptionHub } from './subscriptions.ts';
 
 export interface ServerOptions {
   /** DDL text, or the path of a .sql file. */
@@ -51,6 +53,8 @@ export interface ServerOptions {
   log?: InvocationLog;
   /** Structured logger; default: none. */
   logger?: Logger;
+  /** Rows of each stream partition kept for subscribers resuming from a position (subscriptions.ts). */
+  subscriptionRetainRowsMax?: number;
 }
 
 export const defaultPort = 21212;
@@ -60,6 +64,8 @@ export interface SluiceServer {
   readonly url: string;
   readonly port: number;
   readonly router: Router;
+  /** Live stream subscriptions; the router's committed stream rows go to `subscriptions.publish`. */
+  readonly subscriptions: SubscriptionHub;
   close(): Promise<void>;
 }
 
@@ -89,6 +95,7 @@ export async function startServer(options: ServerOptions): Promise<SluiceServer>
 
 class Server implements SluiceServer {
   readonly router: Router;
+  readonly subscriptions: SubscriptionHub;
   readonly codec = createCodec();
   readonly logger: Logger | undefined;
   readonly frameBytesMax: number;
@@ -106,6 +113,7 @@ class Server implements SluiceServer {
 
   constructor(router: Router, options: ServerOptions) {
     this.router = router;
+    this.subscriptions = new SubscriptionHub(router.catalog, router.partitionCount, { retainRowsMax: options.subscriptionRetainRowsMax });
     this.logger = options.logger;
     this.frameBytesMax = options.frameBytesMax ?? frameBytesMax;
     this.resultFrameBytesMax = options.resultFrameBytesMax ?? resultFrameBytesMax;
@@ -175,6 +183,8 @@ class Connection {
   /** The RESULTS frame being built: kind, then id, status, payload, timestamp per answer. */
   private readonly out: unknown[] = [FrameKind.RESULTS];
   private helloTimer: NodeJS.Timeout | undefined;
+  /** Stream subscriptions, once the handshake agreed on a version that has them. */
+  private subscriptions: ConnectionSubscriptions | undefined;
 
   constructor(server: Server, ws: WebSocket, id: number, remote: string) {
     this.server = server;
@@ -210,6 +220,7 @@ class Connection {
     }
     if (this.state === 'hello') this.onHello(frame);
     else if (frame[0] === FrameKind.CALLS) this.onCalls(frame);
+    else if ((frame[0] === FrameKind.SUBSCRIBE || frame[0] === FrameKind.UNSUBSCRIBE) && this.subscriptions !== undefined) this.onSubscription(frame);
     else this.protocolError(CloseCode.MALFORMED_FRAME, ProtocolCode.MALFORMED_FRAME, `unexpected frame kind ${String(frame[0])}`);
   }
 
@@ -228,6 +239,7 @@ class Connection {
       return;
     }
     this.state = 'open';
+    if (version >= subscriptionsVersion) this.subscriptions = new ConnectionSubscriptions(this.server.subscriptions, (out) => this.send(out), () => this.ws.bufferedAmount);
     const router = this.server.router;
     this.send([FrameKind.WELCOME, { version, server: serverName, partitions: router.partitionCount, connection: this.id }]);
   }
@@ -262,6 +274,11 @@ class Connection {
       this.inFlight++;
       router.submit(name, params, this, id);
     }
+  }
+
+  private onSubscription(frame: unknown[]): void {
+    const problem = this.subscriptions!.handle(frame);
+    if (problem !== undefined) this.protocolError(CloseCode.MALFORMED_FRAME, ProtocolCode.MALFORMED_FRAME, problem);
   }
 
   /** ResultSink: the router's answer for call `token`. */
@@ -328,6 +345,7 @@ class Connection {
     if (this.state === 'closed') return;
     this.state = 'closed';
     clearTimeout(this.helloTimer);
+    this.subscriptions?.close();
     // A close reason is at most 123 bytes.
     this.ws.close(closeCode, Buffer.from(reason).subarray(0, 120).toString());
     this.server.forget(this);
@@ -337,6 +355,7 @@ class Connection {
     this.server.logger?.debug({ connection: this.id, code, inFlight: this.inFlight }, 'connection closed');
     this.state = 'closed';
     clearTimeout(this.helloTimer);
+    this.subscriptions?.close();
     this.server.forget(this);
   }
 }
