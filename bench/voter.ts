@@ -3,13 +3,18 @@
  * then drives it from this process through the client SDK, the way VoltDB's published Voter
  * numbers are measured. Server and client share the machine's cores, so the figure is a floor.
  *
- *   npm run bench:voter [-- --seconds 20 --warmup 5 --rate N --partitions N --window 2000]
+ *   npm run bench:voter [-- --seconds 20 --warmup 5 --rate N --partitions N --window 2000 --durability sync|async|off]
+ *
+ * With --durability the server writes its command log and snapshots to a fresh temporary data
+ * directory (or --data <dir>), removed at the end.
  *
  * Without --rate it keeps `window` calls outstanding (as many as the server accepts); with
  * --rate it offers N calls/s. Ends with one JSON line; exits non-zero if the consistency check fails.
  */
 import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
 import { createHistogram } from 'node:perf_hooks';
 import readline from 'node:readline';
 import { parseArgs } from 'node:util';
@@ -27,6 +32,8 @@ const { values: options } = parseArgs({
     window: { type: 'string', default: '3000' },
     url: { type: 'string' },
     'report-every': { type: 'string', default: '2' },
+    durability: { type: 'string' },
+    data: { type: 'string' },
   },
 });
 const seconds = Number(options.seconds);
@@ -40,6 +47,8 @@ const serverStartTimeoutMs = 30_000;
 
 const serverArgs = ['client/cli.ts', 'start', '--schema', 'procedures/voter/ddl.sql', '--port', '0', '--host', '127.0.0.1', '--log-level', 'info'];
 if (options.partitions) serverArgs.push('--partitions', options.partitions);
+const dataDir = options.durability === undefined ? undefined : (options.data ?? mkdtempSync(path.join(os.tmpdir(), 'sluice-bench-')));
+if (options.durability !== undefined) serverArgs.push('--durability', options.durability, '--data', dataDir!);
 // With --url, drive a server that is already running (its database must be fresh for the check).
 const server = options.url ? undefined : spawn(process.execPath, serverArgs, { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, SLUICE_VERIFY: '0' } });
 const url = options.url ?? await new Promise<string>((resolve, reject) => {
@@ -65,13 +74,14 @@ async function stopServer(): Promise<void> {
   const exited = new Promise((resolve) => server.once('exit', resolve));
   server.kill('SIGTERM');
   await exited;
+  if (dataDir !== undefined && options.data === undefined) rmSync(dataDir, { recursive: true, force: true });
 }
 
 // --- the load ----------------------------------------------------------------------------------
 
 const client: Client<App> = await connect<App>(url, { callsInFlightMax: windowSize, timeoutMs: 60_000 });
 console.log(`voter: ${url}, ${client.partitions} partitions; ${os.cpus()[0]?.model ?? 'cpu'}, ${os.cpus().length} cores, Node ${process.version}, load ${os.loadavg()[0].toFixed(2)}`);
-console.log(`warmup ${warmupSeconds}s, measure ${seconds}s, ${rate === undefined ? `window ${windowSize}` : `fixed rate ${rate}/s`}`);
+console.log(`warmup ${warmupSeconds}s, measure ${seconds}s, ${rate === undefined ? `window ${windowSize}` : `fixed rate ${rate}/s`}, durability ${options.durability ?? 'none'}`);
 await client.call('Initialize', contestantCount, contestantNames);
 
 const load = voterLoad(Date.now() & 0x7fffffff);
@@ -176,6 +186,7 @@ await stopServer();
 console.log(
   JSON.stringify({
     workload: 'voter',
+    durability: options.durability ?? 'none',
     seconds: Number(elapsed.toFixed(1)),
     tps,
     p50_ms: ms(50),

@@ -5,6 +5,7 @@
  *   sluice start --schema app.sql [--procedures ./procedures] [--partitions N] [--port 21212] [--deployment sluice.json]
  *   sluice sql [--url ws://127.0.0.1:21212] [-c "SELECT …"] [-f file.sql]   (interactive without -c/-f)
  *   sluice call [--url …] Proc arg…                                          (args: JSON where they parse, else text)
+ *   sluice snapshot [--url …]                                                (takes a snapshot now: @SnapshotSave)
  *
  * Errors print as one line (`error: CODE message`) and exit 1; a stack trace is a bug.
  */
@@ -30,6 +31,9 @@ interface Deployment {
   host?: string;
   logLevel?: string;
   limits?: { frameBytesMax?: number; resultFrameBytesMax?: number; connectionCallsInFlightMax?: number; queueDepthMax?: number };
+  /** Data directory (command log, snapshots, export buffers); relative to the deployment file. */
+  data?: string;
+  durability?: { mode?: 'sync' | 'async' | 'off'; groupCommitMs?: number; asyncFlushMs?: number; snapshotIntervalMinutes?: number; snapshotOnShutdown?: boolean };
 }
 
 const program = new Command();
@@ -45,13 +49,25 @@ program
   .option('--host <host>', 'interface to listen on (default 0.0.0.0)')
   .option('--deployment <file>', 'deployment file (JSON) with any of these settings and limits')
   .option('--log-level <level>', 'trace, debug, info, warn, error (default info)')
-  .action(async (options: { schema?: string; procedures?: string; partitions?: number; port?: number; host?: string; deployment?: string; logLevel?: string }) => {
+  .option('--data <dir>', 'data directory: command log and snapshots; without it nothing survives a restart')
+  .option('--durability <mode>', 'sync (answer after the log is on disk), async (log flushed every asyncFlushMs) or off (snapshots only); needs --data (default sync)')
+  .action(async (options: { schema?: string; procedures?: string; partitions?: number; port?: number; host?: string; deployment?: string; logLevel?: string; data?: string; durability?: string }) => {
     const deployment = options.deployment ? await readDeployment(options.deployment) : {};
     const schema = options.schema ?? deployment.schema;
     if (!schema) throw new UsageError('start needs --schema <file> (or "schema" in the deployment file)');
     const logger = pino({ level: options.logLevel ?? deployment.logLevel ?? 'info', base: { service: 'sluice' } });
+    const data = options.data ?? deployment.data;
+    const mode = options.durability ?? deployment.durability?.mode;
+    if (mode !== undefined && mode !== 'sync' && mode !== 'async' && mode !== 'off') throw new UsageError(`--durability must be sync, async or off, got ${mode}`);
+    if (mode !== undefined && data === undefined) throw new UsageError('--durability needs a data directory: --data <dir> (or "data" in the deployment file)');
     const { startServer } = await import('../engine/server/server.ts');
+    const { createRecoveryProgressBar } = await import('../engine/durability/progress-bar.ts');
+    // A bar only on a terminal: in a log file the structured summary line says it all.
+    const bar = data !== undefined && process.stderr.isTTY ? createRecoveryProgressBar() : undefined;
     const server = await startServer({
+      data,
+      durability: data === undefined ? undefined : { ...deployment.durability, mode: mode ?? 'sync' },
+      onRecoveryProgress: bar?.onProgress,
       schema,
       procedures: options.procedures ?? deployment.procedures,
       partitions: options.partitions ?? deployment.partitions,
@@ -63,6 +79,7 @@ program
       queueDepthMax: deployment.limits?.queueDepthMax,
       logger,
     });
+    if (bar && server.recovery) bar.finish(server.recovery);
     let stopping = false;
     const stop = (signal: string) => {
       if (stopping) return;
@@ -116,6 +133,19 @@ program
     }
   });
 
+program
+  .command('snapshot')
+  .description('take a snapshot now (@SnapshotSave); prints where it went and the pause it caused')
+  .option('--url <url>', 'server address', defaultUrl)
+  .action(async (options: { url: string }) => {
+    const client = await connect(options.url, { timeoutMs: 600_000 });
+    try {
+      printValue(await client.call('@SnapshotSave'));
+    } finally {
+      await client.close();
+    }
+  });
+
 class UsageError extends Error {}
 
 function parseInteger(text: string): number {
@@ -143,6 +173,7 @@ async function readDeployment(file: string): Promise<Deployment> {
   const folder = path.dirname(path.resolve(file));
   if (deployment.schema) deployment.schema = path.resolve(folder, deployment.schema);
   if (deployment.procedures) deployment.procedures = path.resolve(folder, deployment.procedures);
+  if (deployment.data) deployment.data = path.resolve(folder, deployment.data);
   return deployment;
 }
 

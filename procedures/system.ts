@@ -28,6 +28,7 @@ export const systemProcedures = [
   { name: '@SystemInformation', access: 'read', scope: 'router', summary: 'version, partitions, uptime and the schema (DDL) of the running database' },
   { name: '@Statistics', access: 'read', scope: 'multi', summary: 'per procedure: calls, aborts, failures, latency p50/p99; per partition: transactions, queue depth; per table: rows and a memory estimate' },
   { name: '@AdHoc', access: 'write', scope: 'router', summary: 'runs one SQL statement (sql, params[]): on one partition when the statement pins it, else as a multi-partition transaction' },
+  { name: '@SnapshotSave', access: 'read', scope: 'multi', summary: 'takes a transaction-consistent snapshot of every partition now (needs a data directory); answers with its path, transaction id, rows and the longest pause' },
 ] as const satisfies readonly SystemProcedureInfo[];
 
 export type SystemProcedureName = (typeof systemProcedures)[number]['name'];
@@ -84,4 +85,15 @@ export interface SystemApp {
   '@SystemInformation': ProcedureDefinition<[], SystemInformation>;
   '@Statistics': ProcedureDefinition<[], Statistics>;
   '@AdHoc': SystemSignature<[sql: string, params: unknown[]], QueryResult>;
+  '@SnapshotSave': SystemSignature<[], SnapshotSaveResult>;
+}
+
+/** What @SnapshotSave answers (engine/durability/server-durability.ts SnapshotResult). */
+export interface SnapshotSaveResult {
+  path: string;
+  transactionId: number;
+  rows: number;
+  seconds: number;
+  barrierMsMax: number;
+  sliceMsMax: number;
 }

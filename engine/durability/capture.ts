@@ -19,9 +19,9 @@
  *    Table.update (views update their rows through it too); Table.restore (rollback) only puts
  *    back values that the update before it already preserved. Deleted rows keep their values.
  *
- * Wiring the hook is left to integration (this work may not edit engine/storage): a nullable
- * `capture` field on Table, checked at the top of Table.update. Without the hook, use
- * `captureAll`, which copies everything at the barrier: no hook, but the whole copy is the pause.
+ * The hook is `Table.capture`, checked at the top of Table.update; the partition worker sets it
+ * on every captured table for the capture's duration (partition-snapshot.ts). Without the hook,
+ * use `captureAll`, which copies everything at the barrier: the whole copy is then the pause.
  *
  * All partitions must begin their capture at the same point in the serial order (the snapshot is
  * itself a multi-partition task with a transaction id, as in VoltDB), so the images of all
@@ -76,11 +76,8 @@ export class PartitionCapture {
   static begin(partition: number, tables: Iterable<Table>): PartitionCapture {
     const captured: CapturedTable[] = [];
     for (const table of tables) {
-      // Walking the row set's iterator is the cost here (~50 ms per 1M rows measured); a RowSet
-      // method returning its array's slice() takes ~4 ms and is the integration step to add.
-      const rows: Row[] = new Array(table.rows.size);
-      let i = 0;
-      for (const row of table.rows) rows[i++] = row;
+      // The row set's array slice(): ~4 ms per 1M rows here, against ~50 ms through its iterator.
+      const rows: Row[] = table.rows.toArray();
       captured.push({ name: table.def.name, rowIdSlot: table.rowIdSlot, rows });
     }
     return new PartitionCapture(partition, captured);

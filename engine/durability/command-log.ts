@@ -16,6 +16,8 @@
  * write and again when read back; `read` tells a torn last record (truncated, with a warning)
  * from damage in the middle (stops with LOG_CORRUPT naming the transaction id and position).
  */
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
 import { open, type RootDatabase } from 'lmdb';
 import { assert, VERIFY } from '../assert.ts';
 import type { Value } from '../types.ts';
@@ -47,6 +49,18 @@ export interface CommandLogOptions {
   asyncFlushMs?: number;
   /** A group is written at once when it reaches this many records. Default groupRecordsMax. */
   groupRecordsMax?: number;
+  /**
+   * Told once per group, with the group's last transaction id, when the group is durable per the
+   * mode (sync: flushed to disk; async: committed). The server releases held answers with it.
+   */
+  onDurable?: (transactionId: number) => void;
+  /** Told once when a write fails; the log takes no more records after that. */
+  onFailure?: (error: SluiceError) => void;
+  /**
+   * Tests only: the write of the group holding record number N (counting from 1 since open)
+   * fails as a full disk would (ENOSPC), to show that nothing unwritten is acknowledged.
+   */
+  failWriteAtRecord?: number;
 }
 
 export const groupCommitMsDefault = 1;
@@ -100,6 +114,9 @@ export class CommandLog {
   private lastWrite: Promise<void> = resolved;
   private failure: SluiceError | undefined;
   private closed = false;
+  private readonly onDurable: ((transactionId: number) => void) | undefined;
+  private readonly onFailure: ((error: SluiceError) => void) | undefined;
+  private readonly failWriteAtRecord: number;
 
   private constructor(options: CommandLogOptions, store: RootDatabase<Buffer, number>) {
     this.path = options.path;
@@ -110,6 +127,9 @@ export class CommandLog {
     this.store = store;
     const last = lastKey(store);
     this.lastAppendedId = last ?? 0;
+    this.onDurable = options.onDurable;
+    this.onFailure = options.onFailure;
+    this.failWriteAtRecord = options.failWriteAtRecord ?? 0;
   }
 
   /**
@@ -144,6 +164,7 @@ export class CommandLog {
         `groupCommitMs must be 0 to 1000 and asyncFlushMs 1 to 60000, got ${groupCommitMs} and ${asyncFlushMs}`,
       );
     }
+    mkdirSync(path.dirname(options.path), { recursive: true });
     const store = open<Buffer, number>({
       ...durableLmdbOptions,
       path: options.path,
@@ -206,7 +227,11 @@ export class CommandLog {
       return;
     }
     let write: Promise<boolean> | undefined;
+    const lastId = records[records.length - 1].key;
     try {
+      if (this.failWriteAtRecord > 0 && this.stats.records + records.length >= this.failWriteAtRecord) {
+        throw Object.assign(new Error('ENOSPC: no space left on device (injected by failWriteAtRecord)'), { code: 'ENOSPC' });
+      }
       for (let i = 0; i < records.length; i++) {
         const { key, frame } = records[i];
         const damage = frameDamage(frame);
@@ -226,12 +251,16 @@ export class CommandLog {
     assert(flushed !== undefined, 'lmdb was opened with separateFlushed, so a write promise carries flushed');
     const durable = this.mode === 'sync' ? commit.then(() => flushed) : commit;
     this.lastWrite = durable.then(
-      () => done?.resolve(),
+      () => {
+        done?.resolve();
+        if (this.failure === undefined) this.onDurable?.(lastId);
+      },
       (error: unknown) => this.fail(error, done),
     );
   }
 
   private fail(error: unknown, done: Deferred | undefined): void {
+    const first = this.failure === undefined;
     this.failure ??= durabilityError(
       DurabilityErrorCode.DURABILITY_FAILED,
       `the command log ${this.path} failed to write: ${(error as Error)?.message ?? String(error)}`,
@@ -242,6 +271,12 @@ export class CommandLog {
     this.groupDone?.reject(this.failure);
     this.groupDone = undefined;
     this.pending = [];
+    if (first) this.onFailure?.(this.failure);
+  }
+
+  /** The write failure that stopped the log, if any. */
+  get failed(): SluiceError | undefined {
+    return this.failure;
   }
 
   /**

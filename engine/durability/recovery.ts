@@ -11,7 +11,7 @@
 import path from 'node:path';
 import type { CommandLog, InvocationRecord } from './command-log.ts';
 import { DurabilityErrorCode, durabilityError } from './framing.ts';
-import { latestComplete, readSnapshot, type SnapshotChunk, type SnapshotHeader, type SnapshotInfo } from './snapshot.ts';
+import { completeSnapshots, readSnapshot, snapshotDamage, type SnapshotChunk, type SnapshotHeader, type SnapshotInfo } from './snapshot.ts';
 
 /** How often (in replayed transactions) progress is reported during the log phase. */
 export const recoveryProgressRecordsEvery = 1000;
@@ -44,7 +44,13 @@ export interface RecoveryOptions {
    * Builds fresh partitions for the snapshot's catalog (header.catalogDdl, catalogVersion) and
    * loads every chunk into them. Not called when there is no snapshot.
    */
-  loadSnapshot: (header: SnapshotHeader, chunks: AsyncIterable<SnapshotChunk>) => Promise<void>;
+  loadSnapshot: (header: SnapshotHeader, chunks: AsyncIterable<SnapshotChunk>, info: SnapshotInfo) => Promise<void>;
+  /**
+   * The first transaction id the log holds every record from (records before it were removed
+   * after a snapshot). A snapshot older than that cannot be used: the transactions between it
+   * and the log are gone. Default 0: the log is whole.
+   */
+  logStartTransactionId?: number;
   /**
    * Runs one logged invocation again, with its own transaction id and timestamp. A record whose
    * procedure aborted originally aborts again (determinism); the callback decides whether that
@@ -56,8 +62,13 @@ export interface RecoveryOptions {
   onWarning?: (message: string) => void;
 }
 
+/** The data directory's folder for the command log (and its lock and catalog stamp). */
+export function logFolder(dataDir: string): string {
+  return path.join(dataDir, 'log');
+}
+
 export function commandLogPath(dataDir: string): string {
-  return path.join(dataDir, 'command-log.mdb');
+  return path.join(logFolder(dataDir), 'command-log.mdb');
 }
 
 export async function recover(options: RecoveryOptions): Promise<RecoverySummary> {
@@ -69,17 +80,21 @@ export async function recover(options: RecoveryOptions): Promise<RecoverySummary
     options.onProgress?.(progress);
   };
 
-  const snapshot = await latestComplete(options.dataDir, (file, reason) => options.onWarning?.(`snapshot ${file} skipped: ${reason}`));
+  const snapshot = await chooseSnapshot(options);
   let lastTransactionId = 0;
   let lastTimestamp = 0;
   let catalogVersion = 0;
   if (snapshot) {
     progress.rowCount = snapshot.manifest.rowCount;
     report();
-    await options.loadSnapshot(snapshot.header, readSnapshot(snapshot, (read) => {
-      progress.rowsLoaded = read.rows;
-      report();
-    }));
+    await options.loadSnapshot(
+      snapshot.header,
+      readSnapshot(snapshot, (read) => {
+        progress.rowsLoaded = read.rows;
+        report();
+      }),
+      snapshot,
+    );
     lastTransactionId = snapshot.header.lastTransactionId;
     lastTimestamp = snapshot.header.lastTimestamp;
     catalogVersion = snapshot.header.catalogVersion;
@@ -129,6 +144,43 @@ export async function recover(options: RecoveryOptions): Promise<RecoverySummary
     tornTailRemoved,
     seconds: progress.seconds,
   };
+}
+
+/**
+ * The newest complete snapshot whose every chunk passes its checksum and that the log continues
+ * from. A damaged one is passed over with a warning for the previous complete one (the log is kept
+ * from the older of the two newest snapshots for this). When the log was truncated and no usable
+ * snapshot covers its start, recovery stops: starting empty would silently lose the data.
+ */
+async function chooseSnapshot(options: RecoveryOptions): Promise<SnapshotInfo | undefined> {
+  const warn = (message: string): void => options.onWarning?.(message);
+  const logStart = options.logStartTransactionId ?? 0;
+  const candidates = await completeSnapshots(options.dataDir, (file, reason) => warn(`snapshot ${file} skipped: ${reason}`));
+  const passedOver: string[] = [];
+  for (const candidate of candidates) {
+    const damage = await snapshotDamage(candidate);
+    if (damage !== undefined) {
+      warn(`snapshot ${candidate.path} is damaged (${damage}); falling back to the previous complete snapshot`);
+      passedOver.push(`${path.basename(candidate.path)} (damaged: ${damage})`);
+      continue;
+    }
+    if (candidate.header.lastTransactionId + 1 < logStart) {
+      passedOver.push(`${path.basename(candidate.path)} (ends at transaction ${candidate.header.lastTransactionId}, the log starts at ${logStart})`);
+      continue;
+    }
+    return candidate;
+  }
+  if (logStart > 1) {
+    throw durabilityError(
+      DurabilityErrorCode.SNAPSHOT_CORRUPT,
+      `no usable snapshot in ${options.dataDir}: the command log starts at transaction ${logStart} (older records were removed after a snapshot), ` +
+        `so recovery needs a complete snapshot of a state at or after transaction ${logStart - 1}; ` +
+        (passedOver.length > 0 ? `passed over: ${passedOver.join('; ')}` : 'none was found') +
+        '. The server does not start rather than start without that data',
+      { object: options.dataDir },
+    );
+  }
+  return undefined;
 }
 
 /**

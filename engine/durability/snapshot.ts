@@ -15,7 +15,7 @@
  *
  * The capture (what the rows are) is capture.ts; this file only stores and reads them.
  */
-import { readdirSync, rmSync } from 'node:fs';
+import { mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { open, type RootDatabase } from 'lmdb';
@@ -51,6 +51,11 @@ export interface SnapshotManifest {
   /** Row counts per partition and table, for operators and for a check at load. */
   readonly tables: { partition: number; table: string; rows: number }[];
   readonly headerChecksum: number;
+  /**
+   * Each partition's streams' next sequence numbers at the barrier: restored so that rows the log
+   * replays get the sequence numbers they had, and exporters can drop the ones they delivered.
+   */
+  readonly streams?: { partition: number; stream: string; nextSequence: number }[];
 }
 
 export interface SnapshotInfo {
@@ -112,6 +117,36 @@ export class SnapshotWriter {
   }
 
   /**
+   * Starts a snapshot file synchronously: the server calls it at the moment it places the
+   * snapshot marker, so no call can slip between the marker and the header's transaction id.
+   */
+  static start(dataDir: string, header: Omit<SnapshotHeader, 'formatVersion'>): SnapshotWriter {
+    assert(Number.isSafeInteger(header.lastTransactionId) && header.lastTransactionId >= 0, 'a snapshot names the transaction it follows');
+    const folder = snapshotFolder(dataDir);
+    mkdirSync(folder, { recursive: true });
+    const name = `snapshot-${pad(header.lastTransactionId)}-${pad(header.createdAt)}.mdb`;
+    return new SnapshotWriter(path.join(folder, name), { formatVersion: snapshotFormatVersion, ...header });
+  }
+
+  /**
+   * Queues a chunk a partition worker has already framed (encodeChunkFrame), so the encoding
+   * cost stays on the worker. Resolves when committed (not flushed).
+   */
+  writeFrame(partition: number, table: string, rowCount: number, frame: Uint8Array): Promise<boolean> {
+    assert(this.state === 'writing', 'chunks are written before complete or abort');
+    assert(rowCount <= snapshotChunkRowsMax, 'a framed chunk holds at most snapshotChunkRowsMax rows');
+    const buffer = Buffer.isBuffer(frame) ? frame : Buffer.from(frame.buffer, frame.byteOffset, frame.length);
+    this.checksums.push(frameChecksum(buffer));
+    this.rowsPerChunk.push(rowCount);
+    this.lastWrite = this.store.put(this.checksums.length - 1, buffer);
+    const key = `${partition}\u0000${table}`;
+    const entry = this.tableRows.get(key) ?? { partition, table, rows: 0 };
+    entry.rows += rowCount;
+    this.tableRows.set(key, entry);
+    return this.lastWrite;
+  }
+
+  /**
    * Queues a captured chunk, split into pages of snapshotChunkRowsMax rows. Resolves when the
    * pages are committed (not flushed); await it now and then to bound the memory held by writes.
    */
@@ -139,11 +174,11 @@ export class SnapshotWriter {
    * on disk. Only then is the snapshot complete. Throws SNAPSHOT_CORRUPT if the pass fails; the
    * file is then removed.
    */
-  async complete(): Promise<SnapshotInfo> {
+  async complete(extra: Pick<SnapshotManifest, 'streams'> = {}): Promise<SnapshotInfo> {
     assert(this.state === 'writing', 'a snapshot completes once');
     await this.lastWrite;
     try {
-      this.verifyChunks();
+      await this.verifyChunks();
     } catch (error) {
       await this.abort();
       throw error;
@@ -158,6 +193,7 @@ export class SnapshotWriter {
       chunkChecksums: this.checksums,
       tables: [...this.tableRows.values()],
       headerChecksum: frameChecksum(headerFrame),
+      ...extra,
     };
     await this.store.put('manifest', encodeFrame(manifest));
     await this.store.flushed;
@@ -175,8 +211,10 @@ export class SnapshotWriter {
     removeSnapshotFile(this.path);
   }
 
-  private verifyChunks(): void {
+  private async verifyChunks(): Promise<void> {
     for (let i = 0; i < this.checksums.length; i++) {
+      // The server's event loop runs meanwhile: verification must not stall the router.
+      if (i % verifyChunksPerTurn === verifyChunksPerTurn - 1) await yieldTurn();
       const frame = this.store.getBinary(i);
       const problem = chunkProblem(frame, this.checksums[i]);
       const decoded = problem === undefined ? decodeChunk(frame!) : undefined;
@@ -189,6 +227,57 @@ export class SnapshotWriter {
       }
     }
   }
+}
+
+/**
+ * Checks every chunk of a complete snapshot in full (CRC of the payload against its frame and the
+ * manifest), without decoding: recovery runs it before loading anything, so a damaged snapshot is
+ * passed over for the previous complete one instead of being half loaded. Returns the problem.
+ */
+export async function snapshotDamage(info: SnapshotInfo): Promise<string | undefined> {
+  const store = openSnapshotFile(info.path);
+  try {
+    for (let i = 0; i < info.manifest.chunkCount; i++) {
+      if (i % verifyChunksPerTurn === verifyChunksPerTurn - 1) await yieldTurn();
+      const problem = chunkProblem(store.getBinary(i), info.manifest.chunkChecksums[i]);
+      if (problem !== undefined) return `chunk ${i} of ${info.manifest.chunkCount}: ${problem}`;
+    }
+    return undefined;
+  } finally {
+    await store.close();
+  }
+}
+
+/** Complete snapshots of `dataDir`, newest first; incomplete ones are reported through `onSkip`. */
+export async function completeSnapshots(dataDir: string, onSkip?: (file: string, reason: string) => void): Promise<SnapshotInfo[]> {
+  const found: SnapshotInfo[] = [];
+  for (const file of listSnapshotFiles(dataDir).reverse()) {
+    const store = openSnapshotFile(file);
+    try {
+      const info = completeSnapshot(file, store);
+      if (typeof info === 'string') onSkip?.(file, info);
+      else found.push(info);
+    } finally {
+      await store.close();
+    }
+  }
+  return found;
+}
+
+/** Removes one snapshot file (and its lock file). */
+export function removeSnapshot(file: string): void {
+  removeSnapshotFile(file);
+}
+
+/** Frames a captured chunk for writeFrame: called on the partition's thread. */
+export function encodeChunkFrame(chunk: CapturedChunk): Buffer {
+  return encodeFrame([chunk.partition, chunk.table, chunk.rows, chunk.rowIds]);
+}
+
+const verifyChunksPerTurn = 64;
+
+function yieldTurn(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
 }
 
 /**

@@ -8,6 +8,7 @@
  *   CALL   slot, procedureIndex, transactionId, timestamp, paramCount, ...params
  *   ADHOC  slot, sql, transactionId, timestamp, paramCount, ...params
  *   MP     transactionId, timestamp   (the marker: block and serve the coordinator's fragments)
+ *   SNAPSHOT, LOAD, RESUME_STREAM, LOAD_CATALOG, LOAD_DONE: durability's entries (see Op)
  * Worker → router, one batch per received batch: slot, ok (1 or 0), value (result or ErrorPayload).
  *
  * Coordinator ↔ worker, on the worker's multi-partition port, one message each way per fragment;
@@ -21,6 +22,15 @@ export const Op = {
   CALL: 1,
   ADHOC: 2,
   MP: 3,
+  /** SNAPSHOT snapshotId: capture this partition's image here (engine/durability/partition-snapshot.ts) */
+  SNAPSHOT: 4,
+  /** LOAD table, rows, rowIds: snapshot rows, restored before replay (durability) */
+  LOAD: 5,
+  /** RESUME_STREAM stream, nextSequence: a stream's sequence as the snapshot recorded it */
+  RESUME_STREAM: 6,
+  /** LOAD_CATALOG ddl: restore under the snapshot's own schema; LOAD_DONE then adopts the current one */
+  LOAD_CATALOG: 7,
+  LOAD_DONE: 8,
 } as const;
 
 /** Fragment kinds the coordinator sends during a multi-partition transaction. */

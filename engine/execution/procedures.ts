@@ -183,7 +183,7 @@ async function realFolder(folder: string, procedure: string): Promise<string> {
 }
 
 /** Relative imports that bring code at run time (not `import type`). */
-const relativeImport = /\b(?:import|export)(?!\s+type\b)\s[^'";]*?\bfrom\s*['"](\.{1,2}\/[^'"]+)['"]|\bimport\s*['"](\.{1,2}\/[^'"]+)['"]/g;
+export const relativeImport = /\b(?:import|export)(?!\s+type\b)\s[^'";]*?\bfrom\s*['"](\.{1,2}\/[^'"]+)['"]|\bimport\s*['"](\.{1,2}\/[^'"]+)['"]/g;
 
 /**
  * Scans a procedure file and, recursively, the files it imports from inside the procedures

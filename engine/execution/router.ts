@@ -51,12 +51,25 @@ export interface ResultSink {
 }
 
 /**
- * Where durability slots in: called for every transaction, in the global order, before it runs.
- * `partition` is -1 for multi-partition transactions.
+ * Where durability slots in: called for every transaction that may write, in the global order,
+ * before it runs. `partition` is -1 for multi-partition transactions. Ad-hoc SQL is logged as
+ * procedure '@AdHoc' with the SQL text as its first parameter. Read-only calls are not logged.
  */
 export interface InvocationLog {
   append(transactionId: number, timestamp: number, partition: number, procedure: string, params: readonly Value[]): void;
+  /**
+   * True in sync mode: an answer is held until `Router.releaseDurable` reaches its transaction
+   * (or, for a read-only call, the last logged transaction before it), so nothing is acknowledged
+   * before its log record is on disk.
+   */
+  readonly holdsAnswers: boolean;
 }
+
+/** Receives a snapshot's chunks and the end of each partition's capture (durability). */
+export type SnapshotMessageHandler = (partition: number, message: unknown[]) => void;
+
+/** A system procedure answered asynchronously outside the router (e.g. @SnapshotSave). */
+export type SystemHandler = (params: readonly unknown[]) => Promise<unknown>;
 
 export interface RouterOptions {
   /** The schema's DDL text. */
@@ -86,6 +99,7 @@ export class Router {
   readonly partitionCount: number;
   readonly catalog: Catalog;
   readonly ddl: string;
+  readonly proceduresDir: string;
   readonly startedAt = Date.now();
   private readonly procedures: Map<string, LoadedProcedure>;
   private readonly procedureIndex: Map<string, number>;
@@ -110,6 +124,17 @@ export class Router {
   private readonly stats = new Map<string, ProcedureStats>();
   private broken: Error | undefined;
   private closed = false;
+  // Durability (sync mode): answers wait in per-partition FIFOs (index partitionCount: the
+  // multi-partition ones) until the log is durable up to their slot's transaction.
+  private readonly holdAnswers: boolean;
+  private durableTransactionId = 0;
+  private lastLoggedId = 0;
+  private readonly held: number[][];
+  private readonly heldHead: number[];
+  private readonly snapshotPorts: MessagePort[] = [];
+  private snapshotHandler: SnapshotMessageHandler | undefined;
+  private readonly systemHandlers = new Map<string, SystemHandler>();
+  private idleWaiters: (() => void)[] = [];
 
   // Pending calls, by slot: parallel arrays and a free list, so a call allocates no record.
   private readonly slotSink: (ResultSink | undefined)[] = [];
@@ -118,16 +143,25 @@ export class Router {
   private readonly slotStart: number[] = [];
   private readonly slotStats: (ProcedureStats | undefined)[] = [];
   private readonly slotPartition: number[] = [];
+  private readonly slotDurableId: number[] = [];
+  private readonly slotStatus: Status[] = [];
+  private readonly slotPayload: unknown[] = [];
+  /** 1 while the slot's answer waits in `held`. */
+  private readonly slotHeld: number[] = [];
   private readonly freeSlots: number[] = [];
 
   private constructor(options: RouterOptions, catalog: Catalog, procedures: Map<string, LoadedProcedure>) {
     this.partitionCount = options.partitions;
     this.catalog = catalog;
     this.ddl = options.ddl;
+    this.proceduresDir = options.proceduresDir;
     this.procedures = procedures;
     this.procedureIndex = new Map([...procedures.keys()].map((name, index) => [name, index]));
     this.queueDepthMax = options.queueDepthMax ?? partitionQueueDepthMax;
     this.log = options.log;
+    this.holdAnswers = options.log?.holdsAnswers === true;
+    this.held = Array.from({ length: options.partitions + 1 }, () => []);
+    this.heldHead = new Array<number>(options.partitions + 1).fill(0);
     this.onFatal = options.onFatal ?? (() => {});
     this.flags = new Int32Array(new SharedArrayBuffer(4 * (options.partitions + 1)));
     this.batches = Array.from({ length: options.partitions }, () => []);
@@ -170,11 +204,17 @@ export class Router {
         flags: this.flags.buffer as SharedArrayBuffer,
         mpPort: this.mpPorts[p],
         resultsPort: undefined as unknown as MessagePort,
+        snapshotPort: undefined as unknown as MessagePort,
       };
       const results = new MessageChannel();
       this.resultPorts.push(results.port1);
       data.resultsPort = results.port2;
-      const worker = new Worker(workerUrl, { workerData: data, transferList: [this.mpPorts[p], results.port2], name: `sluice-partition-${p}` });
+      const snapshots = new MessageChannel();
+      this.snapshotPorts.push(snapshots.port1);
+      data.snapshotPort = snapshots.port2;
+      snapshots.port1.on('message', (message: unknown[]) => this.snapshotHandler?.(p, message));
+      snapshots.port1.unref();
+      const worker = new Worker(workerUrl, { workerData: data, transferList: [this.mpPorts[p], results.port2, snapshots.port2], name: `sluice-partition-${p}` });
       this.workers.push(worker);
       ready.push(
         new Promise<void>((resolve, reject) => {
@@ -208,6 +248,13 @@ export class Router {
     return [...this.procedures.keys()];
   }
 
+  /** The files TypeScript procedures were loaded from (real paths): their code's version. */
+  get procedureFiles(): string[] {
+    const files: string[] = [];
+    for (const procedure of this.procedures.values()) if (procedure.def.source.kind === 'file') files.push(procedure.source);
+    return files;
+  }
+
   /** Submits one call; see the contract at the top of this file. */
   submit(name: string, params: readonly unknown[], sink: ResultSink, token: number): void {
     if (this.broken !== undefined || this.closed) {
@@ -232,7 +279,7 @@ export class Router {
       return;
     }
     const partition = partitionOf(values[procedure.partitionParameter], this.partitionCount);
-    this.enqueue(Op.CALL, this.procedureIndex.get(name)!, partition, values, stats, sink, token, name);
+    this.enqueue(Op.CALL, this.procedureIndex.get(name)!, partition, values, stats, sink, token, name, procedure.readOnly);
   }
 
   /** Convenience for in-process callers and tests: resolves with the result or rejects with a SluiceError. */
@@ -249,7 +296,7 @@ export class Router {
 
   // --- single-partition path ------------------------------------------------------------------
 
-  private enqueue(op: number, target: number | string, partition: number, values: readonly Value[], stats: ProcedureStats, sink: ResultSink, token: number, name: string): void {
+  private enqueue(op: number, target: number | string, partition: number, values: readonly Value[], stats: ProcedureStats, sink: ResultSink, token: number, name: string, readOnly: boolean): void {
     if (this.queueDepth[partition] >= this.queueDepthMax) {
       stats.calls++;
       stats.failures++;
@@ -258,8 +305,14 @@ export class Router {
     }
     const transactionId = ++this.lastTransactionId;
     const timestamp = this.nextTimestamp();
-    this.log?.append(transactionId, timestamp, partition, name, values);
+    this.enqueueAt(op, target, partition, values, stats, sink, token, name, transactionId, timestamp, this.log !== undefined && !readOnly);
+  }
+
+  /** The single-partition path with the transaction id and timestamp given (also replay's path). */
+  private enqueueAt(op: number, target: number | string, partition: number, values: readonly Value[], stats: ProcedureStats, sink: ResultSink, token: number, name: string, transactionId: number, timestamp: number, logged: boolean): void {
+    if (logged) this.appendLog(transactionId, timestamp, partition, name, op === Op.ADHOC ? [target as string, ...values] : values);
     const slot = this.allocateSlot(sink, token, timestamp, stats, partition);
+    this.slotDurableId[slot] = this.lastLoggedId;
     this.queueDepth[partition]++;
     const batch = this.batches[partition];
     batch.push(op, slot, target, transactionId, timestamp, values.length);
@@ -294,6 +347,7 @@ export class Router {
       this.answered[partition]++;
       this.complete(slot, ok ? Status.SUCCESS : statusOfCode((payload as ErrorPayload)[0]), payload, now);
     }
+    if (this.idleWaiters.length > 0 && this.isIdle()) this.wakeIdle();
   }
 
   /**
@@ -309,6 +363,23 @@ export class Router {
   }
 
   private complete(slot: number, status: Status, payload: unknown, now: number): void {
+    if (this.holdAnswers && this.broken !== undefined && this.slotDurableId[slot] > this.durableTransactionId) {
+      // The log failed before this call's record was on disk: never acknowledge it.
+      this.deliverSlot(slot, Status.UNEXPECTED_FAILURE, errorPayload(this.broken), now);
+      return;
+    }
+    if (this.holdAnswers && this.slotDurableId[slot] > this.durableTransactionId && !this.closed) {
+      this.slotStatus[slot] = status;
+      this.slotPayload[slot] = payload;
+      const queue = this.slotPartition[slot] < 0 ? this.partitionCount : this.slotPartition[slot];
+      this.held[queue].push(slot);
+      this.slotHeld[slot] = 1;
+      return;
+    }
+    this.deliverSlot(slot, status, payload, now);
+  }
+
+  private deliverSlot(slot: number, status: Status, payload: unknown, now: number): void {
     const sink = this.slotSink[slot]!;
     const stats = this.slotStats[slot]!;
     const token = this.slotToken[slot];
@@ -320,8 +391,170 @@ export class Router {
     stats.latency.record(micros > 0 ? micros : 1);
     this.slotSink[slot] = undefined;
     this.slotStats[slot] = undefined;
+    this.slotPayload[slot] = undefined;
+    this.slotHeld[slot] = 0;
     this.freeSlots.push(slot);
     sink.deliver(token, status, payload, timestamp);
+  }
+
+  // --- durability -----------------------------------------------------------------------------
+
+  private appendLog(transactionId: number, timestamp: number, partition: number, name: string, values: readonly Value[]): void {
+    this.lastLoggedId = transactionId;
+    try {
+      this.log!.append(transactionId, timestamp, partition, name, values);
+    } catch (error) {
+      // The log refuses records after a failed write; the call still runs but, marked with its
+      // id, is answered with the failure (complete), and every later call is refused.
+      this.failDurability(error as Error);
+    }
+  }
+
+  /**
+   * The command log is durable up to `transactionId`: answers held for it and earlier go out, in
+   * each partition's order. Called once per commit group, so the cost is per group, not per call.
+   */
+  releaseDurable(transactionId: number): void {
+    if (transactionId <= this.durableTransactionId) return;
+    this.durableTransactionId = transactionId;
+    const now = performance.now();
+    for (let q = 0; q < this.held.length; q++) {
+      const queue = this.held[q];
+      let head = this.heldHead[q];
+      while (head < queue.length && this.slotDurableId[queue[head]] <= transactionId) {
+        const slot = queue[head++];
+        this.deliverSlot(slot, this.slotStatus[slot], this.slotPayload[slot], now);
+      }
+      if (head === queue.length) {
+        queue.length = 0;
+        head = 0;
+      }
+      this.heldHead[q] = head;
+    }
+  }
+
+  /** Calls answered by their partition but waiting for the log (sync mode). */
+  get heldAnswers(): number {
+    let count = 0;
+    for (let q = 0; q < this.held.length; q++) count += this.held[q].length - this.heldHead[q];
+    return count;
+  }
+
+  /**
+   * The command log failed: answers not yet durable are failed with `error` (their transactions
+   * may or may not survive a restart), and every later call is refused. Nothing unsure is acked.
+   */
+  failDurability(error: Error): void {
+    if (this.broken !== undefined || this.closed) return;
+    this.broken = error;
+    // Held answers fail now; calls still at their partitions fail as they are answered (complete).
+    const payload = errorPayload(error);
+    const now = performance.now();
+    for (let q = 0; q < this.held.length; q++) {
+      const queue = this.held[q];
+      for (let i = this.heldHead[q]; i < queue.length; i++) this.deliverSlot(queue[i], Status.UNEXPECTED_FAILURE, payload, now);
+      queue.length = 0;
+      this.heldHead[q] = 0;
+    }
+    this.onFatal(error);
+  }
+
+  /** The last transaction id and timestamp handed out: recovery continues after them. */
+  get position(): { transactionId: number; timestamp: number } {
+    return { transactionId: this.lastTransactionId, timestamp: this.lastTimestamp };
+  }
+
+  /** Recovery: the next transaction id and timestamp come after these (never before). */
+  resumeAfter(transactionId: number, timestamp: number): void {
+    if (transactionId > this.lastTransactionId) this.lastTransactionId = transactionId;
+    if (transactionId > this.lastLoggedId) this.lastLoggedId = transactionId;
+    if (transactionId > this.durableTransactionId) this.durableTransactionId = transactionId;
+    if (timestamp > this.lastTimestamp) this.lastTimestamp = timestamp;
+  }
+
+  /**
+   * Runs a logged invocation again with its own transaction id and timestamp (recovery), through
+   * the same batches and partitions as live calls, without logging it. Single-partition records
+   * are queued (answers arrive later: await `whenIdle`); multi-partition ones run now.
+   */
+  replay(transactionId: number, timestamp: number, partition: number, procedureName: string, params: readonly Value[], sink: ResultSink): void {
+    if (this.broken !== undefined) throw this.broken;
+    this.resumeAfter(transactionId, timestamp);
+    let procedure: LoadedProcedure;
+    let values: Value[];
+    let target: number | string;
+    let op: number = Op.CALL;
+    if (procedureName === '@AdHoc') {
+      const statement = this.adhocPlan(params[0] as string);
+      values = params.slice(1) as Value[];
+      procedure = adhocProcedure(statement);
+      target = statement.sql;
+      op = Op.ADHOC;
+    } else {
+      const found = this.procedures.get(procedureName);
+      if (found === undefined) throw new SluiceError(ErrorCode.UNKNOWN_PROCEDURE, `the log names procedure ${procedureName}, which this schema does not have`, { object: procedureName });
+      procedure = found;
+      values = params as Value[];
+      target = this.procedureIndex.get(procedureName)!;
+    }
+    const stats = this.stats.get(procedureName)!;
+    if (partition < 0) {
+      this.runMultiAt(procedure, values, stats, sink, 0, transactionId, timestamp, false);
+      return;
+    }
+    if (partition >= this.partitionCount) throw new SluiceError(ErrorCode.LOG_CORRUPT, `the log puts transaction ${transactionId} on partition ${partition}, but there are ${this.partitionCount}`);
+    this.enqueueAt(op, target, partition, values, stats, sink, 0, procedureName, transactionId, timestamp, false);
+  }
+
+  /** Calls queued at the partitions and not yet answered. */
+  private isIdle(): boolean {
+    for (let p = 0; p < this.partitionCount; p++) if (this.queueDepth[p] > 0) return false;
+    return true;
+  }
+
+  private wakeIdle(): void {
+    const waiters = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const wake of waiters) wake();
+  }
+
+  /** Resolves when every queued call has been answered by its partition (rejects if the router breaks). */
+  whenIdle(): Promise<void> {
+    this.flush();
+    if (this.broken !== undefined) return Promise.reject(this.broken);
+    if (this.isIdle()) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      this.idleWaiters.push(() => (this.broken !== undefined ? reject(this.broken) : resolve()));
+    });
+  }
+
+  /**
+   * Sends `message` to every partition at this point of the global order (after every call
+   * submitted so far, before every later one), like an MP marker but without stopping them.
+   * Durability uses it for snapshots (Op.SNAPSHOT) and to load a snapshot (Op.LOAD …).
+   */
+  broadcastOp(entries: (partition: number) => readonly unknown[]): void {
+    for (let p = 0; p < this.partitionCount; p++) {
+      const entry = entries(p);
+      for (let i = 0; i < entry.length; i++) this.batches[p].push(entry[i]);
+    }
+    this.flush();
+  }
+
+  /** Sends one entry to one partition's queue, in order with its calls. */
+  sendOp(partition: number, entry: readonly unknown[]): void {
+    const batch = this.batches[partition];
+    for (let i = 0; i < entry.length; i++) batch.push(entry[i]);
+    this.flushPartition(partition);
+  }
+
+  set onSnapshotMessage(handler: SnapshotMessageHandler | undefined) {
+    this.snapshotHandler = handler;
+  }
+
+  /** Answers system procedure `name` (which must be in procedures/system.ts) with `handler`. */
+  setSystemHandler(name: string, handler: SystemHandler): void {
+    this.systemHandlers.set(name, handler);
   }
 
   private allocateSlot(sink: ResultSink, token: number, timestamp: number, stats: ProcedureStats, partition: number): number {
@@ -332,16 +565,27 @@ export class Router {
     this.slotStart[slot] = performance.now();
     this.slotStats[slot] = stats;
     this.slotPartition[slot] = partition;
+    this.slotDurableId[slot] = 0;
+    this.slotHeld[slot] = 0;
     return slot;
   }
 
   // --- multi-partition path -------------------------------------------------------------------
 
   private runMulti(procedure: LoadedProcedure, values: Value[], stats: ProcedureStats, sink: ResultSink, token: number): void {
-    const start = performance.now();
     const transactionId = ++this.lastTransactionId;
     const timestamp = this.nextTimestamp();
-    this.log?.append(transactionId, timestamp, -1, procedure.name, values);
+    this.runMultiAt(procedure, values, stats, sink, token, transactionId, timestamp, this.log !== undefined && !procedure.readOnly);
+  }
+
+  private runMultiAt(procedure: LoadedProcedure, values: Value[], stats: ProcedureStats, sink: ResultSink, token: number, transactionId: number, timestamp: number, logged: boolean): void {
+    const start = performance.now();
+    if (logged) {
+      const statement = procedure.statement;
+      // Ad-hoc SQL has no procedure to name: log its text, as the single-partition path does.
+      if (procedure.name === '@AdHoc' && statement !== undefined) this.appendLog(transactionId, timestamp, -1, '@AdHoc', [statement.sql, ...values]);
+      else this.appendLog(transactionId, timestamp, -1, procedure.name, values);
+    }
     this.placeMarkers(transactionId, timestamp);
     let status: Status = Status.SUCCESS;
     let payload: unknown;
@@ -353,6 +597,14 @@ export class Router {
     }
     this.remote.end(status === Status.SUCCESS);
     this.drainResults();
+    if (this.holdAnswers && this.lastLoggedId > this.durableTransactionId) {
+      // Held like a partition's answer, in the multi-partition FIFO, until the log is durable.
+      const slot = this.allocateSlot(sink, token, timestamp, stats, -1);
+      this.slotStart[slot] = start;
+      this.slotDurableId[slot] = this.lastLoggedId;
+      this.complete(slot, status, payload, performance.now());
+      return;
+    }
     this.finishDirect(stats, start, status, payload, sink, token, timestamp);
   }
 
@@ -418,6 +670,15 @@ export class Router {
         this.submitAdhoc(params, stats, sink, token);
         return;
     }
+    const handler = this.systemHandlers.get(name);
+    if (handler === undefined) {
+      this.rejectCall(stats, sink, token, new SluiceError(ErrorCode.UNSUPPORTED, `${name} is not available on this server (it needs a data directory: start with --data)`, { object: name }));
+      return;
+    }
+    handler(params).then(
+      (result) => this.finishDirect(stats, start, Status.SUCCESS, result, sink, token, 0),
+      (error: unknown) => this.rejectCall(stats, sink, token, error),
+    );
   }
 
   private submitAdhoc(params: readonly unknown[], stats: ProcedureStats, sink: ResultSink, token: number): void {
@@ -450,7 +711,7 @@ export class Router {
       this.rejectCall(stats, sink, token, error);
       return;
     }
-    if (partition >= 0) this.enqueue(Op.ADHOC, statement.sql, partition, values, stats, sink, token, '@AdHoc');
+    if (partition >= 0) this.enqueue(Op.ADHOC, statement.sql, partition, values, stats, sink, token, '@AdHoc', statement.readOnly);
     else this.runMulti(adhocProcedure(statement), values, stats, sink, token);
   }
 
@@ -529,10 +790,18 @@ export class Router {
   private failPending(status: Status, payload: ErrorPayload): void {
     const now = performance.now();
     for (let slot = 0; slot < this.slotSink.length; slot++) {
-      if (this.slotSink[slot] !== undefined) {
-        this.queueDepth[this.slotPartition[slot]]--;
-        this.complete(slot, status, payload, now);
+      if (this.slotSink[slot] === undefined) continue;
+      if (this.slotHeld[slot] === 1) {
+        // Ran, but its log record may not be on disk: it cannot be acknowledged.
+        this.deliverSlot(slot, status, payload, now);
+        continue;
       }
+      this.queueDepth[this.slotPartition[slot]]--;
+      this.complete(slot, status, payload, now);
+    }
+    for (let q = 0; q < this.held.length; q++) {
+      this.held[q].length = 0;
+      this.heldHead[q] = 0;
     }
   }
 
@@ -543,6 +812,8 @@ export class Router {
     this.failPending(Status.UNEXPECTED_FAILURE, [ProtocolCode.SHUTTING_DOWN, 'the server shut down before the call ran', null]);
     await Promise.all(this.workers.map((worker) => worker.terminate()));
     for (const port of this.resultPorts) port.close();
+    for (const port of this.snapshotPorts) port.close();
     this.remote.close();
+    if (this.idleWaiters.length > 0) this.wakeIdle();
   }
 }

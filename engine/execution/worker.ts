@@ -27,6 +27,7 @@ import { Partition } from './partition.ts';
 import { createCodec } from '../server/protocol.ts';
 import { loadProcedures, type LoadedProcedure } from './procedures.ts';
 import { SinglePartitionRunner, TransactionContext } from './transaction.ts';
+import { PartitionDurability } from '../durability/partition-snapshot.ts';
 
 export interface WorkerData {
   ddl: string;
@@ -38,6 +39,8 @@ export interface WorkerData {
   mpPort: MessagePort;
   /** Where answers go (a port of its own, so the router can drain it synchronously). */
   resultsPort: MessagePort;
+  /** Where snapshot chunks go (engine/durability/partition-snapshot.ts). */
+  snapshotPort: MessagePort;
 }
 
 const planCacheMax = 1000;
@@ -57,6 +60,7 @@ const runner = new SinglePartitionRunner(partition);
 const context = new TransactionContext(runner, partition.id);
 const plans = new Map<string, PlannedStatement>();
 const codec = createCodec();
+const durability = new PartitionDurability(partition, data.snapshotPort, catalog);
 
 /** Answers of the batch being run, reused across batches (postMessage copies it). */
 const results: unknown[] = [];
@@ -83,6 +87,11 @@ function runBatch(batch: unknown[]): void {
       flushResults();
       serveMultiPartition(batch[i + 1] as number, batch[i + 2] as number);
       i += 3;
+      continue;
+    }
+    if (op >= Op.SNAPSHOT) {
+      flushResults();
+      i = durability.run(op, batch, i);
       continue;
     }
     const slot = batch[i + 1] as number;

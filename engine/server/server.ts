@@ -16,6 +16,8 @@ import type { Logger } from 'pino';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { ErrorCode, SluiceError } from '../errors.ts';
 import { Router, type InvocationLog } from '../execution/router.ts';
+import type { RecoveryProgress, RecoverySummary } from '../durability/recovery.ts';
+import { ServerDurability, type DurabilityMode, type DurabilitySettings } from '../durability/server-durability.ts';
 import {
   CloseCode,
   FrameKind,
@@ -55,6 +57,15 @@ export interface ServerOptions {
   logger?: Logger;
   /** Rows of each stream partition kept for subscribers resuming from a position (subscriptions.ts). */
   subscriptionRetainRowsMax?: number;
+  /**
+   * Data directory (command log, snapshots; exporters keep their buffers under it too). Without
+   * one the server keeps nothing across a restart.
+   */
+  data?: string;
+  /** Durability settings; needs `data`. Default mode: sync. */
+  durability?: Partial<DurabilitySettings>;
+  /** Recovery progress (the CLI draws a bar with it); the summary is logged either way. */
+  onRecoveryProgress?: (progress: RecoveryProgress) => void;
 }
 
 export const defaultPort = 21212;
@@ -66,6 +77,14 @@ export interface SluiceServer {
   readonly router: Router;
   /** Live stream subscriptions; the router's committed stream rows go to `subscriptions.publish`. */
   readonly subscriptions: SubscriptionHub;
+  /** The data directory (absolute), or undefined when the server keeps nothing. */
+  readonly dataDir: string | undefined;
+  /** The durability mode, or undefined without a data directory. */
+  readonly durabilityMode: DurabilityMode | undefined;
+  /** Durability (snapshots, the command log), or undefined without a data directory. */
+  readonly durability: ServerDurability | undefined;
+  /** What recovery did at start, or undefined without a data directory. */
+  readonly recovery: RecoverySummary | undefined;
   close(): Promise<void>;
 }
 
@@ -74,28 +93,45 @@ export async function startServer(options: ServerOptions): Promise<SluiceServer>
   const { ddl, folder } = await readSchema(options.schema);
   const partitions = options.partitions ?? os.availableParallelism();
   const logger = options.logger;
-  const router = await Router.open({
-    ddl,
-    proceduresDir: path.resolve(options.procedures ?? folder),
-    partitions,
-    queueDepthMax: options.queueDepthMax,
-    log: options.log,
-    onFatal: (error) => logger?.fatal({ err: error }, 'a partition failed; the server refuses further calls'),
-  });
-  const server = new Server(router, options);
+  if (options.durability !== undefined && options.data === undefined) {
+    throw new SluiceError(ErrorCode.INVALID_SCHEMA, 'durability settings need a data directory (--data <dir>, or "data" in the deployment file)', { object: 'data' });
+  }
+  const durability = options.data === undefined
+    ? undefined
+    : await ServerDurability.open({ dataDir: options.data, settings: { ...options.durability, mode: options.durability?.mode ?? 'sync' }, logger });
+  let router: Router;
   try {
+    router = await Router.open({
+      ddl,
+      proceduresDir: path.resolve(options.procedures ?? folder),
+      partitions,
+      queueDepthMax: options.queueDepthMax,
+      log: durability ?? options.log,
+      onFatal: (error) => logger?.fatal({ err: error }, 'a partition failed; the server refuses further calls'),
+    });
+  } catch (error) {
+    await durability?.close();
+    throw error;
+  }
+  let recovery: RecoverySummary | undefined;
+  const server = new Server(router, options, durability);
+  try {
+    if (durability) server.recovery = recovery = await durability.recover(router, options.onRecoveryProgress);
     await server.listen(options.port ?? defaultPort, options.host ?? '0.0.0.0');
   } catch (error) {
     await router.close();
+    await durability?.close();
     throw error;
   }
-  logger?.info({ url: server.url, port: server.port, partitions, procedures: router.procedureNames }, `listening on ${server.url}`);
+  logger?.info({ url: server.url, port: server.port, partitions, procedures: router.procedureNames, dataDir: durability?.dataDir, durability: durability?.mode, transactionsReplayed: recovery?.transactionsReplayed }, `listening on ${server.url}`);
   return server;
 }
 
 class Server implements SluiceServer {
   readonly router: Router;
   readonly subscriptions: SubscriptionHub;
+  readonly durability: ServerDurability | undefined;
+  recovery: RecoverySummary | undefined;
   readonly codec = createCodec();
   readonly logger: Logger | undefined;
   readonly frameBytesMax: number;
@@ -111,9 +147,10 @@ class Server implements SluiceServer {
   port = 0;
   url = '';
 
-  constructor(router: Router, options: ServerOptions) {
+  constructor(router: Router, options: ServerOptions, durability: ServerDurability | undefined) {
     this.router = router;
     this.subscriptions = new SubscriptionHub(router.catalog, router.partitionCount, { retainRowsMax: options.subscriptionRetainRowsMax });
+    this.durability = durability;
     this.logger = options.logger;
     this.frameBytesMax = options.frameBytesMax ?? frameBytesMax;
     this.resultFrameBytesMax = options.resultFrameBytesMax ?? resultFrameBytesMax;
@@ -166,9 +203,19 @@ class Server implements SluiceServer {
     this.dirty.length = 0;
   }
 
+  get dataDir(): string | undefined {
+    return this.durability?.dataDir;
+  }
+
+  get durabilityMode(): DurabilityMode | undefined {
+    return this.durability?.mode;
+  }
+
   async close(): Promise<void> {
     for (const connection of this.connections) connection.close(CloseCode.GOING_AWAY, 'server shutting down');
+    await this.durability?.beforeClose();
     await this.router.close();
+    await this.durability?.close();
     await new Promise<void>((resolve) => (this.wss ? this.wss.close(() => resolve()) : resolve()));
     this.logger?.info('server stopped');
   }

@@ -55,6 +55,15 @@ export class StreamBuffer {
     return this.firstSequence + this.committedCount;
   }
 
+  /**
+   * Restoring from a snapshot: the next committed row gets `nextSequence`, as it did before the
+   * restart, so exporters can drop rows they already delivered by (stream, partition, sequence).
+   */
+  resumeAt(nextSequence: number): void {
+    if (this.rows.length !== 0 || this.transactionMark >= 0) throw new Error(`stream ${this.def.name} is resumed only while empty`);
+    this.firstSequence = nextSequence;
+  }
+
   /** Takes the committed rows with their sequence numbers, oldest first. */
   drain(): { sequence: number; row: Row }[] {
     const count = this.committedCount;

@@ -22,6 +22,11 @@ export class Table {
   /** Slot of the row id in every row array; the row's position in `rows` follows it. */
   readonly rowIdSlot: number;
   private nextRowId = 1;
+  /**
+   * A running snapshot's copy-on-write hook (engine/durability/capture.ts), or null: told before
+   * a row changes in place, so the snapshot keeps the values the row had at its barrier.
+   */
+  capture: { beforeWrite(row: Row): void } | null = null;
   /** 1 where some index covers the column: updates elsewhere skip index maintenance. */
   private readonly indexedColumns: Uint8Array;
 
@@ -90,6 +95,7 @@ export class Table {
    * pairs; values are canonical. Unique conflicts are checked against the new key first.
    */
   update(row: Row, columns: readonly number[], values: readonly Value[], undo: UndoLog): void {
+    if (this.capture !== null) this.capture.beforeWrite(row);
     const before = row.slice();
     const touched = this.indexesTouching(columns, row, values);
     if (touched.length > 0) {
@@ -106,6 +112,23 @@ export class Table {
     for (let i = 0; i < columns.length; i++) row[columns[i]] = values[i];
     for (let i = 0; i < touched.length; i++) touched[i].add(row);
     undo.push(UndoKind.update, this, row, before);
+  }
+
+  /**
+   * Adds a row restored from a snapshot with the row id it had (so ordered-index ties and later
+   * ids come out as before the restart); checks uniqueness, since a snapshot that breaks a
+   * unique index belongs to another schema. No undo: restoring happens outside transactions.
+   */
+  loadRow(values: Value[], rowId: number): void {
+    const slot = this.rowIdSlot;
+    assert(values.length === slot, 'a restored row has one value per column');
+    values[slot] = rowId;
+    values[slot + 1] = null;
+    this.checkNotNull(values);
+    this.checkUnique(values, undefined);
+    this.rows.add(values);
+    for (let i = 0; i < this.indexes.length; i++) this.indexes[i].add(values);
+    if (rowId >= this.nextRowId) this.nextRowId = rowId + 1;
   }
 
   /** Puts back a row's earlier values (rollback of an update). */
