@@ -26,7 +26,7 @@ export interface SystemProcedureInfo {
 export const systemProcedures = [
   { name: '@Ping', access: 'read', scope: 'router', summary: 'answers 0 at once; checks that the server is up and the connection works' },
   { name: '@SystemInformation', access: 'read', scope: 'router', summary: 'version, partitions, uptime and the schema (DDL) of the running database' },
-  { name: '@Statistics', access: 'read', scope: 'multi', summary: 'per procedure: calls, aborts, failures, latency p50/p99; per partition: transactions, queue depth; per table: rows and a memory estimate' },
+  { name: '@Statistics', access: 'read', scope: 'multi', summary: 'per procedure: calls, aborts, failures, latency p50/p99; per partition: transactions, queue depth; per table: rows and a memory estimate; per importer: messages/s, lag, errors' },
   { name: '@AdHoc', access: 'write', scope: 'router', summary: 'runs one SQL statement (sql, params[]): on one partition when the statement pins it, else as a multi-partition transaction' },
   { name: '@SnapshotSave', access: 'read', scope: 'multi', summary: 'takes a transaction-consistent snapshot of every partition now (needs a data directory); answers with its path, transaction id, rows and the longest pause' },
 ] as const satisfies readonly SystemProcedureInfo[];
@@ -66,10 +66,28 @@ export interface TableStatisticsRow {
   bytesEstimate: number;
 }
 
+/** One importer (importers/): what it consumed, applied and could not apply, and how far behind it is. */
+export interface ImporterStatistics {
+  importer: string;
+  type: string;
+  state: string;
+  received: number;
+  applied: number;
+  skipped: number;
+  deadLettered: number;
+  errors: number;
+  inFlight: number;
+  messagesPerSecond: number;
+  lag: number | null;
+  paused: boolean;
+}
+
 export interface Statistics {
   procedures: ProcedureStatistics[];
   partitions: PartitionQueueStatistics[];
   tables: TableStatisticsRow[];
+  /** Present when the server runs importers. */
+  importers?: ImporterStatistics[];
 }
 
 /** A result table, as @AdHoc (and client.query) returns it. */

@@ -34,6 +34,7 @@ import { Op, batchCallsMax, coordinatorSlot, errorPayload } from './messages.ts'
 import { loadProcedures, type LoadedProcedure } from './procedures.ts';
 import { TransactionContext } from './transaction.ts';
 import type { WorkerData } from './worker.ts';
+import { addExactlyOnceProcedures } from '../../importers/exactly-once.ts';
 
 /** Calls queued at one partition (sent, not yet answered) before new ones get SERVER_BUSY. */
 export const partitionQueueDepthMax = 200_000;
@@ -188,6 +189,7 @@ export class Router {
     }
     const catalog = applyDdl(options.ddl, emptyCatalog);
     const procedures = await loadProcedures(catalog, options.proceduresDir);
+    addExactlyOnceProcedures(procedures, catalog, partitions);
     const router = new Router(options, catalog, procedures);
     await router.startWorkers(options);
     return router;
@@ -254,6 +256,23 @@ export class Router {
     for (const procedure of this.procedures.values()) if (procedure.def.source.kind === 'file') files.push(procedure.source);
     return files;
   }
+
+  /** A loaded procedure (importers check their mappings against its parameters). */
+  procedure(name: string): LoadedProcedure | undefined {
+    return this.procedures.get(name);
+  }
+
+  /** Calls queued at each partition, and the depth at which SERVER_BUSY starts: importers pause before it. */
+  get queueDepths(): readonly number[] {
+    return this.queueDepth;
+  }
+
+  get queueDepthLimit(): number {
+    return this.queueDepthMax;
+  }
+
+  /** Extra sections of @Statistics (e.g. 'importers'), computed when it is called. */
+  readonly statisticsSections = new Map<string, () => unknown>();
 
   /** Submits one call; see the contract at the top of this file. */
   submit(name: string, params: readonly unknown[], sink: ResultSink, token: number): void {
@@ -768,6 +787,7 @@ export class Router {
         queueDepth: this.queueDepth[partition.partition],
       })),
       tables: [...tables.values()],
+      ...Object.fromEntries([...this.statisticsSections].map(([section, compute]) => [section, compute()])),
     };
   }
 

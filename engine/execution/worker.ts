@@ -28,6 +28,7 @@ import { createCodec } from '../server/protocol.ts';
 import { loadProcedures, type LoadedProcedure } from './procedures.ts';
 import { SinglePartitionRunner, TransactionContext } from './transaction.ts';
 import { PartitionDurability } from '../durability/partition-snapshot.ts';
+import { addExactlyOnceProcedures } from '../../importers/exactly-once.ts';
 
 export interface WorkerData {
   ddl: string;
@@ -54,7 +55,9 @@ const mpPort = data.mpPort;
 const resultsPort = data.resultsPort;
 
 const catalog: Catalog = applyDdl(data.ddl, emptyCatalog);
-const procedures: LoadedProcedure[] = [...(await loadProcedures(catalog, data.proceduresDir)).values()];
+const loaded = await loadProcedures(catalog, data.proceduresDir);
+addExactlyOnceProcedures(loaded, catalog, data.partitionCount);
+const procedures: LoadedProcedure[] = [...loaded.values()];
 const partition = new Partition(data.partition, data.partitionCount, catalog);
 const runner = new SinglePartitionRunner(partition);
 const context = new TransactionContext(runner, partition.id);
