@@ -34,6 +34,8 @@ interface Deployment {
   /** Data directory (command log, snapshots, export buffers); relative to the deployment file. */
   data?: string;
   durability?: { mode?: 'sync' | 'async' | 'off'; groupCommitMs?: number; asyncFlushMs?: number; snapshotIntervalMinutes?: number; snapshotOnShutdown?: boolean };
+  /** Kafka and MQTT importers (docs/importers.md), checked by importers/config.ts. */
+  importers?: unknown[];
 }
 
 const program = new Command();
@@ -77,6 +79,7 @@ program
       resultFrameBytesMax: deployment.limits?.resultFrameBytesMax,
       connectionCallsInFlightMax: deployment.limits?.connectionCallsInFlightMax,
       queueDepthMax: deployment.limits?.queueDepthMax,
+      importers: deployment.importers,
       logger,
     });
     if (bar && server.recovery) bar.finish(server.recovery);

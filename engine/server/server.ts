@@ -18,6 +18,7 @@ import { ErrorCode, SluiceError } from '../errors.ts';
 import { Router, type InvocationLog } from '../execution/router.ts';
 import type { RecoveryProgress, RecoverySummary } from '../durability/recovery.ts';
 import { ServerDurability, type DurabilityMode, type DurabilitySettings } from '../durability/server-durability.ts';
+import { importerSchemaDdl, parseImporterConfigs, startImporters, type RunningImporters } from '../../importers/index.ts';
 import {
   CloseCode,
   FrameKind,
@@ -66,6 +67,8 @@ export interface ServerOptions {
   durability?: Partial<DurabilitySettings>;
   /** Recovery progress (the CLI draws a bar with it); the summary is logged either way. */
   onRecoveryProgress?: (progress: RecoveryProgress) => void;
+  /** Importers (the deployment file's `importers`, importers/config.ts): started and stopped with the server. */
+  importers?: unknown[];
 }
 
 export const defaultPort = 21212;
@@ -90,7 +93,9 @@ export interface SluiceServer {
 
 /** Loads the schema and procedures, starts the partitions, and listens. */
 export async function startServer(options: ServerOptions): Promise<SluiceServer> {
-  const { ddl, folder } = await readSchema(options.schema);
+  const { ddl: schemaDdl, folder } = await readSchema(options.schema);
+  const importerConfigs = parseImporterConfigs(options.importers);
+  const ddl = schemaDdl + importerSchemaDdl(importerConfigs);
   const partitions = options.partitions ?? os.availableParallelism();
   const logger = options.logger;
   if (options.durability !== undefined && options.data === undefined) {
@@ -99,11 +104,12 @@ export async function startServer(options: ServerOptions): Promise<SluiceServer>
   const durability = options.data === undefined
     ? undefined
     : await ServerDurability.open({ dataDir: options.data, settings: { ...options.durability, mode: options.durability?.mode ?? 'sync' }, logger });
+  const proceduresDir = path.resolve(options.procedures ?? folder);
   let router: Router;
   try {
     router = await Router.open({
       ddl,
-      proceduresDir: path.resolve(options.procedures ?? folder),
+      proceduresDir,
       partitions,
       queueDepthMax: options.queueDepthMax,
       log: durability ?? options.log,
@@ -122,6 +128,14 @@ export async function startServer(options: ServerOptions): Promise<SluiceServer>
     await router.close();
     await durability?.close();
     throw error;
+  }
+  if (importerConfigs.length > 0) {
+    try {
+      server.importers = await startImporters(router, importerConfigs, { proceduresDir, logger });
+    } catch (error) {
+      await server.close();
+      throw error;
+    }
   }
   logger?.info({ url: server.url, port: server.port, partitions, procedures: router.procedureNames, dataDir: durability?.dataDir, durability: durability?.mode, transactionsReplayed: recovery?.transactionsReplayed }, `listening on ${server.url}`);
   return server;
@@ -144,6 +158,7 @@ class Server implements SluiceServer {
   private flushScheduled = false;
   private readonly flushBound = (): void => this.flush();
   private nextConnectionId = 1;
+  importers: RunningImporters | undefined;
   port = 0;
   url = '';
 
@@ -212,6 +227,8 @@ class Server implements SluiceServer {
   }
 
   async close(): Promise<void> {
+    // Importers first: their outstanding calls are answered (and acknowledged) before the router stops.
+    await this.importers?.stop();
     for (const connection of this.connections) connection.close(CloseCode.GOING_AWAY, 'server shutting down');
     await this.durability?.beforeClose();
     await this.router.close();
