@@ -17,10 +17,16 @@ import type { TargetConfig } from './target.ts';
 
 export type Environment = Readonly<Record<string, string | undefined>>;
 
+/**
+ * Settings of every target that the export pipeline reads itself (batching, backoff between
+ * redeliveries; exporters/config.ts checks them): a target accepts them without reading them.
+ */
+export const pipelineTargetSettings: readonly string[] = ['batchRowsMax', 'batchBytesMax', 'lingerMs', 'backoffMsMin', 'backoffMsMax'];
+
 export class TargetSettings {
   readonly config: TargetConfig;
   private readonly env: Environment;
-  private readonly read = new Set<string>(['name', 'type']);
+  private readonly read = new Set<string>(['name', 'type', ...pipelineTargetSettings]);
 
   constructor(config: TargetConfig, env: Environment = process.env) {
     this.config = config;
@@ -122,7 +128,7 @@ export class TargetSettings {
 
   /** Call once every setting has been read: refuses settings the target does not know. */
   rejectUnknown(): void {
-    const known = [...this.read].filter((key) => key !== 'name' && key !== 'type' && !key.endsWith('Env'));
+    const known = [...this.read].filter((key) => key !== 'name' && key !== 'type' && !key.endsWith('Env') && !pipelineTargetSettings.includes(key));
     for (const key of Object.keys(this.config)) {
       if (this.read.has(key)) continue;
       const lower = key.toLowerCase();

@@ -36,6 +36,13 @@ describe('network target factory', () => {
     await expectError(() => createNetworkTarget({ name: 'feed', type: 'kafka', brokers: 'h:1', topic: 't', key: 'region' }, { catalog }), ErrorCode.EXPORT_CONFIG, /setting 'key': names column region, which stream readings does not have/);
   });
 
+  it('accepts the settings the export pipeline reads from every target (batching, backoff)', async () => {
+    const pipelineSettings = { batchRowsMax: 500, batchBytesMax: 1 << 20, lingerMs: 5, backoffMsMin: 10, backoffMsMax: 1000 };
+    const target = createNetworkTarget({ name: 'alerts', type: 'http', url: 'http://127.0.0.1:1/x', ...pipelineSettings }, { catalog });
+    expect(target).toBeInstanceOf(HttpTarget);
+    await target.close();
+  });
+
   it('refuses a type it does not build, and a config without a name', async () => {
     await expectError(() => createNetworkTarget({ name: 'x', type: 'file' }), ErrorCode.EXPORT_CONFIG, /export target 'x' setting 'type': "file" is not a network target type \(mqtt, kafka, http\)/);
     await expectError(() => createNetworkTarget({ name: '', type: 'mqtt' }), ErrorCode.EXPORT_CONFIG, /setting 'name' is required/);
