@@ -1,0 +1,58 @@
+/**
+ * The smart-meter application end to end over the network: a real server (partition worker
+ * threads), the dimension loader through the client, the shared load generator sending a few
+ * thousand readings with injected faults over two connections, FindSilentMeters on the simulated
+ * timer, billing of the closed day, and the reconciliation.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { runLoad } from '../bench/load-generator.ts';
+import { SmartMeterWorkload } from '../bench/smart-meter-load.ts';
+import type { App } from '../procedures/smart-meter/app.ts';
+import { fileBillingTarget, type SqlCaller } from '../procedures/smart-meter/billing.ts';
+import { loadDimensions } from '../procedures/smart-meter/load.ts';
+import { ReadingSimulator, simulationStart } from '../procedures/smart-meter/readings.ts';
+import { reconcile } from '../procedures/smart-meter/reconcile.ts';
+import { client, serve } from './server-helpers.ts';
+
+const folders: string[] = [];
+afterEach(async () => {
+  while (folders.length > 0) await rm(folders.pop()!, { recursive: true, force: true });
+});
+
+describe('smart meter over the network', () => {
+  it('ingests a few thousand faulty readings and reconciles', async () => {
+    const folder = await mkdtemp(path.join(os.tmpdir(), 'sluice-smart-meter-e2e-'));
+    folders.push(folder);
+    const server = await serve({ schema: 'procedures/smart-meter/ddl.sql' });
+    const connections = [await client<App>(server), await client<App>(server)];
+    const control = connections[0];
+    const { meters, timeZone } = await loadDimensions(control, { meters: 600, seed: 21, folder });
+    const simulator = new ReadingSimulator(meters, { seed: 22, startTs: simulationStart, faults: { missing: 0.02, duplicate: 0.01, rollback: 0.004, spike: 0.004 } });
+    const billing = fileBillingTarget(path.join(folder, 'billing'));
+    const log: string[] = [];
+    const workload = new SmartMeterWorkload({ simulator, connections: 2, control, timeZone, billing, intervalsMax: 12, log: (line) => log.push(line) });
+    const result = await runLoad(workload, { clients: connections, window: 500, warmupSeconds: 0, seconds: 600, reportEverySeconds: 600, unit: 'readings', log: (line) => log.push(line) });
+    await workload.billAll();
+
+    expect(result.failed, result.firstFailure).toBe(0);
+    expect(workload.mismatches).toEqual([]);
+    expect(workload.intervalsCompleted).toBe(12);
+    expect(simulator.expected.readings).toBeGreaterThan(6000);
+    expect(result.answered).toBe(simulator.expected.readings);
+    expect(simulator.expected.injected.rollbacks).toBeGreaterThan(0);
+    expect(simulator.expected.injected.spikes).toBeGreaterThan(0);
+    expect(workload.silence.concentratorOutages).toBe(1);
+    // 23:00 local start: midnight after 4 intervals, billed once the clock is 30 minutes past.
+    expect(workload.billedDays).toEqual(['2026-03-28']);
+    expect(log.some((line) => line.startsWith('billed 2026-03-28'))).toBe(true);
+
+    const check = await reconcile(control as unknown as SqlCaller, { expected: simulator.expected, codes: workload.codes, billedKwh: await billing.billedKwh() });
+    expect(check.problems).toEqual([]);
+    expect(check.billedKwh).toBeGreaterThan(0);
+    expect(check.keptKwh).toBeGreaterThan(0);
+    expect(check.alerts).toMatchObject({ concentrator_outage: 1, spike: simulator.expected.injected.spikes, tamper_or_rollover: simulator.expected.injected.rollbacks });
+  });
+});
