@@ -45,6 +45,8 @@ export interface LoadOptions {
   /** What a call is called in the progress line ("votes", "readings"). */
   unit: string;
   log?: (line: string) => void;
+  /** Ends the run early (Ctrl-C in the demo): the workload is asked to stop as after `seconds`. */
+  signal?: AbortSignal;
 }
 
 export interface LoadResult {
@@ -132,18 +134,19 @@ export async function runLoad(workload: Workload, options: LoadOptions): Promise
   };
 
   const done = new Promise<void>((resolve) => (drained = resolve));
+  const ended = options.signal === undefined ? done : Promise.race([done, aborted(options.signal)]);
   workload.start?.(pump);
   const rateTimer = options.rate === undefined ? undefined : setInterval(pump, rateTickMs);
   pump();
 
   // A workload may finish on its own (a fixed number of intervals) before the time is up.
-  await sleepUnless(options.warmupSeconds * 1000, done);
+  await sleepUnless(options.warmupSeconds * 1000, ended);
   measuring = !finished;
   intervalCalls = 0;
   intervalFailed = 0;
   const measureStart = performance.now();
   let lastReport = measureStart;
-  const reporter = setInterval(() => {
+  const report = (): void => {
     const now = performance.now();
     const perSecond = intervalCalls / ((now - lastReport) / 1000);
     const extra = workload.progress?.() ?? '';
@@ -151,8 +154,10 @@ export async function runLoad(workload: Workload, options: LoadOptions): Promise
     intervalCalls = 0;
     intervalFailed = 0;
     lastReport = now;
-  }, options.reportEverySeconds * 1000);
-  await sleepUnless(options.seconds * 1000, done);
+  };
+  // Without a finite period, no progress lines (the demo prints its own).
+  const reporter = Number.isFinite(options.reportEverySeconds) ? setInterval(report, options.reportEverySeconds * 1000) : undefined;
+  await sleepUnless(options.seconds * 1000, ended);
   measuring = false;
   const elapsedSeconds = (performance.now() - measureStart) / 1000;
   clearInterval(reporter);
@@ -178,11 +183,16 @@ export function machineDescription(): string {
   return `${os.cpus()[0]?.model.trim() ?? 'unknown CPU'}, ${os.cpus().length} cores, Node ${process.version}, load ${os.loadavg()[0].toFixed(2)}`;
 }
 
-/** Waits `ms`, or less if `early` settles first; leaves no timer behind either way. */
+/** Waits `ms` (forever when not finite), or less if `early` settles first; leaves no timer behind. */
 async function sleepUnless(ms: number, early: Promise<void>): Promise<void> {
+  if (!Number.isFinite(ms)) return early;
   let timer: NodeJS.Timeout | undefined;
   await Promise.race([new Promise<void>((resolve) => (timer = setTimeout(resolve, ms))), early]);
   clearTimeout(timer);
+}
+
+function aborted(signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => (signal.aborted ? resolve() : signal.addEventListener('abort', () => resolve(), { once: true })));
 }
 
 export function sleep(ms: number): Promise<void> {

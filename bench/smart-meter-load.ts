@@ -57,6 +57,7 @@ export class SmartMeterWorkload implements Workload {
   private current: IntervalProgress | undefined;
   private readonly inFlight = new Map<number, IntervalProgress>();
   private wake: () => void = () => {};
+  private wakeScheduled = false;
   /** Side work (checks, billing) runs one at a time, in interval order of completion. */
   private chain: Promise<void> = Promise.resolve();
   private sideError: Error | undefined;
@@ -76,9 +77,12 @@ export class SmartMeterWorkload implements Workload {
   next(stoppingNow: boolean): LoadCall | undefined | null {
     if (this.position >= this.readings.length) {
       const stopping = stoppingNow || this.simulator.interval >= (this.options.intervalsMax ?? Number.POSITIVE_INFINITY);
-      if (this.current) this.current.issuedAll = true;
-      if (this.current && this.current.pending === 0) this.complete(this.current);
+      const finishedIssuing = this.current;
       this.current = undefined;
+      if (finishedIssuing) {
+        finishedIssuing.issuedAll = true;
+        if (finishedIssuing.pending === 0) this.complete(finishedIssuing);
+      }
       // Stopping ends at an interval boundary: once every generated interval is answered.
       if (stopping) return this.inFlight.size === 0 ? null : undefined;
       if (this.inFlight.size >= intervalsAheadMax) return undefined;
@@ -165,7 +169,14 @@ export class SmartMeterWorkload implements Workload {
         this.sideError = error as Error;
       }
     });
-    this.wake();
+    // Not from inside next(): the generator's pump would re-enter it mid-interval.
+    if (!this.wakeScheduled) {
+      this.wakeScheduled = true;
+      setImmediate(() => {
+        this.wakeScheduled = false;
+        this.wake();
+      });
+    }
   }
 
   private async billIfDayClosed(): Promise<void> {

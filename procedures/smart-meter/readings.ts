@@ -26,6 +26,9 @@ export interface FaultRates {
 }
 
 export const workloadFaultRates: FaultRates = { missing: 0.005, duplicate: 0.001, rollback: 0.0001, spike: 0.0005 };
+/** 23:00 in Amsterdam on the eve of the spring DST change: a run soon crosses midnight (and bills) and 02:00. */
+export const simulationStart = Date.parse('2026-03-28T22:00:00Z');
+
 export const noFaults: FaultRates = { missing: 0, duplicate: 0, rollback: 0, spike: 0 };
 
 export interface DarkConcentrator {

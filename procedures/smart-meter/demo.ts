@@ -1,0 +1,178 @@
+/**
+ * The one-command demo (`npm start`): a Sluice server with the smart-meter application on
+ * embedded defaults, its dimension data generated and loaded, and the built-in reading generator
+ * (with the workload's faults) driving it in this process — then a status line every few seconds:
+ * readings/s, answers, alerts, billed days, and where to look. Ctrl-C finishes the simulated
+ * interval, reconciles, and stops cleanly.
+ *
+ *   npm start [-- --meters 100000 --rate 20000 --partitions 2 --port 21212 --data ./data]
+ *
+ * Data goes under ./data: the dimension CSV files, the billing files (export/billing/dt=…/) and
+ * the server's JSON log (sluice.log).
+ */
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { pino } from 'pino';
+import { runLoad } from '../../bench/load-generator.ts';
+import { SmartMeterWorkload } from '../../bench/smart-meter-load.ts';
+import { connect, type Client } from '../../client/index.ts';
+import { startServer, type SluiceServer } from '../../engine/server/server.ts';
+import type { App } from './app.ts';
+import { fileBillingTarget, postgresBillingTarget, type BillingTarget, type SqlCaller } from './billing.ts';
+import { defaultTimeZone, ingestAccepted, ingestAcceptedWithAlert } from './codes.ts';
+import { defaultSeed } from './dimensions.ts';
+import { loadDimensions } from './load.ts';
+import { ReadingSimulator, simulationStart } from './readings.ts';
+import { reconcile } from './reconcile.ts';
+
+const demoDefaults = { meters: 100_000, rate: 20_000, port: 21212, reportEverySeconds: 2, window: 2000, connections: 2 };
+
+function fail(message: string): never {
+  console.error(`error: ${message}`);
+  process.exit(2);
+}
+
+function positive(name: string, text: string | undefined, fallback: number, integer = true): number {
+  if (text === undefined) return fallback;
+  const value = Number(text);
+  if (!Number.isFinite(value) || value < 0 || (integer && !Number.isInteger(value))) fail(`--${name} must be a ${integer ? 'whole ' : ''}number ≥ 0, got '${text}'`);
+  return value;
+}
+
+let parsed;
+try {
+  parsed = parseArgs({
+    options: {
+      meters: { type: 'string' },
+      rate: { type: 'string' },
+      partitions: { type: 'string' },
+      port: { type: 'string' },
+      data: { type: 'string', default: 'data' },
+      seconds: { type: 'string' },
+      'report-every': { type: 'string' },
+      'time-zone': { type: 'string', default: defaultTimeZone },
+      'billing-postgres': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+} catch (error) {
+  fail(`${(error as Error).message} (npm start -- --help lists the options)`);
+}
+const options = parsed.values;
+if (options.help) {
+  console.log(`npm start [-- options]
+  --meters N           simulated meters (default ${demoDefaults.meters.toLocaleString('en-US')})
+  --rate N             readings per second offered; 0 = as fast as the server accepts (default ${demoDefaults.rate.toLocaleString('en-US')})
+  --partitions N       partition worker threads (default: one per core)
+  --port N             client port (default ${demoDefaults.port}; 0 picks a free one)
+  --data DIR           where data, exports and the log go (default ./data)
+  --seconds N          stop by itself after N seconds (default: run until Ctrl-C)
+  --report-every S     seconds between status lines (default ${demoDefaults.reportEverySeconds})
+  --time-zone ZONE     days and peak hours are counted in this zone (default ${defaultTimeZone})
+  --billing-postgres URL  bill closed days into PostgreSQL table billing_daily instead of files`);
+  process.exit(0);
+}
+const meterCount = positive('meters', options.meters, demoDefaults.meters);
+if (meterCount < 1) fail('--meters must be at least 1');
+const rate = positive('rate', options.rate, demoDefaults.rate);
+const port = positive('port', options.port, demoDefaults.port);
+const partitions = options.partitions === undefined ? undefined : positive('partitions', options.partitions, 0);
+const seconds = options.seconds === undefined ? Number.POSITIVE_INFINITY : positive('seconds', options.seconds, 0, false);
+const reportEverySeconds = positive('report-every', options['report-every'], demoDefaults.reportEverySeconds, false) || demoDefaults.reportEverySeconds;
+const dataFolder = path.resolve(options.data);
+const exportFolder = path.join(dataFolder, 'export');
+const logFile = path.join(dataFolder, 'sluice.log');
+/** Paths under the working folder as the user typed them; others in full. */
+const relative = (file: string) => {
+  const shown = path.relative(process.cwd(), file);
+  return shown === '' ? '.' : shown.startsWith('..') ? file : shown;
+};
+
+await mkdir(exportFolder, { recursive: true });
+const logger = pino({ level: 'info', base: { service: 'sluice' } }, pino.destination({ dest: logFile, sync: false, mkdir: true }));
+const stop = new AbortController();
+let interrupted = false;
+const onSignal = (signal: string) => {
+  if (interrupted) {
+    console.log(`\n${signal} again: stopping at once`);
+    process.exit(130);
+  }
+  interrupted = true;
+  console.log(`\n${signal}: finishing the simulated interval, then stopping (again to stop at once)`);
+  stop.abort();
+};
+process.on('SIGINT', () => onSignal('SIGINT'));
+process.on('SIGTERM', () => onSignal('SIGTERM'));
+
+let server: SluiceServer | undefined;
+const clients: Client<App>[] = [];
+let billing: BillingTarget | undefined;
+let exitCode = 0;
+try {
+  try {
+    server = await startServer({ schema: path.join(import.meta.dirname, 'ddl.sql'), partitions, port, host: '127.0.0.1', logger });
+  } catch (error) {
+    const message = (error as Error).message;
+    fail(/EADDRINUSE/.test(message) ? `port ${port} is in use (another Sluice?); pick another with --port N, or --port 0 for any free one` : message);
+  }
+  for (let i = 0; i < demoDefaults.connections; i++) clients.push(await connect<App>(server.url, { callsInFlightMax: demoDefaults.window, timeoutMs: 120_000 }));
+  const control = clients[0];
+  console.log('Sluice smart-meter demo');
+  console.log(`  server     ${server.url} (${control.partitions} partitions), log ${relative(logFile)}`);
+
+  const loadStart = performance.now();
+  const dimensions = await loadDimensions(control, { meters: meterCount, seed: defaultSeed, timeZone: options['time-zone'], folder: path.join(dataFolder, 'dimensions') });
+  console.log(`  meters     ${meterCount.toLocaleString('en-US')} from ${relative(dimensions.metersFile)}, tariffs from ${relative(dimensions.tariffsFile)} (${((performance.now() - loadStart) / 1000).toFixed(1)} s), days in ${dimensions.timeZone}`);
+  billing = options['billing-postgres'] ? await postgresBillingTarget(options['billing-postgres']) : fileBillingTarget(path.join(exportFolder, 'billing'));
+  console.log(`  billing    ${relative(billing.description)}${options['billing-postgres'] ? '' : '/dt=YYYY-MM-DD/billing.csv'} (closed days, billed 30 simulated minutes after midnight)`);
+  console.log(`  readings   ${rate > 0 ? `${rate.toLocaleString('en-US')}/s` : 'as fast as the server accepts'}, 15-minute intervals from ${new Date(simulationStart).toISOString()}, with missing, duplicate, rolled-back and spiking readings and one concentrator going dark`);
+  console.log(`  look       npm run sluice -- sql --url ${server.url} -c "SELECT region, SUM(kwh) AS kwh FROM region_load GROUP BY region ORDER BY region"`);
+  console.log('  Ctrl-C stops.');
+
+  const simulator = new ReadingSimulator(dimensions.meters, { seed: defaultSeed + 1, startTs: simulationStart });
+  const workload = new SmartMeterWorkload({ simulator, connections: clients.length, control, timeZone: dimensions.timeZone, billing, log: (line) => console.log(`  ${line}`) });
+  const started = performance.now();
+  let lastAnswered = 0;
+  let lastTime = started;
+  const answeredSoFar = () => Object.values(workload.codes).reduce((sum, n) => sum + n, 0) + workload.failed;
+  const status = async () => {
+    const alerts = await control.queryRows('SELECT kind, SUM(alerts) AS n FROM alert_counts GROUP BY kind ORDER BY kind').catch(() => []);
+    const now = performance.now();
+    const answered = answeredSoFar();
+    const perSecond = (answered - lastAnswered) / ((now - lastTime) / 1000);
+    lastAnswered = answered;
+    lastTime = now;
+    const alertText = alerts.length === 0 ? 'none' : alerts.map((row) => `${row.kind} ${row.n}`).join(', ');
+    const accepted = workload.codes[ingestAccepted] + workload.codes[ingestAcceptedWithAlert];
+    console.log(`[${((now - started) / 1000).toFixed(0).padStart(4)}s] ${Math.round(perSecond).toLocaleString('en-US').padStart(8)} readings/s | ${workload.progress()} | accepted ${accepted.toLocaleString('en-US')} of ${answered.toLocaleString('en-US')} | alerts: ${alertText} | billed days: ${workload.billedDays.length}`);
+  };
+  const reporter = setInterval(() => void status(), reportEverySeconds * 1000);
+  const result = await runLoad(workload, {
+    clients,
+    window: demoDefaults.window,
+    warmupSeconds: 0,
+    seconds,
+    rate: rate > 0 ? rate : undefined,
+    reportEverySeconds: Number.POSITIVE_INFINITY,
+    unit: 'readings',
+    signal: stop.signal,
+  });
+  clearInterval(reporter);
+  await workload.billAll();
+  const check = await reconcile(control as unknown as SqlCaller, { expected: simulator.expected, codes: workload.codes, billedKwh: await billing.billedKwh() });
+  if (workload.mismatchCount > 0) check.problems.push(`${workload.mismatchCount} readings answered other than predicted (first: ${workload.mismatches[0]})`);
+  if (result.failed > 0) check.problems.push(`${result.failed} calls failed (first: ${result.firstFailure})`);
+  console.log(`stopped after ${result.answered.toLocaleString('en-US')} readings (${workload.intervalsCompleted} simulated intervals, ${result.perSecond.toLocaleString('en-US')} readings/s, p99 ${result.latencyMs.p99} ms)`);
+  console.log(`reconciliation: exported ${check.exportedKwh.toFixed(3)} kWh = meter_state ${check.keptKwh.toFixed(3)} + billed ${check.billedKwh.toFixed(3)} kWh → ${check.problems.length === 0 ? 'ok' : `FAILED: ${check.problems.join('; ')}`}`);
+  if (check.problems.length > 0) exitCode = 1;
+} catch (error) {
+  console.error(`error: ${(error as Error).message}`);
+  exitCode = 1;
+} finally {
+  for (const client of clients) await client.close().catch(() => {});
+  await billing?.close().catch(() => {});
+  await server?.close();
+  logger.flush();
+}
+process.exit(exitCode);

@@ -1,0 +1,69 @@
+/**
+ * The one-command demo (`npm start`, procedures/smart-meter/demo.ts) as a user runs it: started
+ * as its own process with small settings, it prints where to look and status lines with live
+ * numbers; SIGINT makes it finish the simulated interval, reconcile and exit 0. Bad options get
+ * a one-line error.
+ */
+import { spawn } from 'node:child_process';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+
+const folders: string[] = [];
+afterEach(async () => {
+  while (folders.length > 0) await rm(folders.pop()!, { recursive: true, force: true });
+});
+
+interface Finished {
+  code: number | null;
+  output: string;
+}
+
+/** Runs the demo; `until` decides from the output so far when to send SIGINT. */
+function runDemo(args: string[], until?: (output: string) => boolean): Promise<Finished> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, ['procedures/smart-meter/demo.ts', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    let interrupted = false;
+    const collect = (chunk: Buffer) => {
+      output += chunk.toString();
+      if (until && !interrupted && until(output)) {
+        interrupted = true;
+        child.kill('SIGINT');
+      }
+    };
+    child.stdout.on('data', collect);
+    child.stderr.on('data', collect);
+    child.on('exit', (code) => resolve({ code, output }));
+  });
+}
+
+describe('npm start (the demo)', () => {
+  it('prints live numbers, then stops cleanly on SIGINT with the reconciliation ok', async () => {
+    const data = await mkdtemp(path.join(os.tmpdir(), 'sluice-demo-'));
+    folders.push(data);
+    // Two status lines that counted readings, then Ctrl-C.
+    const statusWithReadings = /\]\s+[\d,]+ readings\/s \| simulated .* \| accepted [1-9][\d,]* of/g;
+    const { code, output } = await runDemo(['--meters', '400', '--rate', '2000', '--port', '0', '--data', data, '--report-every', '0.5'], (text) => (text.match(statusWithReadings)?.length ?? 0) >= 2);
+    expect(output).toContain('Sluice smart-meter demo');
+    expect(output).toMatch(/server\s+ws:\/\/127\.0\.0\.1:\d+ \(\d+ partitions\)/);
+    expect(output).toMatch(/meters\s+400 from /);
+    expect(output).toContain('SIGINT: finishing the simulated interval');
+    expect(output).toMatch(/stopped after [\d,]+ readings/);
+    expect(output).toMatch(/reconciliation: exported .* → ok/);
+    expect(code, output).toBe(0);
+    expect(await readdir(path.join(data, 'dimensions'))).toEqual(['meters.csv', 'tariffs.csv']);
+    expect(await readdir(data)).toContain('sluice.log');
+  });
+
+  it('refuses a bad option with a one-line error', async () => {
+    const bad = await runDemo(['--meters', 'many']);
+    expect(bad.code).toBe(2);
+    expect(bad.output.trim()).toBe("error: --meters must be a whole number ≥ 0, got 'many'");
+    const unknown = await runDemo(['--colour', 'blue']);
+    expect(unknown.code).toBe(2);
+    expect(unknown.output.trim().split('\n')).toHaveLength(1);
+    expect(unknown.output).toMatch(/^error: .*--colour/);
+  });
+});
