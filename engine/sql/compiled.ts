@@ -187,19 +187,21 @@ function compileInsert(plan: InsertPlan): ObjectExecutor {
     return coerceValue(value, column.type, { label: `column ${table.name}.${column.name}` });
   };
   const lines: string[] = [];
-  // Two spare slots: the row id and row position the table adds, so the array never regrows.
-  lines.push(`const values = new Array(${columns.length + 2});`);
+  const entries: string[] = [];
   for (let i = 0; i < columns.length; i++) {
     const bound = bounds[i];
     if (bound === undefined) {
-      lines.push(`values[${i}] = defaults[${i}];`);
+      entries.push(`defaults[${i}]`);
       continue;
     }
     lines.push(`const v${i} = ${expressionCode(bound, closures, undefined)};`);
     const canonical = canonicalCode(`v${i}`, types[i]) ?? `isCanonical(v${i}, types[${i}])`;
-    // A parameter read past the end is undefined; coerceValue turns it into NULL as insertValues does.
-    lines.push(`values[${i}] = v${i} === null || ${canonical} ? v${i} : coerce(v${i}, ${i});`);
+    lines.push(`const c${i} = v${i} === null || ${canonical} ? v${i} : coerce(v${i}, ${i});`);
+    entries.push(`c${i}`);
   }
+  // One array literal, with the two slots the table fills (row id, position): a stored row is
+  // allocated whole, in its final shape, and never regrows.
+  lines.push(`const values = [${entries.join(', ')}, 0, null];`);
   lines.push('storage.insert(table, values);');
   lines.push('return [{ modified_tuples: 1 }];');
   const factory = new Function('closures', 'frame', 'defaults', 'types', 'table', 'isCanonical', 'coerce', `"use strict"; return function insertOne(storage, params) {\n${lines.join('\n')}\n};`);

@@ -199,15 +199,15 @@ export function checkParameterCount(statement: PlannedStatement, params: readonl
 /** Parameters in canonical form: bigint within the exact range to number, Date to ms. */
 export function normalizeParams(params: readonly unknown[]): Value[] {
   // Most calls pass canonical values already: check, and reuse the array instead of copying.
-  let canonical = true;
   for (let i = 0; i < params.length; i++) {
-    const type = typeof params[i];
-    if (type !== 'number' && type !== 'string' && type !== 'boolean' && params[i] !== null) {
-      canonical = false;
-      break;
-    }
+    const value = params[i];
+    if (typeof value === 'number' || typeof value === 'string' || typeof value === 'boolean' || value === null) continue;
+    return normalizedCopy(params);
   }
-  if (canonical) return params as Value[];
+  return params as Value[];
+}
+
+function normalizedCopy(params: readonly unknown[]): Value[] {
   const values = new Array<Value>(params.length);
   for (let i = 0; i < params.length; i++) values[i] = normalizeParam(params[i], i);
   return values;

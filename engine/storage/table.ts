@@ -96,19 +96,26 @@ export class Table {
    */
   update(row: Row, columns: readonly number[], values: readonly Value[], undo: UndoLog): void {
     if (this.capture !== null) this.capture.beforeWrite(row);
-    const before = row.slice();
     const touched = this.indexesTouching(columns, row, values);
-    if (touched.length > 0) {
-      const candidate = row.slice();
-      for (let i = 0; i < columns.length; i++) candidate[columns[i]] = values[i];
-      this.checkNotNull(candidate);
-      this.checkUnique(candidate, row, touched);
-      for (let i = 0; i < touched.length; i++) touched[i].remove(row);
-    } else {
+    if (touched.length === 0) {
+      // No index sees the change (a view's counters, most business columns): undo needs only
+      // the old values, not a copy of the row.
       for (let i = 0; i < columns.length; i++) {
         if (values[i] === null && !this.def.columns[columns[i]].nullable) this.notNull(columns[i]);
       }
+      for (let i = 0; i < columns.length; i++) {
+        const column = columns[i];
+        undo.pushSet(this, row, column, row[column]);
+        row[column] = values[i];
+      }
+      return;
     }
+    const before = row.slice();
+    const candidate = row.slice();
+    for (let i = 0; i < columns.length; i++) candidate[columns[i]] = values[i];
+    this.checkNotNull(candidate);
+    this.checkUnique(candidate, row, touched);
+    for (let i = 0; i < touched.length; i++) touched[i].remove(row);
     for (let i = 0; i < columns.length; i++) row[columns[i]] = values[i];
     for (let i = 0; i < touched.length; i++) touched[i].add(row);
     undo.push(UndoKind.update, this, row, before);

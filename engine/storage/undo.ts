@@ -4,10 +4,11 @@
  * allocates nothing. Stream appends are undone by the stream buffer itself (engine/storage/stream.ts).
  */
 import { assert } from '../assert.ts';
-import type { Row } from '../types.ts';
+import type { Row, Value } from '../types.ts';
 import type { Table } from './table.ts';
 
-export const UndoKind = { insert: 0, delete: 1, update: 2 } as const;
+/** `set` puts back one column value (an update that touched no index: no row copy needed). */
+export const UndoKind = { insert: 0, delete: 1, update: 2, set: 3 } as const;
 export type UndoKind = (typeof UndoKind)[keyof typeof UndoKind];
 
 interface UndoRecord {
@@ -15,6 +16,9 @@ interface UndoRecord {
   table: Table;
   row: Row;
   before: Row | undefined;
+  /** For `set`: the column and its value before the write. */
+  column: number;
+  value: Value;
 }
 
 export class UndoLog {
@@ -33,7 +37,23 @@ export class UndoLog {
       slot.row = row;
       slot.before = before;
     } else {
-      this.records.push({ kind, table, row, before });
+      this.records.push({ kind, table, row, before, column: -1, value: null });
+    }
+    this.length++;
+  }
+
+  /** Records the value `row[column]` has before an in-place write that no index sees. */
+  pushSet(table: Table, row: Row, column: number, value: Value): void {
+    const slot = this.records[this.length];
+    if (slot) {
+      slot.kind = UndoKind.set;
+      slot.table = table;
+      slot.row = row;
+      slot.before = undefined;
+      slot.column = column;
+      slot.value = value;
+    } else {
+      this.records.push({ kind: UndoKind.set, table, row, before: undefined, column, value });
     }
     this.length++;
   }
@@ -52,17 +72,23 @@ export class UndoLog {
         case UndoKind.update:
           record.table.restore(record.row, record.before!);
           break;
+        case UndoKind.set:
+          record.row[record.column] = record.value;
+          break;
       }
       record.row = undefined as unknown as Row;
       record.before = undefined;
+      record.value = null;
     }
     this.length = mark;
   }
 
   release(): void {
     for (let i = 0; i < this.length; i++) {
-      this.records[i].row = undefined as unknown as Row;
-      this.records[i].before = undefined;
+      const record = this.records[i];
+      record.row = undefined as unknown as Row;
+      record.before = undefined;
+      record.value = null;
     }
     this.length = 0;
   }

@@ -12,7 +12,7 @@
  * of maximums) to get the totals.
  */
 import { assert } from '../assert.ts';
-import type { TableDef, ViewAggregate } from '../catalog/schema.ts';
+import type { TableDef, ViewAggregate, ViewDef } from '../catalog/schema.ts';
 import { ErrorCode, SluiceError } from '../errors.ts';
 import { compareValues, roundDecimal, type Row, type Value } from '../types.ts';
 import type { HashIndex, RowIndex } from '../storage/indexes.ts';
@@ -33,6 +33,14 @@ export class ViewMaintainer {
   private readonly decimalScale: (number | undefined)[];
   /** Only changes to these source columns affect the view. */
   readonly sourceColumns: ReadonlySet<number>;
+  /** Every aggregate is the group's COUNT(*): an existing group only has its count changed. */
+  private readonly countOnly: boolean;
+  /** The one group column when there is one and a unique hash index finds groups by it. */
+  private readonly singleGroupHash: HashIndex | undefined;
+  /** Whether the key of the last findGroup had a NULL (such groups are found by scan). */
+  private keyHadNull = false;
+  /** The row of a new group for a source row, as one array literal (see newGroupRowFactory). */
+  private readonly newGroupRow: (sourceRow: Row) => Value[];
 
   /** `source` is undefined for views over streams (rows are not kept, so never deleted). */
   constructor(view: Table, source: Table | undefined) {
@@ -54,6 +62,10 @@ export class ViewMaintainer {
     this.values = new Array(this.columns.length);
     this.decimalScale = view.def.columns.map((column) => (column.type.name === 'DECIMAL' ? column.type.scale : undefined));
     this.sourceColumns = new Set([...def.groupBy, ...def.aggregates.flatMap((aggregate) => (aggregate.sourceColumn === undefined ? [] : [aggregate.sourceColumn]))]);
+    this.countOnly = def.aggregates.every((aggregate) => aggregate.sourceColumn === undefined && aggregate.viewColumn === def.countColumn);
+    this.newGroupRow = newGroupRowFactory(def, view.def.columns.length);
+    assert(!this.countOnly || (this.columns.length === 1 && this.columns[0] === def.countColumn), 'a count-only view updates its count column alone');
+    this.singleGroupHash = def.groupBy.length === 1 && this.groupIndex?.def.kind === 'hash' ? (this.groupIndex as HashIndex) : undefined;
   }
 
   /** True when setting `columns` of `row` to `values` changes a column this view reads. */
@@ -63,12 +75,18 @@ export class ViewMaintainer {
   }
 
   private findGroup(sourceRow: Row): Row | undefined {
+    this.keyHadNull = false;
     if (!this.groupIndex) {
       for (const row of this.view.rows) return row;
       return undefined;
     }
+    if (this.singleGroupHash !== undefined) {
+      const value = sourceRow[this.groupBy[0]];
+      if (value !== null) return this.singleGroupHash.getOne(value);
+    }
     for (let i = 0; i < this.groupBy.length; i++) this.keyValues[i] = sourceRow[this.groupBy[i]];
-    if (this.groupIndex.def.kind === 'hash' && !this.keyValues.includes(null)) return (this.groupIndex as HashIndex).getUnique(this.keyValues);
+    this.keyHadNull = this.keyValues.includes(null);
+    if (this.groupIndex.def.kind === 'hash' && !this.keyHadNull) return (this.groupIndex as HashIndex).getUnique(this.keyValues);
     let found: Row | undefined;
     this.groupIndex.forEachEqual(this.keyValues, (row) => {
       found = row;
@@ -84,20 +102,14 @@ export class ViewMaintainer {
   onInsert(sourceRow: Row, undo: UndoLog): void {
     const row = this.findGroup(sourceRow);
     if (row === undefined) {
-      const values: Value[] = new Array(this.view.def.columns.length + 2).fill(null);
-      for (let i = 0; i < this.groupBy.length; i++) values[i] = sourceRow[this.groupBy[i]];
-      values[this.countColumn] = 1;
-      for (const aggregate of this.aggregates) {
-        if (aggregate.sourceColumn === undefined) {
-          values[aggregate.viewColumn] = 1;
-          continue;
-        }
-        const value = sourceRow[aggregate.sourceColumn];
-        values[aggregate.viewColumn] = aggregate.fn === 'COUNT' ? (value === null ? 0 : 1) : value;
-        if (aggregate.nonNullColumn !== undefined) values[aggregate.nonNullColumn] = value === null ? 0 : 1;
-      }
       // findGroup just found no row with this key: the group index cannot conflict.
-      this.view.insert(this.view.newRow(values), undo, this.groupIndex !== undefined && !this.keyValues.includes(null));
+      this.view.insert(this.view.newRow(this.newGroupRow(sourceRow)), undo, this.groupIndex !== undefined && !this.keyHadNull);
+      return;
+    }
+    if (this.countOnly) {
+      // this.columns is [countColumn]: the group's count is the one value that changes.
+      this.values[0] = (row[this.countColumn] as number) + 1;
+      this.view.update(row, this.columns, this.values, undo);
       return;
     }
     for (let i = 0; i < this.columns.length; i++) this.values[i] = row[this.columns[i]];
@@ -235,6 +247,28 @@ export class ViewMaintainer {
       }
     }
   }
+}
+
+/**
+ * Compiles the first row of a group: group values, a count of 1, and each aggregate over the one
+ * source row (COUNT of a value: 1 unless NULL; SUM, MIN, MAX: the value), followed by the row id
+ * and position slots the table fills. One array literal per row: the rows of a view live as long
+ * as their group, and V8 allocates a literal whole, already in its final shape.
+ */
+function newGroupRowFactory(def: ViewDef, columnCount: number): (sourceRow: Row) => Value[] {
+  const entries: string[] = new Array<string>(columnCount).fill('null');
+  def.groupBy.forEach((sourceColumn, i) => (entries[i] = `s[${sourceColumn}]`));
+  entries[def.countColumn] = '1';
+  for (const aggregate of def.aggregates) {
+    const source = aggregate.sourceColumn;
+    if (source === undefined) {
+      entries[aggregate.viewColumn] = '1';
+      continue;
+    }
+    entries[aggregate.viewColumn] = aggregate.fn === 'COUNT' ? `(s[${source}] === null ? 0 : 1)` : `s[${source}]`;
+    if (aggregate.nonNullColumn !== undefined) entries[aggregate.nonNullColumn] = `(s[${source}] === null ? 0 : 1)`;
+  }
+  return new Function('s', `"use strict"; return [${entries.join(', ')}, 0, null];`) as (sourceRow: Row) => Value[];
 }
 
 /** An aggregate computed from scratch over a group's source rows (for verify). */
