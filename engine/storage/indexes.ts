@@ -8,6 +8,7 @@ import BTreeModule from 'sorted-btree';
 import type { IndexDef } from '../catalog/schema.ts';
 import type { Row, Value } from '../types.ts';
 import { compareOrderedKeys, encodeComposite, encodePart, keyHigh, type HashKey, type OrderedKey } from './index-key.ts';
+import { NumberMap, type UniqueRows } from './number-map.ts';
 
 // sorted-btree is CommonJS: Node's ESM loader puts the class on `.default`, Vite's interop does not.
 const BTree: typeof BTreeModule.default = (BTreeModule as unknown as { default?: typeof BTreeModule.default }).default ?? (BTreeModule as unknown as typeof BTreeModule.default);
@@ -31,7 +32,7 @@ function hasNull(row: Row, columns: readonly number[]): boolean {
 
 export class HashIndex implements RowIndex {
   readonly def: IndexDef;
-  private readonly unique: Map<HashKey, Row> | undefined;
+  private readonly unique: UniqueRows | undefined;
   private readonly buckets: Map<HashKey, Set<Row>> | undefined;
   private readonly single: number;
   private readonly columns: readonly number[];
@@ -39,12 +40,13 @@ export class HashIndex implements RowIndex {
   private memoKey: HashKey | undefined;
   private memoRow: Row | undefined;
 
-  constructor(def: IndexDef) {
+  /** `numberKeys`: the index has one column whose values are numbers (a NumberMap then holds a unique index). */
+  constructor(def: IndexDef, numberKeys = false) {
     this.def = def;
     this.columns = def.columns;
     this.single = def.columns.length === 1 ? def.columns[0] : -1;
     this.keyValues = new Array(def.columns.length);
-    if (def.unique) this.unique = new Map();
+    if (def.unique) this.unique = numberKeys && this.single >= 0 ? new NumberMap() : new Map<HashKey, Row>();
     else this.buckets = new Map();
   }
 

@@ -7,7 +7,7 @@
 import { assert } from '../assert.ts';
 import type { IndexDef, TableDef } from '../catalog/schema.ts';
 import { ErrorCode, SluiceError } from '../errors.ts';
-import { describeValue, type Row, type Value } from '../types.ts';
+import { describeValue, type Row, type TypeName, type Value } from '../types.ts';
 import { HashIndex, OrderedIndex, type RowIndex } from './indexes.ts';
 import { RowSet } from './row-set.ts';
 import { UndoKind, type UndoLog } from './undo.ts';
@@ -34,7 +34,7 @@ export class Table {
     this.def = def;
     this.rowIdSlot = def.columns.length;
     this.rows = new RowSet(this.rowIdSlot + 1);
-    this.indexes = def.indexes.map((index) => createIndex(index, this.rowIdSlot));
+    this.indexes = def.indexes.map((index) => createIndex(index, this.rowIdSlot, def));
     this.indexesByName = new Map(this.indexes.map((index) => [index.def.name, index]));
     this.indexedColumns = new Uint8Array(def.columns.length);
     for (const index of def.indexes) for (const column of index.columns) this.indexedColumns[column] = 1;
@@ -226,6 +226,11 @@ export class Table {
   }
 }
 
-function createIndex(def: IndexDef, rowIdSlot: number): RowIndex {
-  return def.kind === 'hash' ? new HashIndex(def) : new OrderedIndex(def, rowIdSlot);
+function createIndex(def: IndexDef, rowIdSlot: number, table: TableDef): RowIndex {
+  if (def.kind !== 'hash') return new OrderedIndex(def, rowIdSlot);
+  const numberKeys = def.columns.length === 1 && numberTypes.has(table.columns[def.columns[0]].type.name);
+  return new HashIndex(def, numberKeys);
 }
+
+/** Column types whose canonical values are always numbers (engine/types.ts). */
+const numberTypes: ReadonlySet<TypeName> = new Set<TypeName>(['TINYINT', 'SMALLINT', 'INTEGER', 'BIGINT', 'FLOAT', 'DECIMAL', 'TIMESTAMP']);
