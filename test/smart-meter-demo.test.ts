@@ -54,7 +54,8 @@ describe('npm start (the demo)', () => {
     expect(output).toMatch(/reconciliation: exported .* → ok/);
     expect(code, output).toBe(0);
     expect(await readdir(path.join(data, 'dimensions'))).toEqual(['meters.csv', 'tariffs.csv']);
-    expect(await readdir(data)).toContain('sluice.log');
+    expect(await readdir(data)).toEqual(expect.arrayContaining(['sluice.log', 'db', 'export']));
+    expect(output).toMatch(/database\s+.*db \(durability sync/);
   });
 
   it('refuses a bad option with a one-line error', async () => {

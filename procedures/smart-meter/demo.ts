@@ -7,10 +7,11 @@
  *
  *   npm start [-- --meters 100000 --rate 20000 --partitions 2 --port 21212 --data ./data]
  *
- * Data goes under ./data: the dimension CSV files, the billing files (export/billing/dt=…/) and
- * the server's JSON log (sluice.log).
+ * Data goes under ./data: the database's command log and snapshots (db/, durability sync by
+ * default; the demo's simulated clock starts over, so each start begins with a fresh db/), the
+ * dimension CSV files, the billing files (export/billing/dt=…/) and the server's JSON log.
  */
-import { mkdir } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
@@ -53,6 +54,7 @@ try {
       'report-every': { type: 'string' },
       'time-zone': { type: 'string', default: defaultTimeZone },
       'billing-postgres': { type: 'string' },
+      durability: { type: 'string', default: 'sync' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -70,6 +72,7 @@ if (options.help) {
   --seconds N          stop by itself after N seconds (default: run until Ctrl-C)
   --report-every S     seconds between status lines (default ${demoDefaults.reportEverySeconds})
   --time-zone ZONE     days and peak hours are counted in this zone (default ${defaultTimeZone})
+  --durability MODE    sync, async or off (default sync): the command log and snapshots in DATA/db
   --billing-postgres URL  bill closed days into PostgreSQL table billing_daily instead of files`);
   process.exit(0);
 }
@@ -80,7 +83,10 @@ const port = positive('port', options.port, demoDefaults.port);
 const partitions = options.partitions === undefined ? undefined : positive('partitions', options.partitions, 0);
 const seconds = options.seconds === undefined ? Number.POSITIVE_INFINITY : positive('seconds', options.seconds, 0, false);
 const reportEverySeconds = positive('report-every', options['report-every'], demoDefaults.reportEverySeconds, false) || demoDefaults.reportEverySeconds;
+const durabilityMode = options.durability;
+if (durabilityMode !== 'sync' && durabilityMode !== 'async' && durabilityMode !== 'off') fail(`--durability must be sync, async or off, got '${durabilityMode}'`);
 const dataFolder = path.resolve(options.data);
+const databaseFolder = path.join(dataFolder, 'db');
 const exportFolder = path.join(dataFolder, 'export');
 const logFile = path.join(dataFolder, 'sluice.log');
 /** Paths under the working folder as the user typed them; others in full. */
@@ -89,6 +95,8 @@ const relative = (file: string) => {
   return shown === '' ? '.' : shown.startsWith('..') ? file : shown;
 };
 
+// The simulated clock starts over every run, so yesterday's meter states would answer DUPLICATE.
+await rm(databaseFolder, { recursive: true, force: true });
 await mkdir(exportFolder, { recursive: true });
 const logger = pino({ level: 'info', base: { service: 'sluice' } }, pino.destination({ dest: logFile, sync: false, mkdir: true }));
 const stop = new AbortController();
@@ -111,7 +119,15 @@ let billing: BillingTarget | undefined;
 let exitCode = 0;
 try {
   try {
-    server = await startServer({ schema: path.join(import.meta.dirname, 'ddl.sql'), partitions, port, host: '127.0.0.1', logger });
+    server = await startServer({
+      schema: path.join(import.meta.dirname, 'ddl.sql'),
+      partitions,
+      port,
+      host: '127.0.0.1',
+      logger,
+      data: databaseFolder,
+      durability: { mode: durabilityMode },
+    });
   } catch (error) {
     const message = (error as Error).message;
     fail(/EADDRINUSE/.test(message) ? `port ${port} is in use (another Sluice?); pick another with --port N, or --port 0 for any free one` : message);
@@ -120,6 +136,7 @@ try {
   const control = clients[0];
   console.log('Sluice smart-meter demo');
   console.log(`  server     ${server.url} (${control.partitions} partitions), log ${relative(logFile)}`);
+  console.log(`  database   ${relative(databaseFolder)} (durability ${durabilityMode}: command log and snapshots; fresh at every demo start)`);
 
   const loadStart = performance.now();
   const dimensions = await loadDimensions(control, { meters: meterCount, seed: defaultSeed, timeZone: options['time-zone'], folder: path.join(dataFolder, 'dimensions') });
