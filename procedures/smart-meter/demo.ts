@@ -11,7 +11,7 @@
  * default; the demo's simulated clock starts over, so each start begins with a fresh db/), the
  * dimension CSV files, the billing files (export/billing/dt=…/) and the server's JSON log.
  */
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
@@ -147,6 +147,18 @@ try {
   console.log(`  look       npm run sluice -- sql --url ${server.url} -c "SELECT region, SUM(kwh) AS kwh FROM region_load GROUP BY region ORDER BY region"`);
   console.log('  Ctrl-C stops.');
 
+  // Alerts reach subscribers as their transactions commit: show the rare ones as they happen.
+  let lastAlert = '';
+  let shownAlert = '';
+  await control.subscribe('meter_alerts', (row) => {
+    lastAlert = `${row.kind} meter ${row.meter_id}: ${row.detail}`;
+    if (row.kind === 'concentrator_outage' || row.kind === 'meter_silent') console.log(`  alert → ${lastAlert}`);
+  });
+  const filesWritten = async () => {
+    const names = await readdir(exportFolder, { recursive: true }).catch(() => []);
+    return names.filter((name) => /\.(parquet|csv|jsonl)$/.test(name)).length;
+  };
+
   const simulator = new ReadingSimulator(dimensions.meters, { seed: defaultSeed + 1, startTs: simulationStart });
   const workload = new SmartMeterWorkload({ simulator, connections: clients.length, control, timeZone: dimensions.timeZone, billing, log: (line) => console.log(`  ${line}`) });
   const started = performance.now();
@@ -155,6 +167,7 @@ try {
   const answeredSoFar = () => Object.values(workload.codes).reduce((sum, n) => sum + n, 0) + workload.failed;
   const status = async () => {
     const alerts = await control.queryRows('SELECT kind, SUM(alerts) AS n FROM alert_counts GROUP BY kind ORDER BY kind').catch(() => []);
+    const files = await filesWritten();
     const now = performance.now();
     const answered = answeredSoFar();
     const perSecond = (answered - lastAnswered) / ((now - lastTime) / 1000);
@@ -162,7 +175,9 @@ try {
     lastTime = now;
     const alertText = alerts.length === 0 ? 'none' : alerts.map((row) => `${row.kind} ${row.n}`).join(', ');
     const accepted = workload.codes[ingestAccepted] + workload.codes[ingestAcceptedWithAlert];
-    console.log(`[${((now - started) / 1000).toFixed(0).padStart(4)}s] ${Math.round(perSecond).toLocaleString('en-US').padStart(8)} readings/s | ${workload.progress()} | accepted ${accepted.toLocaleString('en-US')} of ${answered.toLocaleString('en-US')} | alerts: ${alertText} | billed days: ${workload.billedDays.length}`);
+    console.log(`[${((now - started) / 1000).toFixed(0).padStart(4)}s] ${Math.round(perSecond).toLocaleString('en-US').padStart(8)} readings/s | ${workload.progress()} | accepted ${accepted.toLocaleString('en-US')} of ${answered.toLocaleString('en-US')} | alerts: ${alertText} | billed days ${workload.billedDays.length} | files in ${relative(exportFolder)}: ${files}`);
+    if (lastAlert !== shownAlert) console.log(`         latest alert: ${lastAlert}`);
+    shownAlert = lastAlert;
   };
   const reporter = setInterval(() => void status(), reportEverySeconds * 1000);
   const result = await runLoad(workload, {
