@@ -29,6 +29,7 @@ export const systemProcedures = [
   { name: '@Statistics', access: 'read', scope: 'multi', summary: 'per procedure: calls, aborts, failures, latency p50/p99; per partition: transactions, queue depth; per table: rows and a memory estimate; per importer: messages/s, lag, errors' },
   { name: '@AdHoc', access: 'write', scope: 'router', summary: 'runs one SQL statement (sql, params[]): on one partition when the statement pins it, else as a multi-partition transaction' },
   { name: '@SnapshotSave', access: 'read', scope: 'multi', summary: 'takes a transaction-consistent snapshot of every partition now (needs a data directory); answers with its path, transaction id, rows and the longest pause' },
+  { name: '@ExportRun', access: 'write', scope: 'router', summary: 'runs an end-of-day export job for one finished day (job, "YYYY-MM-DD"); a day already exported is left as it is (status "already")' },
 ] as const satisfies readonly SystemProcedureInfo[];
 
 export type SystemProcedureName = (typeof systemProcedures)[number]['name'];
@@ -57,6 +58,8 @@ export interface PartitionQueueStatistics {
   partition: number;
   transactions: number;
   queueDepth: number;
+  /** Calls parked because an export buffer of this partition is full (onFull 'wait'). */
+  exportHeld: number;
 }
 
 export interface TableStatisticsRow {
@@ -82,12 +85,38 @@ export interface ImporterStatistics {
   paused: boolean;
 }
 
+/** Per export target (exporters/pipeline.ts): what waits, what went out, what went wrong. */
+export interface ExportTargetStatisticsRow {
+  target: string;
+  type: string;
+  streams: string[];
+  rowsPending: number;
+  bytesPending: number;
+  rowsDelivered: number;
+  deliveries: number;
+  failures: number;
+  duplicatesDropped: number;
+  lastError: string | null;
+  lagSeconds: number;
+  partitionsFull: number;
+}
+
 export interface Statistics {
   procedures: ProcedureStatistics[];
   partitions: PartitionQueueStatistics[];
   tables: TableStatisticsRow[];
   /** Present when the server runs importers. */
   importers?: ImporterStatistics[];
+  /** Present when the server has an export pipeline (a data directory). */
+  exports?: ExportTargetStatisticsRow[];
+}
+
+/** What @ExportRun answers. */
+export interface ExportRunResult {
+  job: string;
+  day: string;
+  status: 'written' | 'already';
+  rows: number;
 }
 
 /** A result table, as @AdHoc (and client.query) returns it. */
@@ -104,6 +133,7 @@ export interface SystemApp {
   '@Statistics': ProcedureDefinition<[], Statistics>;
   '@AdHoc': SystemSignature<[sql: string, params: unknown[]], QueryResult>;
   '@SnapshotSave': SystemSignature<[], SnapshotSaveResult>;
+  '@ExportRun': SystemSignature<[job: string, day: string], ExportRunResult>;
 }
 
 /** What @SnapshotSave answers (engine/durability/server-durability.ts SnapshotResult). */

@@ -10,6 +10,8 @@
  *   MP     transactionId, timestamp   (the marker: block and serve the coordinator's fragments)
  *   SNAPSHOT, LOAD, RESUME_STREAM, LOAD_CATALOG, LOAD_DONE: durability's entries (see Op)
  * Worker → router, one batch per received batch: slot, ok (1 or 0), value (result or ErrorPayload).
+ * Slot -1 carries the batch's committed stream rows instead: -1, chunks, 0 (storage/stream.ts
+ * takeCommitted; the router hands them to the export pipeline).
  *
  * Coordinator ↔ worker, on the worker's multi-partition port, one message each way per fragment;
  * see coordinator.ts.
@@ -31,6 +33,11 @@ export const Op = {
   /** LOAD_CATALOG ddl: restore under the snapshot's own schema; LOAD_DONE then adopts the current one */
   LOAD_CATALOG: 7,
   LOAD_DONE: 8,
+  /**
+   * STREAM_FLOOR stream, nextSequence: the stream's next sequence becomes at least this (after
+   * recovery: never reuse a sequence the export buffer already holds; exporters/pipeline.ts).
+   */
+  STREAM_FLOOR: 9,
 } as const;
 
 /** Fragment kinds the coordinator sends during a multi-partition transaction. */

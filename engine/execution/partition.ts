@@ -139,7 +139,7 @@ export class Partition implements StorageAccess {
   commit(): void {
     assert(this.inTransaction, 'commit follows begin');
     this.undo.release();
-    for (const stream of this.touchedStreams) stream.commit();
+    for (const stream of this.touchedStreams) stream.commit(currentTransactionTime.value);
     this.touchedStreams.length = 0;
     this.inTransaction = false;
     this.transactionCount++;

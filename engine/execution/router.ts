@@ -82,6 +82,33 @@ export interface RouterOptions {
   log?: InvocationLog;
   /** A partition worker died (a broken invariant): the router refuses work from then on. */
   onFatal?: (error: Error) => void;
+  /** Streams whose committed rows go to `onStreamRows` (the export pipeline); see worker.ts. */
+  exportStreams?: readonly string[];
+  /** Receives each worker batch's committed stream rows (storage/stream.ts takeCommitted chunks). */
+  onStreamRows?: (partition: number, chunks: unknown[]) => void;
+}
+
+/**
+ * Export backpressure on one partition (exporters/pipeline.ts): with 'wait' its calls are parked
+ * in the router before they are sequenced (no transaction id yet, nothing logged) and submitted
+ * in arrival order when the hold is lifted; with 'fail' they are answered SERVER_BUSY with
+ * `payload`. Multi-partition transactions are not held.
+ */
+export interface ExportHold {
+  readonly onFull: 'wait' | 'fail';
+  readonly payload: ErrorPayload;
+}
+
+/** A call parked by export backpressure ('wait'), not yet sequenced. */
+interface ParkedCall {
+  readonly op: number;
+  readonly target: number | string;
+  readonly values: readonly Value[];
+  readonly stats: ProcedureStats;
+  readonly sink: ResultSink;
+  readonly token: number;
+  readonly name: string;
+  readonly readOnly: boolean;
 }
 
 class ProcedureStats {
@@ -117,6 +144,9 @@ export class Router {
   private readonly queueDepthMax: number;
   private readonly log: InvocationLog | undefined;
   private readonly onFatal: (error: Error) => void;
+  private readonly onStreamRows: ((partition: number, chunks: unknown[]) => void) | undefined;
+  private readonly exportHolds: (ExportHold | undefined)[];
+  private readonly parked: ParkedCall[][];
   private flushScheduled = false;
   private readonly flushBound = (): void => this.flush();
   private lastTransactionId = 0;
@@ -164,6 +194,9 @@ export class Router {
     this.held = Array.from({ length: options.partitions + 1 }, () => []);
     this.heldHead = new Array<number>(options.partitions + 1).fill(0);
     this.onFatal = options.onFatal ?? (() => {});
+    this.onStreamRows = options.onStreamRows;
+    this.exportHolds = new Array<ExportHold | undefined>(options.partitions).fill(undefined);
+    this.parked = Array.from({ length: options.partitions }, () => []);
     this.flags = new Int32Array(new SharedArrayBuffer(4 * (options.partitions + 1)));
     this.batches = Array.from({ length: options.partitions }, () => []);
     this.batchCalls = new Array<number>(options.partitions).fill(0);
@@ -207,6 +240,7 @@ export class Router {
         mpPort: this.mpPorts[p],
         resultsPort: undefined as unknown as MessagePort,
         snapshotPort: undefined as unknown as MessagePort,
+        exportStreams: options.exportStreams,
       };
       const results = new MessageChannel();
       this.resultPorts.push(results.port1);
@@ -316,6 +350,17 @@ export class Router {
   // --- single-partition path ------------------------------------------------------------------
 
   private enqueue(op: number, target: number | string, partition: number, values: readonly Value[], stats: ProcedureStats, sink: ResultSink, token: number, name: string, readOnly: boolean): void {
+    const hold = this.exportHolds[partition];
+    if (hold !== undefined && (hold.onFull === 'fail' || this.parked[partition].length >= this.queueDepthMax)) {
+      stats.calls++;
+      stats.failures++;
+      sink.deliver(token, Status.SERVER_BUSY, hold.payload, 0);
+      return;
+    }
+    if (hold !== undefined) {
+      this.parked[partition].push({ op, target, values, stats, sink, token, name, readOnly });
+      return;
+    }
     if (this.queueDepth[partition] >= this.queueDepthMax) {
       stats.calls++;
       stats.failures++;
@@ -349,6 +394,18 @@ export class Router {
     for (let p = 0; p < this.partitionCount; p++) if (this.batches[p].length > 0) this.flushPartition(p);
   }
 
+  /** Sets or lifts export backpressure on a partition (see ExportHold); lifting submits what waited. */
+  setExportHold(partition: number, hold: ExportHold | undefined): void {
+    this.exportHolds[partition] = hold;
+    if (hold !== undefined || this.parked[partition].length === 0) return;
+    const parked = this.parked[partition];
+    this.parked[partition] = [];
+    for (const call of parked) {
+      if (this.broken !== undefined || this.closed) call.sink.deliver(call.token, Status.UNEXPECTED_FAILURE, errorPayload(this.broken ?? new SluiceError(ErrorCode.CLOSED, 'the server is shutting down')), 0);
+      else this.enqueue(call.op, call.target, partition, call.values, call.stats, call.sink, call.token, call.name, call.readOnly);
+    }
+  }
+
   private flushPartition(partition: number): void {
     // postMessage copies the batch synchronously, so the array is reused.
     this.workers[partition].postMessage(this.batches[partition]);
@@ -360,6 +417,10 @@ export class Router {
     const now = performance.now();
     for (let i = 0; i < results.length; i += 3) {
       const slot = results[i] as number;
+      if (slot < 0) {
+        this.onStreamRows?.(partition, results[i + 1] as unknown[]);
+        continue;
+      }
       const ok = results[i + 1] === 1;
       const payload = results[i + 2];
       this.queueDepth[partition]--;
@@ -785,6 +846,7 @@ export class Router {
         partition: partition.partition,
         transactions: partition.transactions,
         queueDepth: this.queueDepth[partition.partition],
+        exportHeld: this.parked[partition.partition]?.length ?? 0,
       })),
       tables: [...tables.values()],
       ...Object.fromEntries([...this.statisticsSections].map(([section, compute]) => [section, compute()])),
@@ -822,6 +884,11 @@ export class Router {
     for (let q = 0; q < this.held.length; q++) {
       this.held[q].length = 0;
       this.heldHead[q] = 0;
+    }
+    for (let p = 0; p < this.parked.length; p++) {
+      const parked = this.parked[p];
+      this.parked[p] = [];
+      for (const call of parked) call.sink.deliver(call.token, status, payload, 0);
     }
   }
 

@@ -42,6 +42,12 @@ export interface WorkerData {
   resultsPort: MessagePort;
   /** Where snapshot chunks go (engine/durability/partition-snapshot.ts). */
   snapshotPort: MessagePort;
+  /**
+   * Streams whose committed rows go to the export pipeline after every batch (with the answers);
+   * the other streams' rows are dropped then. Undefined when the server has no export pipeline:
+   * rows then stay in the stream buffers.
+   */
+  exportStreams?: readonly string[];
 }
 
 const planCacheMax = 1000;
@@ -67,6 +73,9 @@ const durability = new PartitionDurability(partition, data.snapshotPort, catalog
 
 /** Answers of the batch being run, reused across batches (postMessage copies it). */
 const results: unknown[] = [];
+const exportStreams = data.exportStreams === undefined ? undefined : new Set(data.exportStreams);
+/** Committed stream rows since the last message (StreamBuffer.takeCommitted chunks), reused. */
+const exportRows: unknown[] = [];
 
 function planOf(sql: string): PlannedStatement {
   let plan = plans.get(sql);
@@ -89,6 +98,12 @@ function runBatch(batch: unknown[]): void {
     if (op === Op.MP) {
       flushResults();
       serveMultiPartition(batch[i + 1] as number, batch[i + 2] as number);
+      i += 3;
+      continue;
+    }
+    if (op === Op.STREAM_FLOOR) {
+      flushResults();
+      partition.stream(batch[i + 1] as string).raiseSequence(batch[i + 2] as number);
       i += 3;
       continue;
     }
@@ -117,7 +132,17 @@ function runBatch(batch: unknown[]): void {
   flushResults();
 }
 
+/** Moves committed stream rows into `exportRows`: they ride with the answers as slot -1. */
+function collectStreamRows(): void {
+  for (const stream of partition.allStreams()) {
+    if (exportStreams!.has(stream.def.name)) stream.takeCommitted(exportRows);
+    else stream.discardCommitted();
+  }
+  if (exportRows.length > 0) results.push(-1, exportRows, 0);
+}
+
 function flushResults(): void {
+  if (exportStreams !== undefined) collectStreamRows();
   if (results.length === 0) return;
   try {
     resultsPort.postMessage(results);
@@ -136,6 +161,7 @@ function flushResults(): void {
     resultsPort.postMessage(results);
   }
   results.length = 0;
+  exportRows.length = 0;
 }
 
 /**

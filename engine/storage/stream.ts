@@ -3,9 +3,11 @@
  * transaction become visible to consumers only when it commits; an abort truncates them away.
  * Each committed row has a sequence number (per stream partition), the basis of idempotent export.
  *
- * Delivery to export targets comes with the exporters: until then committed rows wait here and
- * tests read them with `drain`. The buffer is bounded by `streamBufferRowsMax`; past it the oldest
- * rows are dropped and counted in `overflowed` (an interim rule, replaced by overflow-to-disk).
+ * Streams with an export target are emptied after every batch of transactions: `takeCommitted`
+ * appends their committed rows to a flat array that crosses to the export pipeline in one message
+ * (exporters/pipeline.ts keeps them on disk). Streams without one (they feed views only) are
+ * emptied with `discardCommitted`. Embedded databases without an export pipeline leave rows here
+ * for `drain` (tests); only there can `streamBufferRowsMax` drop the oldest rows (`overflowed`).
  */
 import type { TableDef } from '../catalog/schema.ts';
 import type { Row } from '../types.ts';
@@ -19,6 +21,8 @@ export class StreamBuffer {
   private firstSequence = 1;
   private transactionMark = -1;
   overflowed = 0;
+  /** Timestamp of the last committed transaction that appended rows (ms since the epoch). */
+  lastCommitTimestamp = 0;
 
   constructor(def: TableDef) {
     this.def = def;
@@ -32,8 +36,9 @@ export class StreamBuffer {
     return first;
   }
 
-  commit(): void {
+  commit(timestamp: number): void {
     this.transactionMark = -1;
+    this.lastCommitTimestamp = timestamp;
     if (this.rows.length > streamBufferRowsMax) {
       const excess = this.rows.length - streamBufferRowsMax;
       this.rows.splice(0, excess);
@@ -62,6 +67,49 @@ export class StreamBuffer {
   resumeAt(nextSequence: number): void {
     if (this.rows.length !== 0 || this.transactionMark >= 0) throw new Error(`stream ${this.def.name} is resumed only while empty`);
     this.firstSequence = nextSequence;
+  }
+
+  /**
+   * Appends one export chunk to `out` and removes its rows from the buffer:
+   * `stream name, first sequence, row count, commit timestamp, ...values` (row after row, each
+   * with the stream's column count). Flat primitives: the cheapest shape to post between threads.
+   * Returns the number of rows taken (0 appends nothing).
+   */
+  takeCommitted(out: unknown[]): number {
+    const count = this.committedCount;
+    if (count === 0) return 0;
+    out.push(this.def.name, this.firstSequence, count, this.lastCommitTimestamp);
+    const width = this.def.columns.length;
+    for (let r = 0; r < count; r++) {
+      const row = this.rows[r];
+      for (let c = 0; c < width; c++) out.push(row[c]);
+    }
+    this.forget(count);
+    return count;
+  }
+
+  /**
+   * Makes the next sequence at least `next`: at start, after recovery, so that rows of new
+   * transactions never reuse a sequence the export pipeline already stored (which it would drop as
+   * a replayed duplicate). Only between transactions, with the buffer empty.
+   */
+  raiseSequence(next: number): void {
+    if (next <= this.firstSequence + this.rows.length) return;
+    if (this.rows.length !== 0 || this.transactionMark >= 0) throw new Error(`stream ${this.def.name}: its sequence is raised only while its buffer is empty`);
+    this.firstSequence = next;
+  }
+
+  /** Drops the committed rows (a stream that only feeds views); sequence numbers still advance. */
+  discardCommitted(): void {
+    const count = this.committedCount;
+    if (count > 0) this.forget(count);
+  }
+
+  private forget(count: number): void {
+    if (count === this.rows.length) this.rows.length = 0;
+    else this.rows.splice(0, count);
+    this.firstSequence += count;
+    if (this.transactionMark >= 0) this.transactionMark -= count;
   }
 
   /** Takes the committed rows with their sequence numbers, oldest first. */
