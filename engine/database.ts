@@ -22,6 +22,10 @@ import type { ResultTable } from './sql/context.ts';
 import { insertValues } from './sql/dml.ts';
 import { checkParameterCount, normalizeParams, planStatement, type PlannedStatement } from './sql/statement.ts';
 import type { Value } from './types.ts';
+import type { Logger } from 'pino';
+import { ExportPipeline, type PartitionHold } from '../exporters/pipeline.ts';
+import { DailyJobs, type DailyRunResult } from '../exporters/daily.ts';
+import { parseExportsConfig } from '../exporters/config.ts';
 
 export interface DatabaseOptions {
   /** DDL text, or a path to a .sql file (when it ends in .sql and names no statement). */
@@ -37,6 +41,16 @@ export interface DatabaseOptions {
    * Date.now. Tests and the simulator pass a fake one so that runs repeat exactly.
    */
   clock?: () => number;
+  /**
+   * Data directory. With one, committed rows of streams with EXPORT TO TARGET go to the export
+   * pipeline (buffer in `<data>/export`; docs/exporters.md); without one they wait in memory for
+   * `drainStream`.
+   */
+  data?: string;
+  /** The deployment's `exports` section; default: each target a stream names is a JSON Lines file target. */
+  exports?: unknown;
+  /** Logger for the export pipeline's warnings. */
+  logger?: Logger;
 }
 
 export const ttlBatchRowsMax = 1000;
@@ -60,6 +74,12 @@ export class Database {
   private closed = false;
   private readonly proceduresDir: string;
   private readonly clock: () => number;
+  private exportPipeline: ExportPipeline | undefined;
+  private dailyJobs: DailyJobs | undefined;
+  private exportStreams: ReadonlySet<string> = new Set();
+  /** Committed stream rows of the transaction just run, reused (StreamBuffer.takeCommitted). */
+  private readonly exportRows: unknown[] = [];
+  private readonly holdWaiters = new Map<number, (() => void)[]>();
 
   private constructor(catalog: Catalog, partitionCount: number, procedures: Map<string, LoadedProcedure>, proceduresDir: string, clock: () => number) {
     this.clock = clock;
@@ -85,6 +105,8 @@ export class Database {
       throw new SluiceError(ErrorCode.INVALID_SCHEMA, `partitions must be an integer from 1 to 1024, got ${partitions}`);
     }
     const database = new Database(catalog, partitions, procedures, proceduresDir, options.clock ?? Date.now);
+    if (options.data !== undefined) await database.openExports(options.data, options.exports, options.logger);
+    else if (options.exports !== undefined) throw new SluiceError(ErrorCode.EXPORT_CONFIG, 'exports: the export buffer needs a data directory (the data option)', { path: ['exports'] });
     database.startTtl(options.ttlIntervalMs ?? 1000);
     return database;
   }
@@ -97,8 +119,20 @@ export class Database {
     return this.partitions.length;
   }
 
-  /** Calls a procedure: one transaction. Resolves to what the procedure returned. */
+  /**
+   * Calls a procedure: one transaction. Resolves to what the procedure returned. While the
+   * export buffer of the call's partition is full it waits (onFull 'wait') or fails
+   * (EXPORT_BUFFER_FULL).
+   */
   async call(name: string, ...params: unknown[]): Promise<unknown> {
+    const pipeline = this.exportPipeline;
+    if (pipeline !== undefined && pipeline.config.buffer.onFull === 'wait') {
+      const procedure = this.procedures.get(name);
+      if (procedure?.partitionParameter !== undefined) {
+        const partition = partitionOf(procedureParams(procedure, params)[procedure.partitionParameter], this.partitions.length);
+        while (pipeline.holdOf(partition) !== undefined) await this.released(partition);
+      }
+    }
     return this.callSync(name, params);
   }
 
@@ -184,9 +218,80 @@ export class Database {
     return out;
   }
 
+  /** The export pipeline, when the database has a data directory. */
+  get exports(): ExportPipeline | undefined {
+    return this.exportPipeline;
+  }
+
+  /** Runs an end-of-day export job for one finished day (see exporters/daily.ts). */
+  async exportRun(job: string, day: string): Promise<DailyRunResult> {
+    this.checkOpen();
+    if (this.dailyJobs === undefined) throw new SluiceError(ErrorCode.UNSUPPORTED, 'this database has no export pipeline (open it with a data directory)');
+    return this.dailyJobs.run(job, day, this.clock());
+  }
+
   async close(): Promise<void> {
     this.closed = true;
     if (this.ttlTimer) clearInterval(this.ttlTimer);
+    this.dailyJobs?.stop();
+    await this.exportPipeline?.close();
+    for (const waiters of this.holdWaiters.values()) for (const wake of waiters) wake();
+  }
+
+  private async openExports(data: string, raw: unknown, logger: Logger | undefined): Promise<void> {
+    const config = parseExportsConfig(raw);
+    const pipeline = await ExportPipeline.open({ exportDir: path.join(path.resolve(data), 'export'), catalog: this.catalogValue, config, partitions: this.partitions.length, logger });
+    this.exportPipeline = pipeline;
+    this.exportStreams = new Set(pipeline.streamNames);
+    // The embedded database starts empty: new rows continue after what the buffer stored.
+    const floors = pipeline.sequenceFloors();
+    for (const partition of this.partitions) {
+      for (const stream of partition.allStreams()) {
+        const floor = floors[stream.def.name]?.[partition.id];
+        if (floor !== undefined) stream.raiseSequence(floor);
+      }
+    }
+    pipeline.onHold = (partition, hold) => {
+      if (hold !== undefined) return;
+      const waiters = this.holdWaiters.get(partition) ?? [];
+      this.holdWaiters.delete(partition);
+      for (const wake of waiters) wake();
+    };
+    try {
+      this.dailyJobs = new DailyJobs({ config, pipeline, logger });
+    } catch (error) {
+      await pipeline.close();
+      throw error;
+    }
+    this.dailyJobs.start((sql, params) => this.query(sql, params), (procedure, params) => this.call(procedure, ...params), this.clock());
+  }
+
+  private released(partition: number): Promise<void> {
+    return new Promise((resolve) => {
+      const waiters = this.holdWaiters.get(partition) ?? [];
+      waiters.push(resolve);
+      this.holdWaiters.set(partition, waiters);
+    });
+  }
+
+  /** Refuses a call on a partition whose export buffer is full (callSync cannot wait). */
+  private checkHold(partition: number): void {
+    const hold: PartitionHold | undefined = this.exportPipeline?.holdOf(partition);
+    if (hold !== undefined) throw hold.error;
+  }
+
+  /** Hands the committed stream rows of `partition` to the export pipeline. */
+  private shipStreamRows(partition: Partition): void {
+    const pipeline = this.exportPipeline!;
+    const out = this.exportRows;
+    for (const stream of partition.allStreams()) {
+      if (this.exportStreams.has(stream.def.name)) stream.takeCommitted(out);
+      else stream.discardCommitted();
+    }
+    if (out.length > 0) {
+      pipeline.accept(partition.id, out);
+      out.length = 0;
+    }
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -219,7 +324,13 @@ export class Database {
   private runSingle(procedure: LoadedProcedure, values: Value[], partitionId: number): unknown {
     const partition = this.partitions[partitionId];
     const { runner, context } = this.single[partitionId];
-    return runOnPartition(partition, runner, context, procedure, values, this.nextTransactionId(), this.nextTimestamp());
+    if (this.exportPipeline === undefined) return runOnPartition(partition, runner, context, procedure, values, this.nextTransactionId(), this.nextTimestamp());
+    this.checkHold(partitionId);
+    try {
+      return runOnPartition(partition, runner, context, procedure, values, this.nextTransactionId(), this.nextTimestamp());
+    } finally {
+      this.shipStreamRows(partition);
+    }
   }
 
   private runMulti(procedure: LoadedProcedure, values: Value[]): unknown {
@@ -235,6 +346,7 @@ export class Database {
       throw failure(error, procedure);
     }
     for (const partition of this.partitions) partition.commit();
+    if (this.exportPipeline !== undefined) for (const partition of this.partitions) this.shipStreamRows(partition);
     return result;
   }
 

@@ -35,6 +35,8 @@ export interface DayBatch {
   readonly job: string;
   /** The day, YYYY-MM-DD, in the job's time zone. */
   readonly day: string;
+  /** Where the target puts it: a table (postgresql) or a folder (file); default: the job's name. */
+  readonly table?: string;
   readonly columns: readonly ColumnDef[];
   readonly rows: readonly (readonly Value[])[];
 }

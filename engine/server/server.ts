@@ -19,6 +19,7 @@ import { Router, type InvocationLog } from '../execution/router.ts';
 import type { RecoveryProgress, RecoverySummary } from '../durability/recovery.ts';
 import { ServerDurability, type DurabilityMode, type DurabilitySettings } from '../durability/server-durability.ts';
 import { importerSchemaDdl, parseImporterConfigs, startImporters, type RunningImporters } from '../../importers/index.ts';
+import { ServerExports, streamRowsOptions } from '../../exporters/exports.ts';
 import {
   CloseCode,
   FrameKind,
@@ -69,6 +70,8 @@ export interface ServerOptions {
   onRecoveryProgress?: (progress: RecoveryProgress) => void;
   /** Importers (the deployment file's `importers`, importers/config.ts): started and stopped with the server. */
   importers?: unknown[];
+  /** The deployment file's `exports` section (targets, buffer, daily jobs); needs `data`. */
+  exports?: unknown;
 }
 
 export const defaultPort = 21212;
@@ -88,6 +91,8 @@ export interface SluiceServer {
   readonly durability: ServerDurability | undefined;
   /** What recovery did at start, or undefined without a data directory. */
   readonly recovery: RecoverySummary | undefined;
+  /** The export pipeline and daily jobs (docs/exporters.md), when the server has a data directory. */
+  readonly exports: ServerExports | undefined;
   close(): Promise<void>;
 }
 
@@ -105,6 +110,16 @@ export async function startServer(options: ServerOptions): Promise<SluiceServer>
     ? undefined
     : await ServerDurability.open({ dataDir: options.data, settings: { ...options.durability, mode: options.durability?.mode ?? 'sync' }, logger });
   const proceduresDir = path.resolve(options.procedures ?? folder);
+  // Before the router and recovery: replayed transactions' rows reach the pipeline, which drops
+  // those it already holds (same stream, partition and sequence).
+  let hub: SubscriptionHub | undefined;
+  let exports: ServerExports | undefined;
+  try {
+    exports = await ServerExports.open({ ddl, data: options.data, config: options.exports, partitions, logger });
+  } catch (error) {
+    await durability?.close();
+    throw error;
+  }
   let router: Router;
   try {
     router = await Router.open({
@@ -114,18 +129,24 @@ export async function startServer(options: ServerOptions): Promise<SluiceServer>
       queueDepthMax: options.queueDepthMax,
       log: durability ?? options.log,
       onFatal: (error) => logger?.fatal({ err: error }, 'a partition failed; the server refuses further calls'),
+      ...streamRowsOptions(ddl, exports, () => hub?.publishBound),
     });
   } catch (error) {
+    await exports?.close();
     await durability?.close();
     throw error;
   }
   let recovery: RecoverySummary | undefined;
-  const server = new Server(router, options, durability);
+  const server = new Server(router, options, durability, exports);
+  hub = server.subscriptions;
   try {
     if (durability) server.recovery = recovery = await durability.recover(router, options.onRecoveryProgress);
+    // After replay: new rows continue past every sequence the export buffer holds.
+    exports?.attach(router);
     await server.listen(options.port ?? defaultPort, options.host ?? '0.0.0.0');
   } catch (error) {
     await router.close();
+    await exports?.close();
     await durability?.close();
     throw error;
   }
@@ -145,6 +166,7 @@ class Server implements SluiceServer {
   readonly router: Router;
   readonly subscriptions: SubscriptionHub;
   readonly durability: ServerDurability | undefined;
+  readonly exports: ServerExports | undefined;
   recovery: RecoverySummary | undefined;
   readonly codec = createCodec();
   readonly logger: Logger | undefined;
@@ -162,10 +184,11 @@ class Server implements SluiceServer {
   port = 0;
   url = '';
 
-  constructor(router: Router, options: ServerOptions, durability: ServerDurability | undefined) {
+  constructor(router: Router, options: ServerOptions, durability: ServerDurability | undefined, exports: ServerExports | undefined) {
     this.router = router;
     this.subscriptions = new SubscriptionHub(router.catalog, router.partitionCount, { retainRowsMax: options.subscriptionRetainRowsMax });
     this.durability = durability;
+    this.exports = exports;
     this.logger = options.logger;
     this.frameBytesMax = options.frameBytesMax ?? frameBytesMax;
     this.resultFrameBytesMax = options.resultFrameBytesMax ?? resultFrameBytesMax;
@@ -232,6 +255,7 @@ class Server implements SluiceServer {
     for (const connection of this.connections) connection.close(CloseCode.GOING_AWAY, 'server shutting down');
     await this.durability?.beforeClose();
     await this.router.close();
+    await this.exports?.close();
     await this.durability?.close();
     await new Promise<void>((resolve) => (this.wss ? this.wss.close(() => resolve()) : resolve()));
     this.logger?.info('server stopped');

@@ -1,0 +1,199 @@
+/**
+ * The `file` export target: each delivered batch becomes one file per day it touches, in
+ * Hive-style day folders —
+ *
+ *   <path>/<stream>/dt=YYYY-MM-DD/part-p<partition>-<first sequence>-<last sequence>.<parquet|csv|jsonl>
+ *
+ * The day is that of `dayColumn` (a TIMESTAMP column) when configured, else the commit day, in
+ * `timeZone` (default UTC). Files are written atomically (temp + fsync + rename) by a piscina pool
+ * (file-encode.ts), never on the main thread. Because the pipeline repeats a failed or interrupted
+ * delivery with exactly the same sequence range, a re-delivery rewrites the same file names:
+ * nothing is duplicated. Rolling by size and time is the pipeline's batching (`batchRowsMax`,
+ * `batchBytesMax`, `lingerMs`). A day folder gets `_SUCCESS` once the pipeline's watermark has
+ * passed the day's end plus `closeGraceMs`: every row committed in it has been written.
+ */
+import { existsSync, readdirSync, writeFileSync, renameSync, mkdirSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { DateTime } from 'luxon';
+import { Piscina } from 'piscina';
+import type { Logger } from 'pino';
+import type { TableDef } from '../engine/catalog/schema.ts';
+import { configError, describe, nonNegativeInteger, validTimeZone } from './config.ts';
+import type { EncodeResult, EncodeTask, FileFormat } from './file-encode.ts';
+import type { TargetContext } from './registry.ts';
+import type { DayBatch, ExportBatch, ExportTarget, TargetConfig } from './target.ts';
+
+export const fileFormats: readonly FileFormat[] = ['parquet', 'csv', 'jsonl'];
+/** With a day column, rows of a day may come late: a day is closed this long after it ends. */
+export const dayColumnCloseGraceMsDefault = 60 * 60 * 1000;
+export const successMarker = '_SUCCESS';
+
+const extensions: Record<FileFormat, string> = { parquet: 'parquet', csv: 'csv', jsonl: 'jsonl' };
+const sequenceDigits = 12;
+
+let pool: Piscina<EncodeTask, EncodeResult> | undefined;
+let poolUsers = 0;
+
+function acquirePool(): Piscina<EncodeTask, EncodeResult> {
+  poolUsers++;
+  pool ??= new Piscina<EncodeTask, EncodeResult>({
+    filename: new URL('./file-encode.ts', import.meta.url).href,
+    // Encoding competes with the partitions for cores: a small pool, tasks queue behind it.
+    maxThreads: Math.max(1, Math.floor(os.availableParallelism() / 2)),
+    minThreads: 1,
+    idleTimeout: 30_000,
+  });
+  return pool;
+}
+
+async function releasePool(): Promise<void> {
+  if (--poolUsers > 0 || pool === undefined) return;
+  const closing = pool;
+  pool = undefined;
+  await closing.destroy();
+}
+
+interface DayRange {
+  day: string;
+  start: number;
+  end: number;
+}
+
+export class FileTarget implements ExportTarget {
+  readonly name: string;
+  readonly root: string;
+  readonly format: FileFormat;
+  readonly timeZone: string;
+  readonly closeGraceMs: number;
+  private readonly dayColumns = new Map<string, number | undefined>();
+  private readonly pool: Piscina<EncodeTask, EncodeResult>;
+  private readonly logger: Logger | undefined;
+  /** Day folders written and not yet closed: `<stream folder>/dt=<day>` → the day's end (ms). */
+  private readonly openDays = new Map<string, number>();
+  private lastRange: DayRange | undefined;
+  private closed = false;
+
+  constructor(config: TargetConfig, context: TargetContext) {
+    const at = (key: string): (string | number)[] => ['exports', 'targets', config.name, key];
+    const format = config.format ?? 'parquet';
+    if (typeof format !== 'string' || !(fileFormats as readonly string[]).includes(format)) throw configError(at('format'), `expected one of ${fileFormats.join(', ')}, got ${describe(format)}`);
+    if (config.path !== undefined && typeof config.path !== 'string') throw configError(at('path'), `expected a folder, got ${describe(config.path)}`);
+    const timeZone = config.timeZone ?? 'UTC';
+    if (typeof timeZone !== 'string' || !validTimeZone(timeZone)) throw configError(at('timeZone'), `expected an IANA time zone such as Europe/Copenhagen, got ${describe(timeZone)}`);
+    nonNegativeInteger(config.closeGraceMs, at('closeGraceMs'));
+    const dayColumn = config.dayColumn;
+    if (dayColumn !== undefined && typeof dayColumn !== 'string') throw configError(at('dayColumn'), `expected a TIMESTAMP column name, got ${describe(dayColumn)}`);
+    for (const table of context.catalog.tables.values()) {
+      if (table.kind !== 'stream' || table.exportTarget !== config.name) continue;
+      this.dayColumns.set(table.name, dayColumn === undefined ? undefined : dayColumnOf(table, dayColumn.toLowerCase(), at('dayColumn')));
+    }
+    this.name = config.name;
+    this.format = format as FileFormat;
+    this.root = path.resolve((config.path as string | undefined) ?? path.join(context.exportDir, 'files', config.name));
+    this.timeZone = timeZone;
+    this.closeGraceMs = (config.closeGraceMs as number | undefined) ?? (dayColumn === undefined ? 0 : dayColumnCloseGraceMsDefault);
+    this.logger = context.logger;
+    mkdirSync(this.root, { recursive: true });
+    this.findOpenDays();
+    this.pool = acquirePool();
+  }
+
+  async deliver(batch: ExportBatch): Promise<void> {
+    if (this.closed) throw new Error(`file target ${this.name} is closed`);
+    const dayColumn = this.dayColumns.get(batch.stream);
+    // Rows of one day keep their order; a batch touching several days makes one file per day.
+    const groups = new Map<string, { range: DayRange; rows: (readonly unknown[])[]; first: number; last: number }>();
+    for (let i = 0; i < batch.rows.length; i++) {
+      const row = batch.rows[i];
+      const when = dayColumn !== undefined && row[dayColumn] !== null ? (row[dayColumn] as number) : batch.commitTimestamps[i];
+      const range = this.dayOf(when);
+      let group = groups.get(range.day);
+      if (group === undefined) {
+        group = { range, rows: [], first: batch.firstSequence + i, last: 0 };
+        groups.set(range.day, group);
+      }
+      group.rows.push(row);
+      group.last = batch.firstSequence + i;
+    }
+    const columns = batch.columns.map((column) => ({ name: column.name, type: column.type.name }));
+    const writes: Promise<EncodeResult>[] = [];
+    for (const group of groups.values()) {
+      const folder = path.join(this.root, batch.stream, `dt=${group.range.day}`);
+      if (!this.openDays.has(folder) && existsSync(path.join(folder, successMarker))) {
+        this.logger?.warn({ target: this.name, folder }, `rows for the closed day ${group.range.day} of stream ${batch.stream} arrived late; written beside its ${successMarker}`);
+      }
+      const file = path.join(folder, `part-p${String(batch.partition).padStart(4, '0')}-${pad(group.first)}-${pad(group.last)}.${extensions[this.format]}`);
+      writes.push(this.pool.run({ file, format: this.format, columns, rows: group.rows as EncodeTask['rows'] }));
+      if (!existsSync(path.join(folder, successMarker))) this.openDays.set(folder, group.range.end);
+    }
+    await Promise.all(writes);
+  }
+
+  /** Closes (writes `_SUCCESS` into) every open day that ended `closeGraceMs` before the watermark. */
+  async watermark(committedBefore: number): Promise<void> {
+    for (const [folder, end] of this.openDays) {
+      if (end + this.closeGraceMs > committedBefore) continue;
+      writeAtomically(path.join(folder, successMarker), '');
+      this.openDays.delete(folder);
+    }
+  }
+
+  /** End-of-day job: one file, then `_SUCCESS`; a day that has `_SUCCESS` already is left alone. */
+  async writeDay(batch: DayBatch): Promise<'written' | 'already'> {
+    const folder = path.join(this.root, batch.table ?? batch.job, `dt=${batch.day}`);
+    if (existsSync(path.join(folder, successMarker))) return 'already';
+    const columns = batch.columns.map((column) => ({ name: column.name, type: column.type.name }));
+    await this.pool.run({ file: path.join(folder, `part-00000.${extensions[this.format]}`), format: this.format, columns, rows: batch.rows as EncodeTask['rows'] });
+    writeAtomically(path.join(folder, successMarker), '');
+    return 'written';
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await releasePool();
+  }
+
+  /** Day folders that exist without `_SUCCESS` (written before a restart) are still to be closed. */
+  private findOpenDays(): void {
+    for (const stream of readdirSync(this.root, { withFileTypes: true })) {
+      if (!stream.isDirectory()) continue;
+      for (const day of readdirSync(path.join(this.root, stream.name), { withFileTypes: true })) {
+        const match = /^dt=(\d{4}-\d{2}-\d{2})$/.exec(day.name);
+        if (!day.isDirectory() || !match) continue;
+        const folder = path.join(this.root, stream.name, day.name);
+        if (existsSync(path.join(folder, successMarker))) continue;
+        const start = DateTime.fromISO(match[1], { zone: this.timeZone });
+        this.openDays.set(folder, start.plus({ days: 1 }).toMillis());
+      }
+    }
+  }
+
+  private dayOf(when: number): DayRange {
+    const last = this.lastRange;
+    if (last !== undefined && when >= last.start && when < last.end) return last;
+    const start = DateTime.fromMillis(when, { zone: this.timeZone }).startOf('day');
+    const range = { day: start.toISODate()!, start: start.toMillis(), end: start.plus({ days: 1 }).toMillis() };
+    this.lastRange = range;
+    return range;
+  }
+}
+
+function dayColumnOf(table: TableDef, name: string, at: (string | number)[]): number {
+  const column = table.columnsByName.get(name);
+  if (column === undefined) throw configError(at, `stream ${table.name} has no column ${name}`);
+  if (column.type.name !== 'TIMESTAMP') throw configError(at, `column ${table.name}.${name} is ${column.type.name}; a day column must be TIMESTAMP`);
+  return column.position;
+}
+
+function pad(sequence: number): string {
+  return String(sequence).padStart(sequenceDigits, '0');
+}
+
+function writeAtomically(file: string, text: string): void {
+  mkdirSync(path.dirname(file), { recursive: true });
+  const temporary = path.join(path.dirname(file), `.tmp-${process.pid}-${path.basename(file)}`);
+  writeFileSync(temporary, text, { flush: true });
+  renameSync(temporary, file);
+}

@@ -1,0 +1,623 @@
+/**
+ * The export pipeline, on the main thread: committed stream rows arrive from the partitions (the
+ * router's slot -1 messages, or the embedded Database after each call), are stored on disk
+ * (store.ts) and are delivered in order to each stream's target (target.ts), batch after batch,
+ * with retry and backoff. One *lane* per (stream, partition) holds the ordered, bounded buffer:
+ *
+ *   accept ──► lane: chunks [acked+1 … stored] on disk (the newest also in memory)
+ *                 └─► deliver(acked+1 … last) ──ack──► acked = last (persisted), chunks removed
+ *
+ * Guarantees (docs/exporters.md): at least once, in sequence order per stream partition; a
+ * delivery's range is persisted before it starts, so a retry (also after a crash) repeats the same
+ * range and idempotent targets (PostgreSQL positions, file names) absorb it. Rows at or below a
+ * lane's stored sequence are duplicates from command-log replay and are dropped. When a lane's
+ * undelivered bytes pass `buffer.bytesMax`, `onHold` tells the router to hold ('wait') or refuse
+ * ('fail') that partition's calls until the lane drains below `bufferResumeFraction` of it.
+ */
+import path from 'node:path';
+import type { Logger } from 'pino';
+import type { Catalog, ColumnDef, TableDef } from '../engine/catalog/schema.ts';
+import { ErrorCode, SluiceError } from '../engine/errors.ts';
+import type { Value } from '../engine/types.ts';
+import { assert } from '../engine/assert.ts';
+import { backoffMsMaxDefault, backoffMsMinDefault, batchBytesMaxDefault, batchRowsMaxDefault, parseExportsConfig, type ExportsConfig, type OnFull } from './config.ts';
+import { targetFactory, type TargetContext } from './registry.ts';
+import { ExportStore } from './store.ts';
+import type { ExportBatch, ExportTarget, TargetConfig } from './target.ts';
+import './targets.ts';
+
+/** A full lane takes calls again once its undelivered bytes fall below this share of bytesMax. */
+export const bufferResumeFraction = 0.9;
+/** In-memory copies of stored chunks, across lanes; past it deliveries read chunks back from LMDB. */
+export const residentBytesMaxDefault = 64 * 1024 * 1024;
+/** How often targets hear the watermark (file targets close days then). */
+export const watermarkIntervalMs = 1000;
+/**
+ * An idle lane vouches for commits up to this long ago only: a transaction stamped earlier may
+ * still be queued at its partition, its rows not yet here.
+ */
+export const watermarkDelayMsDefault = 10_000;
+
+/** A file is one delivery: files roll at these sizes and ages unless the target says otherwise. */
+export const fileBatchDefaults: Partial<Record<string, number>> = { batchRowsMax: 100_000, batchBytesMax: 64 * 1024 * 1024, lingerMs: 60_000 };
+
+export interface PipelineOptions {
+  /** `<data>/export`: the buffer file and, by default, file targets' output. */
+  exportDir: string;
+  catalog: Catalog;
+  /** The deployment file's `exports` section, raw (checked here) or already parsed. */
+  config?: unknown;
+  logger?: Logger;
+  residentBytesMax?: number;
+  watermarkDelayMs?: number;
+  /** For tests: the environment secrets are read from. */
+  env?: Record<string, string | undefined>;
+}
+
+/** Backpressure on one partition: set while one of its lanes is over `buffer.bytesMax`. */
+export interface PartitionHold {
+  readonly onFull: OnFull;
+  readonly error: SluiceError;
+}
+
+export interface TargetStatistics {
+  target: string;
+  type: string;
+  streams: string[];
+  rowsPending: number;
+  bytesPending: number;
+  rowsDelivered: number;
+  deliveries: number;
+  failures: number;
+  duplicatesDropped: number;
+  lastError: string | null;
+  /** Seconds since the oldest undelivered row committed; 0 when nothing is pending. */
+  lagSeconds: number;
+  /** Stream partitions holding back calls because their buffer is full. */
+  partitionsFull: number;
+}
+
+interface Chunk {
+  readonly first: number;
+  readonly count: number;
+  readonly timestamp: number;
+  readonly bytes: number;
+  /** The encoded chunk while it is resident; undefined once evicted (read back from LMDB). */
+  data: Buffer | undefined;
+}
+
+interface TargetSlot {
+  readonly name: string;
+  readonly type: string;
+  readonly target: ExportTarget | undefined;
+  readonly batchRowsMax: number;
+  readonly batchBytesMax: number;
+  readonly lingerMs: number;
+  readonly backoffMsMin: number;
+  readonly backoffMsMax: number;
+  readonly lanes: Lane[];
+  rowsDelivered: number;
+  deliveries: number;
+  failures: number;
+  duplicatesDropped: number;
+  lastError: string | null;
+  watermarking: boolean;
+}
+
+class Lane {
+  readonly stream: string;
+  readonly partition: number;
+  readonly def: TableDef | undefined;
+  readonly width: number;
+  readonly slot: TargetSlot;
+  readonly chunks: Chunk[] = [];
+  head = 0;
+  /** Last sequence stored (on disk, or on its way there). */
+  stored = 0;
+  /** Last sequence the target acknowledged. */
+  acked = 0;
+  /** Last sequence of the delivery under way (or to repeat after a restart); 0 when none. */
+  inflight = 0;
+  bytesPending = 0;
+  full = false;
+  delivering: Promise<void> | undefined;
+  timer: NodeJS.Timeout | undefined;
+  attempts = 0;
+  /** Arrival time (ms) of the oldest row not yet in a delivery, for lingering. */
+  lingerSince = 0;
+
+  constructor(stream: string, partition: number, def: TableDef | undefined, width: number, slot: TargetSlot) {
+    this.stream = stream;
+    this.partition = partition;
+    this.def = def;
+    this.width = width;
+    this.slot = slot;
+  }
+
+  get rowsPending(): number {
+    return this.stored - this.acked;
+  }
+}
+
+export class ExportPipeline {
+  readonly store: ExportStore;
+  readonly config: ExportsConfig;
+  readonly catalog: Catalog;
+  private readonly logger: Logger | undefined;
+  private readonly lanes = new Map<string, Lane>();
+  private readonly slots = new Map<string, TargetSlot>();
+  private readonly residentBytesMax: number;
+  private readonly watermarkDelayMs: number;
+  private residentBytes = 0;
+  private readonly fullLanes: number[];
+  private readonly watermarkTimer: NodeJS.Timeout;
+  private closed = false;
+  private readonly exported: ReadonlySet<string>;
+  readonly partitionCount: number;
+  /** Told when a partition's calls must wait or fail (a PartitionHold) and when they may go on. */
+  onHold: ((partition: number, hold: PartitionHold | undefined) => void) | undefined;
+
+  private constructor(options: PipelineOptions, config: ExportsConfig, store: ExportStore, partitionCount: number) {
+    this.store = store;
+    this.config = config;
+    this.catalog = options.catalog;
+    this.logger = options.logger;
+    this.residentBytesMax = options.residentBytesMax ?? residentBytesMaxDefault;
+    this.watermarkDelayMs = options.watermarkDelayMs ?? watermarkDelayMsDefault;
+    this.partitionCount = partitionCount;
+    this.exported = new Set([...options.catalog.tables.values()].filter((table) => table.kind === 'stream' && table.exportTarget !== undefined).map((table) => table.name));
+    this.fullLanes = new Array<number>(partitionCount).fill(0);
+    this.watermarkTimer = setInterval(() => this.watermarkAll(), watermarkIntervalMs);
+    this.watermarkTimer.unref();
+  }
+
+  /**
+   * Checks the config, opens the buffer, creates the targets and restores every lane from disk;
+   * deliveries of what was stored before a restart start at once.
+   */
+  static async open(options: PipelineOptions & { partitions: number }): Promise<ExportPipeline> {
+    const config = isParsed(options.config) ? options.config : parseExportsConfig(options.config, options.env);
+    const streams = [...options.catalog.tables.values()].filter((table) => table.kind === 'stream' && table.exportTarget !== undefined);
+    const context: TargetContext = { exportDir: options.exportDir, catalog: options.catalog, logger: options.logger };
+    const targetConfigs = new Map(config.targets.map((target) => [target.name, target]));
+    // Embedded default: nothing configured, so every target a stream names is a file target.
+    if (config.targets.length === 0) {
+      for (const stream of streams) {
+        const name = stream.exportTarget!;
+        if (!targetConfigs.has(name)) targetConfigs.set(name, { name, type: 'file', format: 'jsonl', path: path.join(options.exportDir, 'files', name) });
+      }
+    }
+    const built = new Map<string, ExportTarget>();
+    try {
+      for (const target of targetConfigs.values()) {
+        const factory = targetFactory(target.type);
+        if (factory === undefined) {
+          throw new SluiceError(ErrorCode.EXPORT_CONFIG, `target ${target.name}: type ${target.type} is not available in this build`, { object: target.name });
+        }
+        built.set(target.name, await factory(target, context));
+      }
+    } catch (error) {
+      await Promise.allSettled([...built.values()].map((target) => target.close()));
+      throw error;
+    }
+    const store = ExportStore.open(options.exportDir);
+    const pipeline = new ExportPipeline(options, config, store, options.partitions);
+    for (const [name, target] of built) pipeline.addSlot(name, targetConfigs.get(name)!, target);
+    for (const stream of streams) {
+      if (!pipeline.slots.has(stream.exportTarget!)) {
+        options.logger?.warn({ stream: stream.name, target: stream.exportTarget }, `stream ${stream.name} exports to target ${stream.exportTarget}, which the deployment does not configure: its rows are kept on disk (up to exports.buffer.bytesMax per partition), then its partitions' calls ${config.buffer.onFull === 'wait' ? 'wait' : 'fail'}`);
+        pipeline.addSlot(stream.exportTarget!, undefined, undefined);
+      }
+      for (let p = 0; p < options.partitions; p++) pipeline.lane(stream.name, p);
+    }
+    pipeline.restore();
+    for (const lane of pipeline.lanes.values()) pipeline.pump(lane);
+    return pipeline;
+  }
+
+  /**
+   * Per exported stream, per partition, the sequence its next row must have at least: one past
+   * what the buffer stored. Applied to the partitions at start, *after* any command-log replay
+   * (replayed rows must keep their old numbers so that they are recognised as duplicates); a
+   * partition only ever raises its sequence (StreamBuffer.raiseSequence).
+   */
+  sequenceFloors(): Record<string, number[]> {
+    const floors: Record<string, number[]> = {};
+    for (const lane of this.lanes.values()) {
+      if (lane.def === undefined) continue;
+      const floor = (floors[lane.stream] ??= new Array<number>(this.partitionCount).fill(1));
+      if (lane.partition < this.partitionCount) floor[lane.partition] = lane.stored + 1;
+    }
+    return floors;
+  }
+
+  /** The streams whose rows the partitions must send here (worker.ts exportStreams). */
+  get streamNames(): string[] {
+    return [...this.catalog.tables.values()].filter((table) => table.kind === 'stream' && table.exportTarget !== undefined).map((table) => table.name);
+  }
+
+  private addSlot(name: string, config: TargetConfig | undefined, target: ExportTarget | undefined): void {
+    const defaults = config?.type === 'file' ? fileBatchDefaults : undefined;
+    const setting = (key: 'batchRowsMax' | 'batchBytesMax' | 'lingerMs' | 'backoffMsMin' | 'backoffMsMax', fallback: number): number =>
+      (config?.[key] as number | undefined) ?? defaults?.[key] ?? fallback;
+    this.slots.set(name, {
+      name,
+      type: config?.type ?? 'unconfigured',
+      target,
+      batchRowsMax: setting('batchRowsMax', batchRowsMaxDefault),
+      batchBytesMax: setting('batchBytesMax', batchBytesMaxDefault),
+      lingerMs: setting('lingerMs', 0),
+      backoffMsMin: setting('backoffMsMin', backoffMsMinDefault),
+      backoffMsMax: setting('backoffMsMax', backoffMsMaxDefault),
+      lanes: [],
+      rowsDelivered: 0,
+      deliveries: 0,
+      failures: 0,
+      duplicatesDropped: 0,
+      lastError: target === undefined ? `target ${name} is not configured in the deployment file` : null,
+      watermarking: false,
+    });
+  }
+
+  private lane(stream: string, partition: number): Lane {
+    const key = `${stream}\u0000${partition}`;
+    let lane = this.lanes.get(key);
+    if (lane === undefined) {
+      const def = this.catalog.tables.get(stream);
+      const targetName = def?.exportTarget ?? '(dropped stream)';
+      if (!this.slots.has(targetName)) this.addSlot(targetName, undefined, undefined);
+      const slot = this.slots.get(targetName)!;
+      lane = new Lane(stream, partition, def, def?.columns.length ?? 0, slot);
+      slot.lanes.push(lane);
+      this.lanes.set(key, lane);
+    }
+    return lane;
+  }
+
+  /** Rebuilds lanes from disk: acknowledged positions, stored chunks, a delivery to repeat. */
+  private restore(): void {
+    for (const { stream, partition, acked } of this.store.positions()) {
+      const lane = this.lane(stream, partition);
+      lane.acked = acked;
+      lane.stored = Math.max(lane.stored, acked);
+    }
+    for (const chunk of this.store.chunks()) {
+      const lane = this.lane(chunk.stream, chunk.partition);
+      const { timestamp, values } = ExportStore.decodeChunk(chunk.data);
+      const width = lane.width > 0 ? lane.width : 1;
+      const count = Math.floor(values.length / width);
+      if (chunk.first + count - 1 <= lane.acked) {
+        void this.store.removeChunk(chunk.stream, chunk.partition, chunk.first);
+        continue;
+      }
+      const resident = this.residentBytes + chunk.data.length <= this.residentBytesMax;
+      if (resident) this.residentBytes += chunk.data.length;
+      lane.chunks.push({ first: chunk.first, count, timestamp, bytes: chunk.data.length, data: resident ? chunk.data : undefined });
+      lane.bytesPending += chunk.data.length;
+      lane.stored = chunk.first + count - 1;
+    }
+    for (const lane of this.lanes.values()) {
+      const inflight = this.store.inflight(lane.stream, lane.partition);
+      if (inflight > lane.acked) lane.inflight = Math.min(inflight, lane.stored);
+      if (lane.def === undefined && lane.rowsPending > 0) {
+        this.logger?.warn({ stream: lane.stream, partition: lane.partition, rows: lane.rowsPending }, `the export buffer holds ${lane.rowsPending} rows of stream ${lane.stream}, which the schema no longer has; they are kept, not delivered`);
+      }
+      lane.lingerSince = Date.now();
+      this.checkFull(lane);
+    }
+  }
+
+  /**
+   * Takes one message of committed stream rows from `partition` (chunks as StreamBuffer
+   * takeCommitted lays them out). Hot path: one slice and one msgpack encoding per chunk.
+   */
+  accept(partition: number, chunks: readonly unknown[]): void {
+    if (this.closed) return;
+    let i = 0;
+    while (i < chunks.length) {
+      const stream = chunks[i] as string;
+      const first = chunks[i + 1] as number;
+      const count = chunks[i + 2] as number;
+      const timestamp = chunks[i + 3] as number;
+      const start = i + 4;
+      if (!this.exported.has(stream)) {
+        // A stream without a target (it feeds views or subscribers): not this pipeline's rows.
+        i = start + count * (this.catalog.tables.get(stream)?.columns.length ?? 0);
+        continue;
+      }
+      const lane = this.lane(stream, partition);
+      const width = lane.width;
+      i = start + count * width;
+      assert(i <= chunks.length, 'a stream chunk holds row count × column count values');
+      // Command-log replay regenerates rows the buffer already has: same sequence, same row.
+      const skip = first <= lane.stored ? Math.min(count, lane.stored - first + 1) : 0;
+      if (skip > 0) lane.slot.duplicatesDropped += skip;
+      if (skip === count) continue;
+      const from = first + skip;
+      if (from !== lane.stored + 1) {
+        this.logger?.error({ stream, partition, expected: lane.stored + 1, got: from }, `stream ${stream} partition ${partition}: rows ${lane.stored + 1}…${from - 1} never reached the export buffer (a restart without the command log?); continuing from ${from}`);
+        if (lane.acked === lane.stored) lane.acked = from - 1;
+      }
+      this.append(lane, from, count - skip, timestamp, chunks.slice(start + skip * width, i));
+    }
+  }
+
+  private append(lane: Lane, first: number, count: number, timestamp: number, values: unknown[]): void {
+    const data = ExportStore.encodeChunk(timestamp, values);
+    const chunk: Chunk = { first, count, timestamp, bytes: data.length, data };
+    if (lane.rowsPending === 0) lane.lingerSince = Date.now();
+    lane.chunks.push(chunk);
+    lane.stored = first + count - 1;
+    lane.bytesPending += data.length;
+    this.residentBytes += data.length;
+    this.store.putChunk(lane.stream, lane.partition, first, data).then(
+      () => {
+        // Stored: past the memory bound the newest copies go first (the oldest are sent next).
+        if (this.residentBytes > this.residentBytesMax && chunk.data !== undefined) {
+          chunk.data = undefined;
+          this.residentBytes -= chunk.bytes;
+        }
+      },
+      (error: Error) => this.logger?.error({ err: error, stream: lane.stream }, 'export buffer write failed'),
+    );
+    this.checkFull(lane);
+    this.pump(lane);
+  }
+
+  // --- delivery -------------------------------------------------------------------------------
+
+  private pump(lane: Lane): void {
+    if (this.closed || lane.delivering !== undefined || lane.timer !== undefined) return;
+    const slot = lane.slot;
+    if (slot.target === undefined || lane.def === undefined || lane.rowsPending === 0) return;
+    if (lane.inflight === 0) {
+      const waited = Date.now() - lane.lingerSince;
+      if (slot.lingerMs > 0 && waited < slot.lingerMs && lane.rowsPending < slot.batchRowsMax && lane.bytesPending < slot.batchBytesMax) {
+        lane.timer = setTimeout(() => {
+          lane.timer = undefined;
+          this.pump(lane);
+        }, slot.lingerMs - waited);
+        return;
+      }
+      lane.inflight = this.batchEnd(lane);
+    }
+    lane.delivering = this.deliver(lane).finally(() => {
+      lane.delivering = undefined;
+      this.pump(lane);
+    });
+  }
+
+  /** Last sequence of the next batch: at most batchRowsMax rows, and whole chunks up to batchBytesMax. */
+  private batchEnd(lane: Lane): number {
+    const slot = lane.slot;
+    let last = lane.acked;
+    let bytes = 0;
+    for (let c = lane.head; c < lane.chunks.length; c++) {
+      const chunk = lane.chunks[c];
+      if (bytes > 0 && bytes + chunk.bytes > slot.batchBytesMax) break;
+      bytes += chunk.bytes;
+      last = chunk.first + chunk.count - 1;
+      if (last - lane.acked >= slot.batchRowsMax) return lane.acked + slot.batchRowsMax;
+    }
+    return last;
+  }
+
+  private async deliver(lane: Lane): Promise<void> {
+    const slot = lane.slot;
+    const last = lane.inflight;
+    try {
+      await this.store.putInflight(lane.stream, lane.partition, last);
+      const batch = this.batch(lane, last);
+      await slot.target!.deliver(batch);
+    } catch (error) {
+      if (this.closed) return;
+      slot.failures++;
+      slot.lastError = `${new Date().toISOString()} stream ${lane.stream} partition ${lane.partition}, rows ${lane.acked + 1}…${last}: ${(error as Error).message}`;
+      const backoff = Math.min(slot.backoffMsMax, slot.backoffMsMin * 2 ** Math.min(lane.attempts, 20));
+      lane.attempts++;
+      this.logger?.warn({ target: slot.name, stream: lane.stream, partition: lane.partition, attempt: lane.attempts, retryMs: backoff, err: error }, `export to ${slot.name} failed; retrying`);
+      lane.timer = setTimeout(() => {
+        lane.timer = undefined;
+        this.pump(lane);
+      }, backoff);
+      return;
+    }
+    lane.attempts = 0;
+    slot.deliveries++;
+    slot.rowsDelivered += last - lane.acked;
+    slot.lastError = null;
+    lane.acked = last;
+    lane.inflight = 0;
+    lane.lingerSince = Date.now();
+    void this.store.putAcked(lane.stream, lane.partition, last);
+    void this.store.removeInflight(lane.stream, lane.partition);
+    while (lane.head < lane.chunks.length) {
+      const chunk = lane.chunks[lane.head];
+      if (chunk.first + chunk.count - 1 > last) break;
+      lane.bytesPending -= chunk.bytes;
+      if (chunk.data !== undefined) this.residentBytes -= chunk.bytes;
+      void this.store.removeChunk(lane.stream, lane.partition, chunk.first);
+      lane.head++;
+    }
+    if (lane.head > 1024 && lane.head * 2 > lane.chunks.length) {
+      lane.chunks.splice(0, lane.head);
+      lane.head = 0;
+    }
+    this.checkFull(lane);
+  }
+
+  /** The rows acked+1 … last, decoded from the lane's chunks (read back from disk if evicted). */
+  private batch(lane: Lane, last: number): ExportBatch {
+    const from = lane.acked + 1;
+    const rows: Value[][] = [];
+    const commitTimestamps: number[] = [];
+    const width = lane.width;
+    for (let c = lane.head; c < lane.chunks.length && rows.length < last - from + 1; c++) {
+      const chunk = lane.chunks[c];
+      const chunkLast = chunk.first + chunk.count - 1;
+      if (chunkLast < from) continue;
+      const data = chunk.data ?? this.store.getChunk(lane.stream, lane.partition, chunk.first);
+      if (data === undefined) throw new SluiceError(ErrorCode.EXPORT_FAILED, `chunk ${chunk.first} of stream ${lane.stream} partition ${lane.partition} is missing from ${this.store.file}`);
+      const { values } = ExportStore.decodeChunk(data);
+      const begin = Math.max(from, chunk.first);
+      const end = Math.min(last, chunkLast);
+      for (let sequence = begin; sequence <= end; sequence++) {
+        const offset = (sequence - chunk.first) * width;
+        rows.push(values.slice(offset, offset + width));
+        commitTimestamps.push(chunk.timestamp);
+      }
+    }
+    assert(rows.length === last - from + 1, 'a delivery covers its range without gaps');
+    return { stream: lane.stream, partition: lane.partition, columns: visible(lane.def!), firstSequence: from, rows, commitTimestamps };
+  }
+
+  // --- backpressure ---------------------------------------------------------------------------
+
+  private checkFull(lane: Lane): void {
+    const bytesMax = this.config.buffer.bytesMax;
+    if (!lane.full && lane.bytesPending > bytesMax) {
+      lane.full = true;
+      this.fullLanes[lane.partition] = (this.fullLanes[lane.partition] ?? 0) + 1;
+      if (this.fullLanes[lane.partition] === 1) this.notifyHold(lane);
+    } else if (lane.full && lane.bytesPending <= bytesMax * bufferResumeFraction) {
+      lane.full = false;
+      if (--this.fullLanes[lane.partition] === 0) this.onHold?.(lane.partition, undefined);
+    }
+  }
+
+  private notifyHold(lane: Lane): void {
+    const buffer = this.config.buffer;
+    const message = `the export buffer of stream ${lane.stream} partition ${lane.partition} is full (${lane.bytesPending} bytes, ${lane.rowsPending} rows not yet delivered to target ${lane.slot.name}; bytesMax ${buffer.bytesMax}${lane.slot.lastError ? `; last error: ${lane.slot.lastError}` : ''}): calls on partition ${lane.partition} ${buffer.onFull === 'wait' ? 'wait' : 'fail'} until it drains`;
+    this.logger?.warn({ stream: lane.stream, partition: lane.partition, target: lane.slot.name, onFull: buffer.onFull }, message);
+    this.onHold?.(lane.partition, { onFull: buffer.onFull, error: new SluiceError(ErrorCode.EXPORT_BUFFER_FULL, message, { object: lane.stream }) });
+  }
+
+  /** The current hold of a partition, for callers that ask before running (the embedded database). */
+  holdOf(partition: number): PartitionHold | undefined {
+    if (this.fullLanes[partition] === 0) return undefined;
+    for (const lane of this.lanes.values()) {
+      if (lane.partition === partition && lane.full) {
+        const buffer = this.config.buffer;
+        return { onFull: buffer.onFull, error: new SluiceError(ErrorCode.EXPORT_BUFFER_FULL, `the export buffer of stream ${lane.stream} partition ${partition} is full (${lane.bytesPending} bytes not yet delivered to target ${lane.slot.name})`, { object: lane.stream }) };
+      }
+    }
+    return undefined;
+  }
+
+  // --- watermarks, statistics, shutdown -------------------------------------------------------
+
+  private watermarkAll(): void {
+    for (const slot of this.slots.values()) void this.watermark(slot);
+  }
+
+  private async watermark(slot: TargetSlot): Promise<void> {
+    const target = slot.target;
+    if (target?.watermark === undefined || slot.watermarking || this.closed) return;
+    let committedBefore = Date.now() - this.watermarkDelayMs;
+    for (const lane of slot.lanes) {
+      if (lane.rowsPending > 0 && lane.head < lane.chunks.length) committedBefore = Math.min(committedBefore, lane.chunks[lane.head].timestamp - this.watermarkDelayMs);
+    }
+    slot.watermarking = true;
+    try {
+      await target.watermark(committedBefore);
+    } catch (error) {
+      slot.lastError = `watermark: ${(error as Error).message}`;
+    } finally {
+      slot.watermarking = false;
+    }
+  }
+
+  statistics(now = Date.now()): TargetStatistics[] {
+    const out: TargetStatistics[] = [];
+    for (const slot of this.slots.values()) {
+      let rowsPending = 0;
+      let bytesPending = 0;
+      let oldest = Infinity;
+      let partitionsFull = 0;
+      const streams = new Set<string>();
+      for (const lane of slot.lanes) {
+        streams.add(lane.stream);
+        rowsPending += lane.rowsPending;
+        bytesPending += lane.bytesPending;
+        if (lane.full) partitionsFull++;
+        if (lane.rowsPending > 0 && lane.head < lane.chunks.length) oldest = Math.min(oldest, lane.chunks[lane.head].timestamp);
+      }
+      out.push({
+        target: slot.name,
+        type: slot.type,
+        streams: [...streams],
+        rowsPending,
+        bytesPending,
+        rowsDelivered: slot.rowsDelivered,
+        deliveries: slot.deliveries,
+        failures: slot.failures,
+        duplicatesDropped: slot.duplicatesDropped,
+        lastError: slot.lastError,
+        lagSeconds: oldest === Infinity ? 0 : Math.max(0, (now - oldest) / 1000),
+        partitionsFull,
+      });
+    }
+    return out;
+  }
+
+  /** The target named `name`, for end-of-day jobs. */
+  target(name: string): ExportTarget | undefined {
+    return this.slots.get(name)?.target;
+  }
+
+  /** Resolves once every lane has delivered everything stored so far (or `timeoutMs` passed: false). */
+  async idle(timeoutMs = 30_000): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      let busy = false;
+      for (const lane of this.lanes.values()) {
+        if (lane.rowsPending > 0 && lane.slot.target !== undefined && lane.def !== undefined) busy = true;
+      }
+      if (!busy) return true;
+      if (Date.now() > deadline) return false;
+      for (const lane of this.lanes.values()) {
+        if (lane.timer !== undefined && lane.inflight === 0 && lane.slot.lingerMs > 0) {
+          clearTimeout(lane.timer);
+          lane.timer = undefined;
+          lane.lingerSince = 0;
+          this.pump(lane);
+        }
+      }
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  }
+
+  /**
+   * Stops delivering, waits for deliveries under way, closes targets and the buffer. What was not
+   * delivered stays on disk and goes out after the next start.
+   */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.watermarkTimer);
+    const running: Promise<void>[] = [];
+    for (const lane of this.lanes.values()) {
+      if (lane.timer !== undefined) clearTimeout(lane.timer);
+      lane.timer = undefined;
+      if (lane.delivering !== undefined) running.push(lane.delivering);
+    }
+    await Promise.allSettled(running);
+    await Promise.allSettled([...this.slots.values()].map((slot) => slot.target?.close()));
+    await this.store.close();
+  }
+}
+
+function isParsed(config: unknown): config is ExportsConfig {
+  return typeof config === 'object' && config !== null && 'empty' in config && 'buffer' in config && Array.isArray((config as ExportsConfig).daily);
+}
+
+const visibleCache = new WeakMap<TableDef, readonly ColumnDef[]>();
+
+function visible(def: TableDef): readonly ColumnDef[] {
+  let columns = visibleCache.get(def);
+  if (columns === undefined) {
+    columns = def.columns.filter((column) => !column.hidden);
+    visibleCache.set(def, columns);
+  }
+  return columns;
+}

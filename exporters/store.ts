@@ -1,0 +1,134 @@
+/**
+ * The export pipeline's disk: one LMDB file, `<data>/export/buffer.mdb`, holding
+ * - chunks of committed stream rows not yet acknowledged by their target, keyed
+ *   ['c', stream, partition, firstSequence] → msgpack [commitTimestamp, values…] (rows flat);
+ * - per stream partition, the last acknowledged sequence ['a', stream, partition] and, while a
+ *   delivery is under way, its last sequence ['i', stream, partition] (so a retry after a crash
+ *   re-sends exactly the same batch and a file target overwrites the same file);
+ * - end-of-day jobs done: ['d', job, day] → {rows, at}.
+ *
+ * Writes go through lmdb-js's asynchronous batching (one LMDB transaction per event-loop turn),
+ * off the main thread. A process crash loses at most the writes of the last turns; the command log
+ * replays those transactions and the pipeline takes their rows again (pipeline.ts, `accept`).
+ */
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { open, type Key, type RootDatabase } from 'lmdb';
+import { Packr } from 'msgpackr';
+import type { Value } from '../engine/types.ts';
+
+/** Explicit msgpack options: no records extension, 64-bit floats, binaries copied out of LMDB. */
+const packr = new Packr({ useRecords: false, moreTypes: false, int64AsType: 'number', copyBuffers: true, useFloat32: 0 });
+
+export interface StoredChunk {
+  readonly stream: string;
+  readonly partition: number;
+  readonly first: number;
+  readonly data: Buffer;
+}
+
+export interface DayRecord {
+  rows: number;
+  at: number;
+}
+
+export class ExportStore {
+  private readonly db: RootDatabase<unknown, Key>;
+  readonly file: string;
+
+  private constructor(db: RootDatabase<unknown, Key>, file: string) {
+    this.db = db;
+    this.file = file;
+  }
+
+  static open(dir: string): ExportStore {
+    mkdirSync(dir, { recursive: true });
+    const file = path.join(dir, 'buffer.mdb');
+    const db = open<unknown, Key>({
+      path: file,
+      noSubdir: true,
+      encoding: 'msgpack',
+      keyEncoding: 'ordered-binary',
+      compression: false,
+      cache: false,
+      useRecords: false,
+    } as Parameters<typeof open>[0]);
+    return new ExportStore(db as RootDatabase<unknown, Key>, file);
+  }
+
+  /** Encodes a chunk's commit timestamp and values: what `putChunk` stores and `decodeChunk` reads. */
+  static encodeChunk(timestamp: number, values: readonly unknown[]): Buffer {
+    return packr.pack([timestamp, values]);
+  }
+
+  static decodeChunk(data: Buffer): { timestamp: number; values: Value[] } {
+    const [timestamp, values] = packr.unpack(data) as [number, Value[]];
+    return { timestamp, values };
+  }
+
+  putChunk(stream: string, partition: number, first: number, data: Buffer): Promise<boolean> {
+    return this.db.put(['c', stream, partition, first], data);
+  }
+
+  removeChunk(stream: string, partition: number, first: number): Promise<boolean> {
+    return this.db.remove(['c', stream, partition, first]);
+  }
+
+  getChunk(stream: string, partition: number, first: number): Buffer | undefined {
+    return this.db.get(['c', stream, partition, first]) as Buffer | undefined;
+  }
+
+  /** Every stored chunk, ordered by stream, partition and sequence. */
+  *chunks(): Generator<StoredChunk> {
+    for (const { key, value } of this.db.getRange({ start: ['c'], end: ['c\u0000'] })) {
+      const [, stream, partition, first] = key as [string, string, number, number];
+      yield { stream, partition, first, data: value as Buffer };
+    }
+  }
+
+  acked(stream: string, partition: number): number {
+    return (this.db.get(['a', stream, partition]) as number | undefined) ?? 0;
+  }
+
+  putAcked(stream: string, partition: number, sequence: number): Promise<boolean> {
+    return this.db.put(['a', stream, partition], sequence);
+  }
+
+  /** Stream partitions that have an acknowledged position (also those with no chunk left). */
+  *positions(): Generator<{ stream: string; partition: number; acked: number }> {
+    for (const { key, value } of this.db.getRange({ start: ['a'], end: ['a\u0000'] })) {
+      const [, stream, partition] = key as [string, string, number];
+      yield { stream, partition, acked: value as number };
+    }
+  }
+
+  inflight(stream: string, partition: number): number {
+    return (this.db.get(['i', stream, partition]) as number | undefined) ?? 0;
+  }
+
+  putInflight(stream: string, partition: number, last: number): Promise<boolean> {
+    return this.db.put(['i', stream, partition], last);
+  }
+
+  removeInflight(stream: string, partition: number): Promise<boolean> {
+    return this.db.remove(['i', stream, partition]);
+  }
+
+  day(job: string, day: string): DayRecord | undefined {
+    return this.db.get(['d', job, day]) as DayRecord | undefined;
+  }
+
+  putDay(job: string, day: string, record: DayRecord): Promise<boolean> {
+    return this.db.put(['d', job, day], record);
+  }
+
+  /** Resolves when every write so far is committed. */
+  flushed(): Promise<boolean> {
+    return this.db.committed;
+  }
+
+  async close(): Promise<void> {
+    await this.db.committed;
+    await this.db.close();
+  }
+}

@@ -1,0 +1,164 @@
+/**
+ * The export pipeline with the file target, embedded: committed rows leave in order per
+ * partition with dense sequences; an abort exports nothing; a restart continues where the buffer
+ * stopped; day folders and _SUCCESS; bad configuration is refused with the setting's name.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { Database } from '../../engine/database.ts';
+import { ErrorCode } from '../../engine/errors.ts';
+import { partitionOf } from '../../engine/execution/hash.ts';
+import { parseExportsConfig } from '../../exporters/config.ts';
+import { expectError } from '../helpers.ts';
+import { exportSchema, exportedFiles, jsonlRowsByPartition, listFiles, temporaryFolder } from './file-helpers.ts';
+
+const day1 = Date.UTC(2026, 10, 22, 10, 0, 0);
+
+function fileExports(root: string, extra: Record<string, unknown> = {}): unknown {
+  return { targets: [{ name: 'lake', type: 'file', format: 'jsonl', path: root, lingerMs: 0, batchRowsMax: 7, ...extra }] };
+}
+
+async function openDatabase(data: string, exports: unknown, clock?: () => number): Promise<Database> {
+  return Database.open({ schema: exportSchema, partitions: 2, ttlIntervalMs: 0, data, exports, clock });
+}
+
+async function seedMeters(db: Database, meters: number[]): Promise<void> {
+  for (const meter of meters) await db.query('INSERT INTO meters VALUES (?, 0)', [meter]);
+}
+
+describe('file export (embedded)', () => {
+  it('delivers every committed row in order per partition, and nothing of an aborted call', async () => {
+    const data = temporaryFolder();
+    const root = path.join(data, 'out');
+    const db = await openDatabase(data, fileExports(root), () => day1);
+    await seedMeters(db, [1, 2, 3, 4, 5, 6, 7]);
+    for (let meter = 1; meter <= 6; meter++) expect(await db.call('Emit', meter, day1, 5, 0)).toBe(5);
+    await expectError(() => db.call('Emit', 7, day1, 4, 1), ErrorCode.USER_ABORT, /aborted on purpose/);
+    expect(await db.exports!.idle()).toBe(true);
+
+    const byPartition = jsonlRowsByPartition(root);
+    let total = 0;
+    for (const [partition, rows] of byPartition) {
+      total += rows.length;
+      for (const row of rows) expect(partitionOf(row.meter as number, 2)).toBe(partition);
+      // Per meter, rows keep the order they were inserted in.
+      for (let meter = 1; meter <= 6; meter++) {
+        const kwh = rows.filter((row) => row.meter === meter).map((row) => row.kwh);
+        if (kwh.length > 0) expect(kwh).toEqual([0, 1, 2, 3, 4]);
+      }
+    }
+    expect(total).toBe(30);
+    expect([...byPartition.values()].flat().some((row) => row.meter === 7)).toBe(false);
+    const sample = [...byPartition.values()].flat().find((row) => row.meter === 1 && row.kwh === 1)!;
+    expect(sample).toEqual({ meter: 1, ts: new Date(day1 + 60_000).toISOString(), kwh: 1, note: 'n1', ok: false, level: 1, price: 0.125 });
+
+    // Files cover 1…n of each partition without gaps or overlaps.
+    for (const partition of byPartition.keys()) {
+      const ranges = exportedFiles(root, 'jsonl').filter((file) => file.partition === partition).sort((a, b) => a.first - b.first);
+      let next = 1;
+      for (const range of ranges) {
+        expect(range.first).toBe(next);
+        next = range.last + 1;
+      }
+      expect(next - 1).toBe(byPartition.get(partition)!.length);
+    }
+    const stats = db.exports!.statistics().find((entry) => entry.target === 'lake')!;
+    expect(stats).toMatchObject({ rowsPending: 0, rowsDelivered: 30, lastError: null, lagSeconds: 0, type: 'file' });
+    await db.close();
+  });
+
+  it('continues after a restart without reusing sequence numbers', async () => {
+    const data = temporaryFolder();
+    const root = path.join(data, 'out');
+    let db = await openDatabase(data, fileExports(root), () => day1);
+    await seedMeters(db, [1, 2]);
+    await db.call('Emit', 1, day1, 3, 0);
+    await db.call('Emit', 2, day1, 3, 0);
+    expect(await db.exports!.idle()).toBe(true);
+    await db.close();
+
+    db = await openDatabase(data, fileExports(root), () => day1);
+    await seedMeters(db, [1, 2]);
+    await db.call('Emit', 1, day1, 2, 0);
+    await db.call('Emit', 2, day1, 2, 0);
+    expect(await db.exports!.idle()).toBe(true);
+    await db.close();
+    const byPartition = jsonlRowsByPartition(root);
+    expect([...byPartition.values()].flat()).toHaveLength(10);
+    for (const partition of byPartition.keys()) {
+      const ranges = exportedFiles(root, 'jsonl').filter((file) => file.partition === partition).sort((a, b) => a.first - b.first);
+      for (let i = 1; i < ranges.length; i++) expect(ranges[i].first).toBe(ranges[i - 1].last + 1);
+    }
+  });
+
+  it('files rows under the day of a timestamp column and closes finished days with _SUCCESS', async () => {
+    const data = temporaryFolder();
+    const root = path.join(data, 'out');
+    const db = await openDatabase(data, fileExports(root, { dayColumn: 'ts', closeGraceMs: 0, timeZone: 'Europe/Copenhagen' }), () => day1);
+    await seedMeters(db, [1]);
+    // 23:58 Copenhagen time (22:58 UTC) plus 0…3 minutes: two rows on each side of midnight.
+    const lateEvening = Date.UTC(2026, 10, 22, 22, 58, 0);
+    await db.call('Emit', 1, lateEvening, 4, 0);
+    expect(await db.exports!.idle()).toBe(true);
+    const files = exportedFiles(root, 'jsonl');
+    expect(files.map((file) => [file.day, file.first, file.last]).sort()).toEqual([['2026-11-22', 1, 2], ['2026-11-23', 3, 4]]);
+    const successes = [path.join(root, 'readings', 'dt=2026-11-22', '_SUCCESS'), path.join(root, 'readings', 'dt=2026-11-23', '_SUCCESS')];
+    for (let waited = 0; waited < 100 && !successes.every((file) => existsSync(file)); waited++) await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(successes.map((file) => existsSync(file))).toEqual([true, true]);
+    expect(listFiles(root).filter((file) => file.includes('.tmp-'))).toEqual([]);
+    await db.close();
+  });
+
+  it('writes CSV with a header, ISO timestamps and empty NULLs', async () => {
+    const data = temporaryFolder();
+    const root = path.join(data, 'out');
+    const db = await openDatabase(data, fileExports(root, { format: 'csv' }), () => day1);
+    await seedMeters(db, [1]);
+    await db.call('Emit', 1, day1, 2, 0);
+    expect(await db.exports!.idle()).toBe(true);
+    const [file] = exportedFiles(root, 'csv');
+    expect(readFileSync(file.file, 'utf8').trim().split('\n')).toEqual([
+      'meter,ts,kwh,note,ok,level,price',
+      `1,${new Date(day1).toISOString()},0,,1,0,0`,
+      `1,${new Date(day1 + 60_000).toISOString()},1,n1,,1,0.125`,
+    ]);
+    await db.close();
+  });
+
+  it('exports to a JSON Lines file target under <data>/export by default', async () => {
+    const data = temporaryFolder();
+    const db = await openDatabase(data, undefined, () => day1);
+    await seedMeters(db, [1]);
+    await db.call('Emit', 1, day1, 3, 0);
+    await db.exports!.idle();
+    // The default target lingers (rolls files by time); closing delivers nothing more but keeps the rows.
+    await db.close();
+    const root = path.join(data, 'export', 'files', 'lake');
+    const reopened = await openDatabase(data, undefined, () => day1);
+    expect(await reopened.exports!.idle()).toBe(true);
+    await reopened.close();
+    expect([...jsonlRowsByPartition(root).values()].flat().map((row) => row.kwh)).toEqual([0, 1, 2]);
+  });
+});
+
+describe('export configuration errors', () => {
+  it('names the wrong setting', async () => {
+    await expectError(() => parseExportsConfig({ targets: [{ name: 'lake', type: 'filez' }] }), ErrorCode.EXPORT_CONFIG, /exports\.targets\[0\]\.type: expected one of file, postgresql/);
+    await expectError(() => parseExportsConfig({ targets: [{ name: 'lake', type: 'postgresql', passwordEnv: 'SLUICE_TEST_NO_SUCH_VARIABLE' }] }, {}), ErrorCode.EXPORT_CONFIG, /exports\.targets\[0\]\.passwordEnv: environment variable SLUICE_TEST_NO_SUCH_VARIABLE is not set/);
+    await expectError(() => parseExportsConfig({ targets: [{ name: 'lake', type: 'postgresql', url: 'postgres://u:${NOPE_PASSWORD}@h/db' }] }, {}), ErrorCode.EXPORT_CONFIG, /exports\.targets\[0\]\.url: environment variable NOPE_PASSWORD/);
+    await expectError(() => parseExportsConfig({ buffer: { bytesMax: -1 } }), ErrorCode.EXPORT_CONFIG, /exports\.buffer\.bytesMax: expected a positive integer, got -1/);
+    await expectError(() => parseExportsConfig({ buffer: { onFull: 'drop' } }), ErrorCode.EXPORT_CONFIG, /exports\.buffer\.onFull: expected "wait" or "fail"/);
+    await expectError(() => parseExportsConfig({ targets: [{ name: 'pg', type: 'postgresql' }], daily: [{ name: 'billing', daily: '25:00 Europe/Copenhagen', target: 'pg', query: 'SELECT 1' }] }), ErrorCode.EXPORT_CONFIG, /exports\.daily\[0\]\.daily: expected "HH:MM Area\/City"/);
+    await expectError(() => parseExportsConfig({ targets: [{ name: 'pg', type: 'postgresql' }], daily: [{ name: 'billing', daily: '00:05 Mars/Olympus', target: 'pg', query: 'SELECT 1' }] }), ErrorCode.EXPORT_CONFIG, /unknown time zone "Mars\/Olympus"/);
+    await expectError(() => parseExportsConfig({ targets: [], daily: [{ name: 'billing', target: 'pg', query: 'SELECT 1' }] }), ErrorCode.EXPORT_CONFIG, /exports\.daily\[0\]\.target: expected the name of a configured target/);
+    expect(parseExportsConfig({ targets: [{ name: 'PG', type: 'postgresql', password: '${SECRET}' }] }, { SECRET: 's3cret' }).targets[0]).toMatchObject({ name: 'pg', password: 's3cret' });
+  });
+
+  it('refuses a file target with a bad format or day column, and opens nothing', async () => {
+    const data = temporaryFolder();
+    await expectError(() => openDatabase(data, fileExports(path.join(data, 'out'), { format: 'xml' })), ErrorCode.EXPORT_CONFIG, /exports\.targets\.lake\.format: expected one of parquet, csv, jsonl, got "xml"/);
+    await expectError(() => openDatabase(data, fileExports(path.join(data, 'out'), { dayColumn: 'note' })), ErrorCode.EXPORT_CONFIG, /column readings\.note is VARCHAR; a day column must be TIMESTAMP/);
+    await expectError(() => Database.open({ schema: exportSchema, exports: fileExports('x') }), ErrorCode.EXPORT_CONFIG, /needs a data directory/);
+  });
+});
