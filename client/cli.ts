@@ -6,6 +6,7 @@
  *   sluice sql [--url ws://127.0.0.1:21212] [-c "SELECT …"] [-f file.sql]   (interactive without -c/-f)
  *   sluice call [--url …] Proc arg…                                          (args: JSON where they parse, else text)
  *   sluice snapshot [--url …]                                                (takes a snapshot now: @SnapshotSave)
+ *   sluice export run <job> --day YYYY-MM-DD [--url …]                      (an end-of-day export by hand: @ExportRun)
  *
  * Errors print as one line (`error: CODE message`) and exit 1; a stack trace is a bug.
  */
@@ -36,6 +37,8 @@ interface Deployment {
   durability?: { mode?: 'sync' | 'async' | 'off'; groupCommitMs?: number; asyncFlushMs?: number; snapshotIntervalMinutes?: number; snapshotOnShutdown?: boolean };
   /** Kafka and MQTT importers (docs/importers.md), checked by importers/config.ts. */
   importers?: unknown[];
+  /** Export targets, buffer bound and end-of-day jobs (docs/exporters.md); checked by the server. */
+  exports?: unknown;
 }
 
 const program = new Command();
@@ -80,6 +83,7 @@ program
       connectionCallsInFlightMax: deployment.limits?.connectionCallsInFlightMax,
       queueDepthMax: deployment.limits?.queueDepthMax,
       importers: deployment.importers,
+      exports: deployment.exports,
       logger,
     });
     if (bar && server.recovery) bar.finish(server.recovery);
@@ -144,6 +148,23 @@ program
     const client = await connect(options.url, { timeoutMs: 600_000 });
     try {
       printValue(await client.call('@SnapshotSave'));
+    } finally {
+      await client.close();
+    }
+  });
+
+const exportCommand = program.command('export').description('end-of-day exports');
+exportCommand
+  .command('run')
+  .description('run an end-of-day export job for one finished day (@ExportRun): sluice export run daily_billing --day 2026-11-22')
+  .argument('<job>', 'the job name from the deployment file (exports.daily)')
+  .requiredOption('--day <YYYY-MM-DD>', 'the day, in the job\'s time zone')
+  .option('--url <url>', 'server address', defaultUrl)
+  .action(async (job: string, options: { day: string; url: string }) => {
+    const client = await connect(options.url, { timeoutMs: 600_000 });
+    try {
+      const result = await client.call('@ExportRun', job, options.day);
+      console.log(result.status === 'written' ? `${result.job} ${result.day}: exported ${result.rows} rows` : `${result.job} ${result.day}: already exported (${result.rows} rows); nothing changed`);
     } finally {
       await client.close();
     }
