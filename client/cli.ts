@@ -7,6 +7,10 @@
  *   sluice call [--url …] Proc arg…                                          (args: JSON where they parse, else text)
  *   sluice snapshot [--url …]                                                (takes a snapshot now: @SnapshotSave)
  *   sluice export run <job> --day YYYY-MM-DD [--url …]                      (an end-of-day export by hand: @ExportRun)
+ *   sluice hash-password                                                     (prints a scrypt hash for the deployment file)
+ *
+ * `sql` and `call` take --user/--password (or SLUICE_USER/SLUICE_PASSWORD) and --ca for wss:// with a
+ * private certificate authority (docs/security.md).
  *
  * Errors print as one line (`error: CODE message`) and exit 1; a stack trace is a bug.
  */
@@ -17,7 +21,9 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { Command, CommanderError } from 'commander';
 import { pino } from 'pino';
-import { connect, SluiceClientError, type Client, type QueryResult } from './index.ts';
+import type { SecurityConfig } from '../engine/security/config.ts';
+import type { TlsConfig } from '../engine/security/tls.ts';
+import { connect, SluiceClientError, type Client, type ConnectOptions, type QueryResult } from './index.ts';
 
 const defaultUrl = 'ws://127.0.0.1:21212';
 const historyFile = path.join(os.homedir(), '.sluice_history');
@@ -31,7 +37,15 @@ interface Deployment {
   port?: number;
   host?: string;
   logLevel?: string;
-  limits?: { frameBytesMax?: number; resultFrameBytesMax?: number; connectionCallsInFlightMax?: number; queueDepthMax?: number };
+  limits?: {
+    frameBytesMax?: number;
+    resultFrameBytesMax?: number;
+    connectionCallsInFlightMax?: number;
+    queueDepthMax?: number;
+    connectionsMax?: number;
+    idleTimeoutMs?: number;
+    adhocRowsMax?: number;
+  };
   /** Data directory (command log, snapshots, export buffers); relative to the deployment file. */
   data?: string;
   durability?: { mode?: 'sync' | 'async' | 'off'; groupCommitMs?: number; asyncFlushMs?: number; snapshotIntervalMinutes?: number; snapshotOnShutdown?: boolean };
@@ -39,7 +53,14 @@ interface Deployment {
   importers?: unknown[];
   /** Export targets, buffer bound and end-of-day jobs (docs/exporters.md); checked by the server. */
   exports?: unknown;
+  /** Users and roles (docs/security.md). */
+  security?: SecurityConfig;
+  /** PEM files for wss:// (paths relative to the deployment file). */
+  tls?: TlsConfig;
 }
+
+/** Keys whose values never reach the log, wherever they appear in a logged object. */
+const redactedLogPaths = ['password', 'passwordHash', '*.password', '*.passwordHash', 'security.users[*].passwordHash', 'deployment.security'];
 
 const program = new Command();
 program.name('sluice').description('Sluice: an in-memory transactional database').exitOverride();
@@ -60,7 +81,7 @@ program
     const deployment = options.deployment ? await readDeployment(options.deployment) : {};
     const schema = options.schema ?? deployment.schema;
     if (!schema) throw new UsageError('start needs --schema <file> (or "schema" in the deployment file)');
-    const logger = pino({ level: options.logLevel ?? deployment.logLevel ?? 'info', base: { service: 'sluice' } });
+    const logger = pino({ level: options.logLevel ?? deployment.logLevel ?? 'info', base: { service: 'sluice' }, redact: { paths: redactedLogPaths, censor: '[redacted]' } });
     const data = options.data ?? deployment.data;
     const mode = options.durability ?? deployment.durability?.mode;
     if (mode !== undefined && mode !== 'sync' && mode !== 'async' && mode !== 'off') throw new UsageError(`--durability must be sync, async or off, got ${mode}`);
@@ -84,6 +105,11 @@ program
       queueDepthMax: deployment.limits?.queueDepthMax,
       importers: deployment.importers,
       exports: deployment.exports,
+      connectionsMax: deployment.limits?.connectionsMax,
+      idleTimeoutMs: deployment.limits?.idleTimeoutMs,
+      adhocRowsMax: deployment.limits?.adhocRowsMax,
+      security: deployment.security,
+      tls: deployment.tls,
       logger,
     });
     if (bar && server.recovery) bar.finish(server.recovery);
@@ -110,8 +136,11 @@ program
   .option('--url <url>', 'server address', defaultUrl)
   .option('-c, --command <sql>', 'run these statements and exit')
   .option('-f, --file <file>', 'run the statements of a file and exit')
-  .action(async (options: { url: string; command?: string; file?: string }) => {
-    const client = await connect(options.url);
+  .option('--user <name>', 'user name (default: $SLUICE_USER)')
+  .option('--password <password>', 'password (default: $SLUICE_PASSWORD; prefer the variable: arguments show in ps)')
+  .option('--ca <file>', 'PEM certificate(s) to trust for wss:// (a private or self-signed server certificate)')
+  .action(async (options: { url: string; command?: string; file?: string } & ConnectionFlags) => {
+    const client = await connect(options.url, await connectOptions(options));
     try {
       if (options.command !== undefined || options.file !== undefined) {
         const text = options.command ?? (await readFile(options.file!, 'utf8'));
@@ -128,10 +157,13 @@ program
   .command('call')
   .description('call a procedure: sluice call Vote 2015550123 3 2')
   .option('--url <url>', 'server address', defaultUrl)
+  .option('--user <name>', 'user name (default: $SLUICE_USER)')
+  .option('--password <password>', 'password (default: $SLUICE_PASSWORD; prefer the variable: arguments show in ps)')
+  .option('--ca <file>', 'PEM certificate(s) to trust for wss://')
   .argument('<procedure>')
   .argument('[args...]', 'parameters: JSON where they parse (numbers, "text", [arrays], null), else text')
-  .action(async (procedure: string, args: string[], options: { url: string }) => {
-    const client = await connect(options.url);
+  .action(async (procedure: string, args: string[], options: { url: string } & ConnectionFlags) => {
+    const client = await connect(options.url, await connectOptions(options));
     try {
       const result = await client.call(procedure, ...args.map(parseArgument));
       printValue(result);
@@ -144,8 +176,11 @@ program
   .command('snapshot')
   .description('take a snapshot now (@SnapshotSave); prints where it went and the pause it caused')
   .option('--url <url>', 'server address', defaultUrl)
-  .action(async (options: { url: string }) => {
-    const client = await connect(options.url, { timeoutMs: 600_000 });
+  .option('--user <name>', 'user name (default: $SLUICE_USER); the role needs admin')
+  .option('--password <password>', 'password (default: $SLUICE_PASSWORD)')
+  .option('--ca <file>', 'PEM certificate(s) to trust for wss://')
+  .action(async (options: { url: string } & ConnectionFlags) => {
+    const client = await connect(options.url, { ...(await connectOptions(options)), timeoutMs: 600_000 });
     try {
       printValue(await client.call('@SnapshotSave'));
     } finally {
@@ -160,8 +195,11 @@ exportCommand
   .argument('<job>', 'the job name from the deployment file (exports.daily)')
   .requiredOption('--day <YYYY-MM-DD>', 'the day, in the job\'s time zone')
   .option('--url <url>', 'server address', defaultUrl)
-  .action(async (job: string, options: { day: string; url: string }) => {
-    const client = await connect(options.url, { timeoutMs: 600_000 });
+  .option('--user <name>', 'user name (default: $SLUICE_USER); the role needs admin')
+  .option('--password <password>', 'password (default: $SLUICE_PASSWORD)')
+  .option('--ca <file>', 'PEM certificate(s) to trust for wss://')
+  .action(async (job: string, options: { day: string; url: string } & ConnectionFlags) => {
+    const client = await connect(options.url, { ...(await connectOptions(options)), timeoutMs: 600_000 });
     try {
       const result = await client.call('@ExportRun', job, options.day);
       console.log(result.status === 'written' ? `${result.job} ${result.day}: exported ${result.rows} rows` : `${result.job} ${result.day}: already exported (${result.rows} rows); nothing changed`);
@@ -170,7 +208,87 @@ exportCommand
     }
   });
 
+program
+program
+  .command('hash-password')
+  .alias('passwd')
+  .description('print a scrypt hash of a password for the deployment file\'s security.users[].passwordHash')
+  .option('--cost <N>', 'scrypt cost N, a power of two (default 32768)', parseInteger)
+  .action(async (options: { cost?: number }) => {
+    const { hashPassword } = await import('../engine/security/passwords.ts');
+    let password = process.env.SLUICE_PASSWORD || undefined;
+    if (password === undefined) {
+      password = await readPassword();
+      // At a terminal nobody sees what was typed: ask again so a typo does not become the password.
+      if (process.stdin.isTTY && (await readPassword('again: ')) !== password) throw new UsageError('the two passwords differ');
+    }
+    console.log(await hashPassword(password, { cost: options.cost }));
+  });
+
 class UsageError extends Error {}
+
+interface ConnectionFlags {
+  user?: string;
+  password?: string;
+  ca?: string;
+}
+
+async function connectOptions(flags: ConnectionFlags): Promise<ConnectOptions> {
+  const options: ConnectOptions = {};
+  const user = flags.user ?? (process.env.SLUICE_USER || undefined);
+  if (user !== undefined) {
+    options.user = user;
+    options.password = flags.password ?? (process.env.SLUICE_PASSWORD || (await readPassword()));
+  }
+  if (flags.ca !== undefined) {
+    try {
+      options.ca = await readFile(flags.ca);
+    } catch (error) {
+      throw new UsageError(`cannot read --ca ${flags.ca}: ${(error as Error).message}`);
+    }
+  }
+  return options;
+}
+
+/** Reads a password: typed at a terminal without echo, or the first line of standard input when piped. */
+async function readPassword(prompt = 'password: '): Promise<string> {
+  if (!process.stdin.isTTY) {
+    const chunks: Buffer[] = [];
+    for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+    const password = Buffer.concat(chunks).toString('utf8').split(/\r?\n/)[0];
+    if (!password) throw new UsageError('no password on standard input');
+    return password;
+  }
+  const stdin = process.stdin;
+  process.stderr.write(prompt);
+  stdin.setRawMode(true);
+  stdin.resume();
+  try {
+    return await new Promise<string>((resolve, reject) => {
+      let password = '';
+      const onData = (chunk: Buffer) => {
+        for (const char of chunk.toString('utf8')) {
+          if (char === '\r' || char === '\n') {
+            stdin.off('data', onData);
+            resolve(password);
+            return;
+          }
+          if (char === '\u0003') {
+            stdin.off('data', onData);
+            reject(new UsageError('cancelled'));
+            return;
+          }
+          password = char === '\u007f' ? password.slice(0, -1) : password + char;
+        }
+      };
+      stdin.on('data', onData);
+    });
+  } finally {
+    stdin.setRawMode(false);
+    stdin.pause();
+    process.stderr.write('\n');
+  }
+}
 
 function parseInteger(text: string): number {
   const value = Number(text);
@@ -198,6 +316,10 @@ async function readDeployment(file: string): Promise<Deployment> {
   if (deployment.schema) deployment.schema = path.resolve(folder, deployment.schema);
   if (deployment.procedures) deployment.procedures = path.resolve(folder, deployment.procedures);
   if (deployment.data) deployment.data = path.resolve(folder, deployment.data);
+  if (deployment.tls && typeof deployment.tls === 'object') {
+    const tls = deployment.tls;
+    for (const key of ['cert', 'key', 'ca'] as const) if (typeof tls[key] === 'string') tls[key] = path.resolve(folder, tls[key]);
+  }
   return deployment;
 }
 

@@ -29,6 +29,7 @@ import {
   ProtocolCode,
   Status,
   callStride,
+  statusOfCode,
   createCodec,
   frameCallsMax,
   resultFrameBytesMax,
@@ -84,6 +85,11 @@ export interface ConnectOptions {
   reconnect?: boolean;
   /** Largest frame accepted from the server. */
   frameBytesMax?: number;
+  /** User and password, sent in the handshake; needed when the server has security on (docs/security.md). */
+  user?: string;
+  password?: string;
+  /** For wss:// URLs: certificates (PEM) to trust besides the system's, e.g. a self-signed server's. */
+  ca?: string | Buffer | (string | Buffer)[];
 }
 
 export interface CallOptions {
@@ -138,7 +144,9 @@ export class Client<App extends AppShape = UntypedApp> {
   partitions = 0;
   /** The protocol version agreed in the handshake. */
   protocolVersion = 0;
-  private readonly options: Required<ConnectOptions>;
+  private readonly options: Required<Omit<ConnectOptions, 'user' | 'password' | 'ca'>>;
+  private readonly credentials: { user?: string; password?: string };
+  private readonly ca: ConnectOptions['ca'];
   private readonly codec = createCodec();
   private ws: WebSocket | undefined;
   private connected = false;
@@ -169,6 +177,8 @@ export class Client<App extends AppShape = UntypedApp> {
       reconnect: options.reconnect ?? false,
       frameBytesMax: options.frameBytesMax ?? resultFrameBytesMax,
     };
+    this.credentials = { user: options.user, password: options.password };
+    this.ca = options.ca;
     this.sweptTick = Math.floor(Date.now() / timeoutTickMs);
   }
 
@@ -249,7 +259,7 @@ export class Client<App extends AppShape = UntypedApp> {
   /** Connects and handshakes (used by `connect`, and again by reconnects). */
   open(): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      const ws = new WebSocket(this.url, { perMessageDeflate: false, maxPayload: this.options.frameBytesMax, skipUTF8Validation: true });
+      const ws = new WebSocket(this.url, { perMessageDeflate: false, maxPayload: this.options.frameBytesMax, skipUTF8Validation: true, ca: this.ca });
       ws.binaryType = 'nodebuffer';
       this.ws = ws;
       let settled = false;
@@ -261,7 +271,7 @@ export class Client<App extends AppShape = UntypedApp> {
         reject(error);
       };
       const timer = setTimeout(() => fail(new SluiceClientError(Status.CONNECTION_LOST, ProtocolCode.TIMEOUT, `no handshake from ${this.url} within ${this.options.connectTimeoutMs} ms`)), this.options.connectTimeoutMs);
-      ws.on('open', () => ws.send(this.codec.pack([FrameKind.HELLO, { versions: protocolVersionsSupported, client: clientName }])));
+      ws.on('open', () => ws.send(this.codec.pack([FrameKind.HELLO, { versions: protocolVersionsSupported, client: clientName, ...this.credentials }])));
       ws.on('error', (error: Error) => fail(new SluiceClientError(Status.CONNECTION_LOST, ProtocolCode.CONNECTION_LOST, `cannot connect to ${this.url}: ${error.message}`)));
       ws.on('close', (code: number, reason: Buffer) => {
         if (!settled) fail(new SluiceClientError(Status.CONNECTION_LOST, ProtocolCode.CONNECTION_LOST, `${this.url} closed the connection (${code} ${reason.toString()})`));
@@ -280,7 +290,7 @@ export class Client<App extends AppShape = UntypedApp> {
           return;
         }
         if (frame[0] === FrameKind.ERROR) {
-          fail(new SluiceClientError(Status.FAILURE, String(frame[1]), String(frame[2])));
+          fail(new SluiceClientError(statusOfCode(String(frame[1])), String(frame[1]), String(frame[2])));
           return;
         }
         if (frame[0] !== FrameKind.WELCOME) {

@@ -18,6 +18,8 @@ export const ErrorCode = {
   INVALID_SCHEMA: 'INVALID_SCHEMA',
   /** A selected column is neither grouped nor aggregated. */
   NOT_GROUPED: 'NOT_GROUPED',
+  /** A deployment file (or server option) is wrong: security, TLS, limits. */
+  INVALID_CONFIG: 'INVALID_CONFIG',
   PARAM_COUNT: 'PARAM_COUNT',
   PARAM_TYPE: 'PARAM_TYPE',
   TYPE_MISMATCH: 'TYPE_MISMATCH',

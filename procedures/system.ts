@@ -16,20 +16,31 @@ export interface SystemSignature<P extends unknown[], R> {
   readonly run: (ctx: never, ...params: P) => R;
 }
 
+/**
+ * Who may call a system procedure when security is on (docs/security.md); every entry must say.
+ * - 'anyone': every authenticated user;
+ * - 'read': roles with `adhocRead` (it reads data or metadata: schema, statistics);
+ * - 'adhoc': ad-hoc SQL: `adhocRead` for statements whose plan is read-only, `adhocWrite` for the rest;
+ * - 'admin': roles with `admin` only (snapshots, live schema/procedure changes, shutdown, export runs).
+ * A role's `procedures` list may also name a system procedure to grant it alone.
+ */
+export type SystemPermission = 'anyone' | 'read' | 'adhoc' | 'admin';
+
 export interface SystemProcedureInfo {
   readonly name: string;
   readonly access: 'read' | 'write';
   readonly scope: 'router' | 'single' | 'multi';
+  readonly permission: SystemPermission;
   readonly summary: string;
 }
 
 export const systemProcedures = [
-  { name: '@Ping', access: 'read', scope: 'router', summary: 'answers 0 at once; checks that the server is up and the connection works' },
-  { name: '@SystemInformation', access: 'read', scope: 'router', summary: 'version, partitions, uptime and the schema (DDL) of the running database' },
-  { name: '@Statistics', access: 'read', scope: 'multi', summary: 'per procedure: calls, aborts, failures, latency p50/p99; per partition: transactions, queue depth; per table: rows and a memory estimate; per importer: messages/s, lag, errors' },
-  { name: '@AdHoc', access: 'write', scope: 'router', summary: 'runs one SQL statement (sql, params[]): on one partition when the statement pins it, else as a multi-partition transaction' },
-  { name: '@SnapshotSave', access: 'read', scope: 'multi', summary: 'takes a transaction-consistent snapshot of every partition now (needs a data directory); answers with its path, transaction id, rows and the longest pause' },
-  { name: '@ExportRun', access: 'write', scope: 'router', summary: 'runs an end-of-day export job for one finished day (job, "YYYY-MM-DD"); a day already exported is left as it is (status "already")' },
+  { name: '@Ping', access: 'read', scope: 'router', permission: 'anyone', summary: 'answers 0 at once; checks that the server is up and the connection works' },
+  { name: '@SystemInformation', access: 'read', scope: 'router', permission: 'read', summary: 'version, partitions, uptime and the schema (DDL) of the running database' },
+  { name: '@Statistics', access: 'read', scope: 'multi', permission: 'read', summary: 'per procedure: calls, aborts, failures, latency p50/p99; per partition: transactions, queue depth; per table: rows and a memory estimate; per importer: messages/s, lag, errors' },
+  { name: '@AdHoc', access: 'write', scope: 'router', permission: 'adhoc', summary: 'runs one SQL statement (sql, params[]): on one partition when the statement pins it, else as a multi-partition transaction' },
+  { name: '@SnapshotSave', access: 'read', scope: 'multi', permission: 'admin', summary: 'takes a transaction-consistent snapshot of every partition now (needs a data directory); answers with its path, transaction id, rows and the longest pause' },
+  { name: '@ExportRun', access: 'write', scope: 'router', permission: 'admin', summary: 'runs an end-of-day export job for one finished day (job, "YYYY-MM-DD"); a day already exported is left as it is (status "already")' },
 ] as const satisfies readonly SystemProcedureInfo[];
 
 export type SystemProcedureName = (typeof systemProcedures)[number]['name'];

@@ -795,6 +795,19 @@ export class Router {
     else this.runMulti(adhocProcedure(statement), values, stats, sink, token);
   }
 
+  /**
+   * Whether an ad-hoc statement only reads (EXPLAIN only reads), for the server's permission
+   * check; undefined when it does not plan (submitting it then answers the planning error).
+   */
+  adhocReadOnly(sql: string): boolean | undefined {
+    try {
+      const statement = this.adhocPlan(sql);
+      return statement.readOnly || statement.explain;
+    } catch {
+      return undefined;
+    }
+  }
+
   private adhocPlan(sql: string): PlannedStatement {
     let statement = this.adhocPlans.get(sql);
     if (statement === undefined) {

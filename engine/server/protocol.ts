@@ -34,11 +34,17 @@ export const connectionCallsInFlightMax = 100_000;
 export const procedureNameLengthMax = 256;
 /** Time a new connection has to send HELLO. */
 export const helloTimeoutMs = 10_000;
+/** Connections open at once (handshaking included); more are answered SERVER_BUSY and closed (1013). */
+export const connectionsMax = 5000;
+/** A connection that sends nothing and has no call outstanding for this long is closed (4005); 0 = never. */
+export const idleTimeoutMsDefault = 0;
+/** Rows an ad-hoc query may return; a larger result is answered FAILURE (RESULT_TOO_LARGE) instead. */
+export const adhocRowsMax = 10_000_000;
 
 // --- frames -----------------------------------------------------------------------------------
 
 export const FrameKind = {
-  /** client → server: [HELLO, { versions: number[], client: string }] */
+  /** client → server: [HELLO, { versions: number[], client: string, user?: string, password?: string }] */
   HELLO: 1,
   /** server → client: [WELCOME, { version, server, partitions }] */
   WELCOME: 2,
@@ -124,6 +130,14 @@ export const ProtocolCode = {
   SUBSCRIBER_TOO_SLOW: 'SUBSCRIBER_TOO_SLOW',
   /** A SUBSCRIBE or UNSUBSCRIBE frame of the wrong shape (its id is not an integer). */
   BAD_SUBSCRIPTION: 'BAD_SUBSCRIPTION',
+  /** HELLO's user and password were missing or wrong (the same answer whether or not the user exists). */
+  AUTHENTICATION_FAILED: 'AUTHENTICATION_FAILED',
+  /** The user's roles do not grant this call. */
+  PERMISSION_DENIED: 'PERMISSION_DENIED',
+  /** An ad-hoc query returned more than adhocRowsMax rows. */
+  RESULT_TOO_LARGE: 'RESULT_TOO_LARGE',
+  /** The connection was idle for longer than the server's idle timeout. */
+  IDLE_TIMEOUT: 'IDLE_TIMEOUT',
 } as const;
 
 /** An error payload: [code, message, details]. */
@@ -145,6 +159,12 @@ export const CloseCode = {
   MALFORMED_FRAME: 4002,
   /** A CALLS frame carried more than frameCallsMax calls. */
   FRAME_LIMIT: 4003,
+  /** Security is on and HELLO's credentials were missing or wrong. */
+  AUTHENTICATION_FAILED: 4004,
+  /** Nothing arrived and no call was outstanding for the idle timeout. */
+  IDLE_TIMEOUT: 4005,
+  /** The server has connectionsMax connections open; try again later. */
+  TRY_AGAIN_LATER: 1013,
 } as const;
 
 // --- codec ------------------------------------------------------------------------------------

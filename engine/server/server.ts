@@ -13,28 +13,38 @@ import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import type { Logger } from 'pino';
+import type http from 'node:http';
 import { WebSocketServer, type WebSocket } from 'ws';
+import { systemProcedureTable, type QueryResult } from '../../procedures/system.ts';
 import { ErrorCode, SluiceError } from '../errors.ts';
-import { Router, type InvocationLog } from '../execution/router.ts';
+import { Router, type InvocationLog, type ResultSink } from '../execution/router.ts';
 import type { RecoveryProgress, RecoverySummary } from '../durability/recovery.ts';
 import { ServerDurability, type DurabilityMode, type DurabilitySettings } from '../durability/server-durability.ts';
 import { importerSchemaDdl, parseImporterConfigs, startImporters, type RunningImporters } from '../../importers/index.ts';
 import { ServerExports, streamRowsOptions } from '../../exporters/exports.ts';
+import { Authenticator, type ThrottleOptions } from '../security/authenticator.ts';
+import { checkSecurity, type SecurityConfig } from '../security/config.ts';
+import { Decision, allProceduresWildcard, type Grant } from '../security/grants.ts';
+import { createHttpServer, loadTls, type TlsConfig, type TlsMaterial } from '../security/tls.ts';
 import {
   CloseCode,
   FrameKind,
   ProtocolCode,
   Status,
+  adhocRowsMax,
   callStride,
   connectionCallsInFlightMax,
+  connectionsMax,
   createCodec,
   frameBytesMax,
   frameCallsMax,
   resultFrameBytesMax,
   helloTimeoutMs,
+  idleTimeoutMsDefault,
   procedureNameLengthMax,
   protocolVersionsSupported,
   subscriptionsVersion,
+  type ErrorPayload,
 } from './protocol.ts';
 import { ConnectionSubscriptions, SubscriptionHub } from './subscriptions.ts';
 
@@ -54,6 +64,18 @@ export interface ServerOptions {
   connectionCallsInFlightMax?: number;
   queueDepthMax?: number;
   helloTimeoutMs?: number;
+  /** Connections open at once; more are refused with SERVER_BUSY (close 1013). */
+  connectionsMax?: number;
+  /** Close connections idle (nothing sent, nothing outstanding) this long; 0 = never. */
+  idleTimeoutMs?: number;
+  /** Rows an ad-hoc query may return. */
+  adhocRowsMax?: number;
+  /** Users and roles (the deployment file's `security`, docs/security.md); off when absent or not enabled. */
+  security?: SecurityConfig;
+  /** PEM files: serve wss:// instead of ws:// (the deployment file's `tls`). */
+  tls?: TlsConfig;
+  /** How failed logins are slowed down (tests shorten the delays). */
+  loginThrottle?: ThrottleOptions;
   log?: InvocationLog;
   /** Structured logger; default: none. */
   logger?: Logger;
@@ -98,6 +120,10 @@ export interface SluiceServer {
 
 /** Loads the schema and procedures, starts the partitions, and listens. */
 export async function startServer(options: ServerOptions): Promise<SluiceServer> {
+  // Configuration first: a bad users list or certificate stops the start before any worker runs.
+  const security = options.security === undefined ? undefined : checkSecurity(options.security);
+  const tls = options.tls === undefined ? undefined : await loadTls(options.tls);
+  const authenticator = security?.enabled ? new Authenticator(security, options.loginThrottle) : undefined;
   const { ddl: schemaDdl, folder } = await readSchema(options.schema);
   const importerConfigs = parseImporterConfigs(options.importers);
   const ddl = schemaDdl + importerSchemaDdl(importerConfigs);
@@ -137,8 +163,14 @@ export async function startServer(options: ServerOptions): Promise<SluiceServer>
     throw error;
   }
   let recovery: RecoverySummary | undefined;
-  const server = new Server(router, options, durability, exports);
+  const server = new Server(router, options, durability, exports, authenticator, tls);
   hub = server.subscriptions;
+  if (security?.enabled) {
+    const known = new Set([...router.procedureNames, ...systemProcedureTable.keys(), allProceduresWildcard]);
+    for (const role of security.roles.values()) {
+      for (const name of role.procedures) if (!known.has(name)) logger?.warn({ role: role.name, procedure: name }, `role ${role.name} grants ${name}, which is not a procedure of this database`);
+    }
+  }
   try {
     if (durability) server.recovery = recovery = await durability.recover(router, options.onRecoveryProgress);
     // After replay: new rows continue past every sequence the export buffer holds.
@@ -158,7 +190,7 @@ export async function startServer(options: ServerOptions): Promise<SluiceServer>
       throw error;
     }
   }
-  logger?.info({ url: server.url, port: server.port, partitions, procedures: router.procedureNames, dataDir: durability?.dataDir, durability: durability?.mode, transactionsReplayed: recovery?.transactionsReplayed }, `listening on ${server.url}`);
+  logger?.info({ url: server.url, port: server.port, partitions, procedures: router.procedureNames, dataDir: durability?.dataDir, durability: durability?.mode, transactionsReplayed: recovery?.transactionsReplayed, security: authenticator !== undefined, tls: tls !== undefined }, `listening on ${server.url}`);
   return server;
 }
 
@@ -174,7 +206,14 @@ class Server implements SluiceServer {
   readonly resultFrameBytesMax: number;
   readonly callsInFlightMax: number;
   readonly helloTimeoutMs: number;
+  readonly connectionsMax: number;
+  readonly idleTimeoutMs: number;
+  readonly adhocRowsMax: number;
+  readonly authenticator: Authenticator | undefined;
+  private readonly tls: TlsMaterial | undefined;
   private wss: WebSocketServer | undefined;
+  private httpServer: http.Server | undefined;
+  private idleTimer: NodeJS.Timeout | undefined;
   private readonly connections = new Set<Connection>();
   private readonly dirty: Connection[] = [];
   private flushScheduled = false;
@@ -184,11 +223,16 @@ class Server implements SluiceServer {
   port = 0;
   url = '';
 
-  constructor(router: Router, options: ServerOptions, durability: ServerDurability | undefined, exports: ServerExports | undefined) {
+  constructor(router: Router, options: ServerOptions, durability: ServerDurability | undefined, exports: ServerExports | undefined, authenticator: Authenticator | undefined, tls: TlsMaterial | undefined) {
     this.router = router;
     this.subscriptions = new SubscriptionHub(router.catalog, router.partitionCount, { retainRowsMax: options.subscriptionRetainRowsMax });
     this.durability = durability;
     this.exports = exports;
+    this.authenticator = authenticator;
+    this.tls = tls;
+    this.connectionsMax = options.connectionsMax ?? connectionsMax;
+    this.idleTimeoutMs = options.idleTimeoutMs ?? idleTimeoutMsDefault;
+    this.adhocRowsMax = options.adhocRowsMax ?? adhocRowsMax;
     this.logger = options.logger;
     this.frameBytesMax = options.frameBytesMax ?? frameBytesMax;
     this.resultFrameBytesMax = options.resultFrameBytesMax ?? resultFrameBytesMax;
@@ -198,28 +242,55 @@ class Server implements SluiceServer {
 
   listen(port: number, host: string): Promise<void> {
     return new Promise((resolve, reject) => {
+      const httpServer = createHttpServer(this.tls, (_request, response) => {
+        response.writeHead(426, { 'content-type': 'text/plain' });
+        response.end('this is a Sluice WebSocket endpoint: connect with the client SDK or `sluice sql`\n');
+      });
+      this.httpServer = httpServer;
       const wss = new WebSocketServer({
-        port,
-        host,
+        server: httpServer,
         maxPayload: this.frameBytesMax,
         perMessageDeflate: false,
         clientTracking: false,
         skipUTF8Validation: true,
       });
       this.wss = wss;
-      wss.once('error', reject);
-      wss.once('listening', () => {
-        wss.off('error', reject);
-        wss.on('error', (error) => this.logger?.error({ err: error }, 'server socket error'));
-        this.port = (wss.address() as AddressInfo).port;
-        this.url = `ws://${host === '0.0.0.0' ? '127.0.0.1' : host}:${this.port}`;
+      httpServer.once('error', reject);
+      httpServer.listen(port, host, () => {
+        httpServer.off('error', reject);
+        httpServer.on('error', (error) => this.logger?.error({ err: error }, 'server socket error'));
+        // A failed TLS handshake is the client's problem: note it, keep serving.
+        httpServer.on('tlsClientError', (error: Error) => this.logger?.debug({ err: error }, 'TLS handshake failed'));
+        this.port = (httpServer.address() as AddressInfo).port;
+        this.url = `${this.tls ? 'wss' : 'ws'}://${host === '0.0.0.0' ? '127.0.0.1' : host}:${this.port}`;
+        if (this.idleTimeoutMs > 0) {
+          this.idleTimer = setInterval(() => this.closeIdle(), Math.max(Math.floor(this.idleTimeoutMs / 4), 1));
+          this.idleTimer.unref();
+        }
         resolve();
       });
       wss.on('connection', (ws, request) => {
-        const connection = new Connection(this, ws, this.nextConnectionId++, request.socket.remoteAddress ?? '?');
+        const remote = request.socket.remoteAddress ?? '?';
+        if (this.connections.size >= this.connectionsMax) {
+          this.logger?.warn({ remote, connections: this.connections.size }, 'connection refused: connection limit reached');
+          ws.send(this.codec.pack([FrameKind.ERROR, ProtocolCode.SERVER_BUSY, `the server has ${this.connections.size} connections open (at most ${this.connectionsMax}); try again later`]));
+          ws.close(CloseCode.TRY_AGAIN_LATER, 'too many connections');
+          return;
+        }
+        const connection = new Connection(this, ws, this.nextConnectionId++, remote);
         this.connections.add(connection);
       });
     });
+  }
+
+  /** Closes connections that sent nothing and had nothing outstanding since the last two sweeps' span. */
+  private closeIdle(): void {
+    const now = Date.now();
+    for (const connection of this.connections) connection.checkIdle(now, this.idleTimeoutMs);
+  }
+
+  get connectionCount(): number {
+    return this.connections.size;
   }
 
   forget(connection: Connection): void {
@@ -250,6 +321,7 @@ class Server implements SluiceServer {
   }
 
   async close(): Promise<void> {
+    clearInterval(this.idleTimer);
     // Importers first: their outstanding calls are answered (and acknowledged) before the router stops.
     await this.importers?.stop();
     for (const connection of this.connections) connection.close(CloseCode.GOING_AWAY, 'server shutting down');
@@ -258,7 +330,30 @@ class Server implements SluiceServer {
     await this.exports?.close();
     await this.durability?.close();
     await new Promise<void>((resolve) => (this.wss ? this.wss.close(() => resolve()) : resolve()));
+    await new Promise<void>((resolve) => (this.httpServer?.listening ? this.httpServer.close(() => resolve()) : resolve()));
     this.logger?.info('server stopped');
+  }
+}
+
+/** Answers an ad-hoc query that returned more than adhocRowsMax rows with RESULT_TOO_LARGE instead. */
+class AdhocRowsLimit implements ResultSink {
+  private readonly connection: Connection;
+  private readonly rowsMax: number;
+
+  constructor(connection: Connection, rowsMax: number) {
+    this.connection = connection;
+    this.rowsMax = rowsMax;
+  }
+
+  deliver(token: number, status: Status, payload: unknown, timestamp: number): void {
+    const rows = status === Status.SUCCESS ? (payload as QueryResult | null)?.rows : undefined;
+    if (Array.isArray(rows) && rows.length > this.rowsMax) {
+      // Only a SELECT returns rows, so refusing the answer hides no committed write.
+      const message = `the query returned ${rows.length} rows, more than the ${this.rowsMax} an ad-hoc query may return; add a LIMIT or narrow the WHERE clause`;
+      this.connection.deliver(token, Status.FAILURE, [ProtocolCode.RESULT_TOO_LARGE, message, { object: '@AdHoc', expected: `at most ${this.rowsMax} rows` }], timestamp);
+      return;
+    }
+    this.connection.deliver(token, status, payload, timestamp);
   }
 }
 
@@ -266,8 +361,15 @@ class Connection {
   private readonly server: Server;
   private readonly ws: WebSocket;
   readonly id: number;
-  private state: 'hello' | 'open' | 'closed' = 'hello';
+  private readonly remote: string;
+  private state: 'hello' | 'authenticating' | 'open' | 'closed' = 'hello';
   private inFlight = 0;
+  /** What the user may call; undefined when security is off (everything is allowed). */
+  private grant: Grant | undefined;
+  private readonly adhocSink: AdhocRowsLimit;
+  /** Set by every frame; the idle sweep clears it and notes when it last saw it clear. */
+  private active = true;
+  private idleSince = 0;
   /** The RESULTS frame being built: kind, then id, status, payload, timestamp per answer. */
   private readonly out: unknown[] = [FrameKind.RESULTS];
   private helloTimer: NodeJS.Timeout | undefined;
@@ -278,6 +380,8 @@ class Connection {
     this.server = server;
     this.ws = ws;
     this.id = id;
+    this.remote = remote;
+    this.adhocSink = new AdhocRowsLimit(this, server.adhocRowsMax);
     ws.binaryType = 'nodebuffer';
     ws.on('message', (data: Buffer, isBinary: boolean) => this.onMessage(data, isBinary));
     ws.on('close', (code: number) => this.onClose(code));
@@ -289,8 +393,26 @@ class Connection {
     server.logger?.debug({ connection: id, remote }, 'connection opened');
   }
 
+  /** Closes the connection when it has been idle for `timeoutMs` (called by the server's sweep). */
+  checkIdle(now: number, timeoutMs: number): void {
+    if (this.state !== 'open') return;
+    if (this.active || this.inFlight > 0) {
+      this.active = false;
+      this.idleSince = now;
+      return;
+    }
+    if (now - this.idleSince >= timeoutMs) {
+      this.protocolError(CloseCode.IDLE_TIMEOUT, ProtocolCode.IDLE_TIMEOUT, `the connection was idle for ${timeoutMs} ms (the server's idle timeout)`);
+    }
+  }
+
   private onMessage(data: Buffer, isBinary: boolean): void {
     if (this.state === 'closed') return;
+    this.active = true;
+    if (this.state === 'authenticating') {
+      this.protocolError(CloseCode.HANDSHAKE_EXPECTED, ProtocolCode.HANDSHAKE_EXPECTED, 'a frame arrived before WELCOME: wait for the handshake to finish');
+      return;
+    }
     if (!isBinary) {
       this.protocolError(CloseCode.MALFORMED_FRAME, ProtocolCode.MALFORMED_FRAME, 'text messages are not part of the protocol: send msgpack frames as binary messages');
       return;
@@ -314,7 +436,7 @@ class Connection {
 
   private onHello(frame: unknown[]): void {
     clearTimeout(this.helloTimer);
-    const hello = frame[1] as { versions?: unknown } | undefined;
+    const hello = frame[1] as { versions?: unknown; user?: unknown; password?: unknown } | undefined;
     if (frame[0] !== FrameKind.HELLO || typeof hello !== 'object' || hello === null || !Array.isArray(hello.versions)) {
       this.protocolError(CloseCode.HANDSHAKE_EXPECTED, ProtocolCode.HANDSHAKE_EXPECTED, 'the first frame must be [HELLO, { versions: [...] }]');
       return;
@@ -326,10 +448,60 @@ class Connection {
       this.protocolError(CloseCode.UNSUPPORTED_VERSION, ProtocolCode.UNSUPPORTED_VERSION, `no common protocol version: client offers ${JSON.stringify(offered)}, server speaks ${JSON.stringify(protocolVersionsSupported)}`);
       return;
     }
+    const authenticator = this.server.authenticator;
+    if (authenticator === undefined) {
+      this.welcome(version);
+      return;
+    }
+    this.state = 'authenticating';
+    const { user, password } = hello;
+    authenticator.login(user, password, this.remote).then(
+      (outcome) => {
+        if (this.state !== 'authenticating') return; // The client left while we checked.
+        // The user name is logged (clipped), the password never.
+        const who = typeof user === 'string' ? user.slice(0, 64) : undefined;
+        if (outcome.ok) {
+          this.grant = outcome.grant;
+          this.server.logger?.info({ connection: this.id, remote: this.remote, user: who, roles: outcome.grant.roles }, 'login');
+          this.welcome(version);
+          return;
+        }
+        this.server.logger?.warn({ connection: this.id, remote: this.remote, user: who, reason: outcome.reason, failures: authenticator.throttle.failures(this.remote) }, 'login refused');
+        const message =
+          outcome.reason === 'missing'
+            ? 'this server requires a user and password in HELLO (connect(url, { user, password }), or sluice --user/--password)'
+            : outcome.reason === 'throttled'
+              ? 'authentication failed: too many failed attempts from this address; try again later'
+              : 'authentication failed: unknown user or wrong password';
+        this.protocolError(CloseCode.AUTHENTICATION_FAILED, ProtocolCode.AUTHENTICATION_FAILED, message);
+      },
+      (error: Error) => {
+        this.server.logger?.error({ connection: this.id, err: error }, 'login check failed');
+        this.protocolError(CloseCode.AUTHENTICATION_FAILED, ProtocolCode.AUTHENTICATION_FAILED, 'authentication failed: the server could not check the password');
+      },
+    );
+  }
+
+  private welcome(version: number): void {
     this.state = 'open';
     if (version >= subscriptionsVersion) this.subscriptions = new ConnectionSubscriptions(this.server.subscriptions, (out) => this.send(out), () => this.ws.bufferedAmount);
     const router = this.server.router;
-    this.send([FrameKind.WELCOME, { version, server: serverName, partitions: router.partitionCount, connection: this.id }]);
+    const welcome: Record<string, unknown> = { version, server: serverName, partitions: router.partitionCount, connection: this.id };
+    if (this.grant !== undefined) welcome.user = this.grant.user;
+    this.send([FrameKind.WELCOME, welcome]);
+  }
+
+  /** Why the user may not make this call, or undefined when they may. */
+  private refusal(grant: Grant, name: string, params: unknown[]): ErrorPayload | undefined {
+    const decision = grant.decide(name);
+    if (decision === Decision.ALLOW) return undefined;
+    if (decision === Decision.READ_ONLY) {
+      const sql = params[0];
+      // A statement that does not plan runs nothing: the router answers with its error.
+      if (typeof sql !== 'string' || this.server.router.adhocReadOnly(sql) !== false) return undefined;
+      return [ProtocolCode.PERMISSION_DENIED, `${grant.describe()} may run read-only ad-hoc SQL only, and this statement writes`, { object: name }];
+    }
+    return [ProtocolCode.PERMISSION_DENIED, `${grant.describe()} may not call ${name}`, { object: name }];
   }
 
   private onCalls(frame: unknown[]): void {
@@ -355,12 +527,19 @@ class Connection {
         this.deliverNow(id, Status.FAILURE, [ProtocolCode.BAD_CALL, `a call is (id, procedure name up to ${procedureNameLengthMax} characters, params array)`, null]);
         continue;
       }
+      if (this.grant !== undefined) {
+        const refusal = this.refusal(this.grant, name, params);
+        if (refusal !== undefined) {
+          this.deliverNow(id, Status.FAILURE, refusal);
+          continue;
+        }
+      }
       if (this.inFlight >= this.server.callsInFlightMax) {
         this.deliverNow(id, Status.SERVER_BUSY, [ProtocolCode.SERVER_BUSY, `this connection has ${this.inFlight} calls outstanding (at most ${this.server.callsInFlightMax})`, null]);
         continue;
       }
       this.inFlight++;
-      router.submit(name, params, this, id);
+      router.submit(name, params, name === '@AdHoc' ? this.adhocSink : this, id);
     }
   }
 
