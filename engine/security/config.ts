@@ -20,7 +20,9 @@ export const userNameLengthMax = 256;
 export interface RoleConfig {
   /** Procedures the role may call, by name; `"*"` grants every user procedure (not system ones). */
   procedures?: string[];
-  /** Ad-hoc statements whose plan is read-only, and the 'read' system procedures. */
+  /** Streams the role may subscribe to (live rows, protocol version 2); `"*"` = all. */
+  streams?: string[];
+  /** Ad-hoc statements whose plan is read-only, the 'read' system procedures, and subscribing to any stream. */
   adhocRead?: boolean;
   /** Every ad-hoc statement. */
   adhocWrite?: boolean;
@@ -44,6 +46,7 @@ export interface SecurityConfig {
 export interface CheckedRole {
   readonly name: string;
   readonly procedures: readonly string[];
+  readonly streams: readonly string[];
   readonly adhocRead: boolean;
   readonly adhocWrite: boolean;
   readonly admin: boolean;
@@ -91,15 +94,20 @@ export function checkSecurity(raw: unknown, where = 'security'): CheckedSecurity
   if (!isObject(rawRoles)) fail(`${where}.roles must be an object: role name → { procedures, adhocRead, adhocWrite, admin }`);
   for (const [name, role] of Object.entries(rawRoles)) {
     const at = `${where}.roles.${name}`;
-    if (!isObject(role)) fail(`${at} must be an object { procedures, adhocRead, adhocWrite, admin }`);
-    checkKeys(role, ['procedures', 'adhocRead', 'adhocWrite', 'admin'], at);
+    if (!isObject(role)) fail(`${at} must be an object { procedures, streams, adhocRead, adhocWrite, admin }`);
+    checkKeys(role, ['procedures', 'streams', 'adhocRead', 'adhocWrite', 'admin'], at);
     const procedures = role.procedures ?? [];
     if (!Array.isArray(procedures) || procedures.some((procedure) => typeof procedure !== 'string' || procedure.length === 0)) {
       fail(`${at}.procedures must be a list of procedure names`);
     }
+    const streams = role.streams ?? [];
+    if (!Array.isArray(streams) || streams.some((stream) => typeof stream !== 'string' || stream.length === 0)) {
+      fail(`${at}.streams must be a list of stream names`);
+    }
     roles.set(name, {
       name,
       procedures: procedures as string[],
+      streams: streams as string[],
       adhocRead: optionalBoolean(role.adhocRead, `${at}.adhocRead`),
       adhocWrite: optionalBoolean(role.adhocWrite, `${at}.adhocWrite`),
       admin: optionalBoolean(role.admin, `${at}.admin`),

@@ -26,6 +26,7 @@ export class Grant {
   readonly adhocWrite: boolean;
   readonly allProcedures: boolean;
   private readonly procedures: ReadonlySet<string>;
+  private readonly streams: ReadonlySet<string>;
 
   constructor(user: CheckedUser) {
     this.user = user.name;
@@ -36,6 +37,13 @@ export class Grant {
     const procedures = new Set(user.roles.flatMap((role) => role.procedures));
     this.allProcedures = procedures.has(allProceduresWildcard);
     this.procedures = procedures;
+    this.streams = new Set(user.roles.flatMap((role) => role.streams.map((stream) => stream.toLowerCase())));
+  }
+
+  /** Subscribing reads a stream's rows: `adhocRead` (or admin) allows every stream, `streams` the ones named. */
+  maySubscribe(stream: unknown): boolean {
+    if (this.admin || this.adhocRead || this.streams.has(allProceduresWildcard)) return true;
+    return typeof stream === 'string' && this.streams.has(stream.toLowerCase());
   }
 
   /** `systemTable` is procedures/system.ts's table; tests pass their own to cover every permission. */

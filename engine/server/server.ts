@@ -396,7 +396,8 @@ class Connection {
   /** Closes the connection when it has been idle for `timeoutMs` (called by the server's sweep). */
   checkIdle(now: number, timeoutMs: number): void {
     if (this.state !== 'open') return;
-    if (this.active || this.inFlight > 0) {
+    const listening = this.subscriptions !== undefined && this.server.subscriptions.countOf(this.subscriptions) > 0;
+    if (this.active || this.inFlight > 0 || listening) {
       this.active = false;
       this.idleSince = now;
       return;
@@ -544,6 +545,12 @@ class Connection {
   }
 
   private onSubscription(frame: unknown[]): void {
+    const id = frame[1];
+    if (this.grant !== undefined && frame[0] === FrameKind.SUBSCRIBE && typeof id === 'number' && Number.isSafeInteger(id) && !this.grant.maySubscribe(frame[2])) {
+      const message = `${this.grant.describe()} may not subscribe to ${String(frame[2])}`;
+      this.send([FrameKind.SUBSCRIPTION_ENDED, id, ProtocolCode.PERMISSION_DENIED, message, { object: String(frame[2]) }]);
+      return;
+    }
     const problem = this.subscriptions!.handle(frame);
     if (problem !== undefined) this.protocolError(CloseCode.MALFORMED_FRAME, ProtocolCode.MALFORMED_FRAME, problem);
   }

@@ -214,6 +214,11 @@ export class SubscriptionHub {
     return true;
   }
 
+  /** Subscriptions one connection holds (the idle timeout spares connections that listen). */
+  countOf(sink: SubscriptionSink): number {
+    return this.bySink.get(sink)?.size ?? 0;
+  }
+
   /** A connection went away: forget its subscriptions. */
   dropSink(sink: SubscriptionSink): void {
     const mine = this.bySink.get(sink);

@@ -11,8 +11,8 @@ import { checkSecurity } from '../../engine/security/config.ts';
 import { Decision, Grant } from '../../engine/security/grants.ts';
 import { ProtocolCode, Status } from '../../engine/server/protocol.ts';
 import type { SecurityConfig } from '../../engine/security/config.ts';
-import { client, rejection } from '../server-helpers.ts';
-import { securityFor, serveSecure, type TestUser } from './helpers.ts';
+import { client, rejection, serve } from '../server-helpers.ts';
+import { raw, securityFor, sendHello, serveSecure, untilClosed, type TestUser } from './helpers.ts';
 
 const roles: SecurityConfig['roles'] = {
   admin: { admin: true },
@@ -139,5 +139,59 @@ describe('roles', () => {
 
   it('every system procedure is classified', () => {
     for (const entry of systemProcedures) expect(['anyone', 'read', 'adhoc', 'admin'], entry.name).toContain(entry.permission);
+  });
+});
+
+describe('stream subscriptions under security', () => {
+  const alertsSchema = 'test/fixtures/alerts/ddl.sql';
+  const row = [7, 'north', 'k1', Date.UTC(2026, 0, 1), new Uint8Array([1])];
+  const listeners: TestUser[] = [
+    { name: 'listener', password: 'pw-l', roles: ['listener'] },
+    { name: 'reader', password: 'pw-r', roles: ['reader'] },
+    { name: 'caller', password: 'pw-c', roles: ['caller'] },
+  ];
+  const listenerRoles: SecurityConfig['roles'] = {
+    listener: { streams: ['METER_ALERTS'] },
+    reader: { adhocRead: true },
+    caller: { procedures: ['RaiseAlert'] },
+  };
+
+  it('a role subscribes to the streams it names, adhocRead to any; others are refused with PERMISSION_DENIED', async () => {
+    const server = await serveSecure(listeners, listenerRoles, { schema: alertsSchema });
+    const outcomes: Record<string, string> = {};
+    const received: Record<string, number> = {};
+    for (const user of listeners) {
+      const db = await client(server, { user: user.name, password: user.password });
+      received[user.name] = 0;
+      outcomes[user.name] = await db.subscribe('meter_alerts', () => received[user.name]++).then(
+        () => 'subscribed',
+        (error: { code: string; message: string }) => `${error.code}: ${error.message}`,
+      );
+    }
+    expect(outcomes).toEqual({
+      listener: 'subscribed',
+      reader: 'subscribed',
+      caller: "PERMISSION_DENIED: user 'caller' (roles: caller) may not subscribe to meter_alerts",
+    });
+    server.subscriptions.publish('meter_alerts', 0, 1, [row as never]);
+    const deadline = Date.now() + 10_000;
+    while ((received.listener === 0 || received.reader === 0) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+    expect(received).toEqual({ listener: 1, reader: 1, caller: 0 });
+  });
+
+  it('the idle timeout spares a connection that holds a subscription', async () => {
+    const server = await serve({ schema: alertsSchema, idleTimeoutMs: 100 });
+    const listener = await client(server);
+    let received = 0;
+    await listener.subscribe('meter_alerts', () => received++);
+    const idle = await raw(server.url);
+    await sendHello(idle, { versions: [2, 1] });
+    // Once the silent connection is closed for idling, the sweep has passed the listener too.
+    expect((await untilClosed(idle)).code).toBe(4005);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    server.subscriptions.publish('meter_alerts', 1, 1, [row as never]);
+    const deadline = Date.now() + 10_000;
+    while (received === 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+    expect(received).toBe(1);
   });
 });
