@@ -18,6 +18,8 @@ export interface ServerProcessOptions {
   durability?: string;
   /** The data directory for durability; default: a fresh temporary one, removed by `stop`. */
   data?: string;
+  /** A deployment file (`--deployment`): data directory, exports…; then no temporary data directory is made. */
+  deployment?: string;
   /** Extra `sluice start` arguments. */
   args?: readonly string[];
   /** Lines the server prints that are not its JSON log (echoed by default). */
@@ -33,9 +35,11 @@ export interface ServerProcess {
 export async function startServerProcess(options: ServerProcessOptions): Promise<ServerProcess> {
   const args = ['client/cli.ts', 'start', '--schema', options.schema, '--port', '0', '--host', '127.0.0.1', '--log-level', 'info'];
   if (options.partitions !== undefined) args.push('--partitions', String(options.partitions));
-  const temporaryData = options.durability !== undefined && options.data === undefined ? mkdtempSync(path.join(os.tmpdir(), 'sluice-bench-')) : undefined;
+  const temporaryData = options.durability !== undefined && options.data === undefined && options.deployment === undefined ? mkdtempSync(path.join(os.tmpdir(), 'sluice-bench-')) : undefined;
   const removeData = () => temporaryData !== undefined && rmSync(temporaryData, { recursive: true, force: true });
-  if (options.durability !== undefined) args.push('--durability', options.durability, '--data', options.data ?? temporaryData!);
+  if (options.deployment !== undefined) args.push('--deployment', options.deployment);
+  if (options.durability !== undefined) args.push('--durability', options.durability);
+  if (options.data !== undefined || temporaryData !== undefined) args.push('--data', options.data ?? temporaryData!);
   args.push(...(options.args ?? []));
   // SLUICE_VERIFY=0: the server skips its self-checks meant for tests.
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, SLUICE_VERIFY: '0' } });

@@ -3,8 +3,10 @@
  * `sluice start` with procedures/smart-meter as its own process, loads the generated dimension
  * data (default 100,000 meters), then sends readings interval after interval with the workload's
  * injected faults from this process through the shared load generator, and reconciles at the end:
- * every accepted reading accounted for (exported kWh = meter_state + billed) and alert counts
- * matching the injected faults.
+ * every accepted reading accounted for (kWh in the exported Parquet files = in readings_enriched
+ * = meter_state + billed) and alert counts matching the injected faults. The server exports
+ * readings_enriched as Parquet and meter_alerts as JSON Lines to a temporary folder (removed at
+ * the end), so exporting is part of what is measured; durability defaults to off.
  *
  *   npm run bench:smart-meter [-- --seconds 20 --warmup 3 --meters 100000 --rate N --partitions N
  *                               --window 4000 --connections 2 --durability sync --billing-postgres URL]
@@ -12,7 +14,7 @@
  * Ends with one JSON line {"workload":"smart-meter","readings_per_s":…,"p99_ms":…,"check":"ok",…};
  * exits non-zero if the check fails.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -22,9 +24,11 @@ import type { App } from '../procedures/smart-meter/app.ts';
 import { fileBillingTarget, postgresBillingTarget, type BillingTarget, type SqlCaller } from '../procedures/smart-meter/billing.ts';
 import { defaultTimeZone } from '../procedures/smart-meter/codes.ts';
 import { defaultMeterCount, defaultSeed } from '../procedures/smart-meter/dimensions.ts';
+import { analyticsFolder, smartMeterExports } from '../procedures/smart-meter/exports.ts';
 import { loadDimensions } from '../procedures/smart-meter/load.ts';
 import { ReadingSimulator, simulationStart } from '../procedures/smart-meter/readings.ts';
 import { reconcile } from '../procedures/smart-meter/reconcile.ts';
+import { parquetColumnTotals, waitForExports } from './export-files.ts';
 import { machineDescription, runLoad } from './load-generator.ts';
 import { startServerProcess, type ServerProcess } from './server-process.ts';
 import { SmartMeterWorkload } from './smart-meter-load.ts';
@@ -47,6 +51,8 @@ const { values: options } = parseArgs({
   },
 });
 const windowSize = Number(options.window);
+/** Files roll at least this often: about a second of readings per file and partition. */
+const exportLingerMs = 1000;
 const connections = Number(options.connections);
 const meterCount = Number(options.meters);
 const seed = Number(options.seed);
@@ -62,12 +68,19 @@ let server: ServerProcess | undefined;
 const clients: Client<App>[] = [];
 let billing: BillingTarget | undefined;
 try {
-  server = options.url ? undefined : await startServerProcess({ schema: 'procedures/smart-meter/ddl.sql', partitions: options.partitions, durability: options.durability });
+  const exportFolder = path.join(work, 'export');
+  const durability = options.durability ?? 'off';
+  if (!options.url) {
+    // Exports need a data directory; the deployment file gives both.
+    const deployment = path.join(work, 'deployment.json');
+    await writeFile(deployment, JSON.stringify({ data: path.join(work, 'db'), exports: smartMeterExports(exportFolder, options['time-zone'], exportLingerMs) }, null, 2));
+    server = await startServerProcess({ schema: 'procedures/smart-meter/ddl.sql', partitions: options.partitions, durability, deployment });
+  }
   const url = options.url ?? server!.url;
   for (let i = 0; i < connections; i++) clients.push(await connect<App>(url, { callsInFlightMax: windowSize, timeoutMs: 120_000 }));
   const control = clients[0];
   console.log(`smart-meter: ${url}, ${control.partitions} partitions; ${machineDescription()}`);
-  console.log(`${meterCount.toLocaleString('en-US')} meters, warmup ${options.warmup}s, measure ${options.seconds}s, ${options.rate === undefined ? `window ${windowSize}` : `fixed rate ${options.rate}/s`}, ${connections} connection(s)${options.durability ? `, durability ${options.durability}` : ''}`);
+  console.log(`${meterCount.toLocaleString('en-US')} meters, warmup ${options.warmup}s, measure ${options.seconds}s, ${options.rate === undefined ? `window ${windowSize}` : `fixed rate ${options.rate}/s`}, ${connections} connection(s), durability ${options.url ? 'as the server was started' : durability}`);
 
   const bar = new cliProgress.SingleBar({ format: 'loading meters [{bar}] {value}/{total}', stream: process.stderr, hideCursor: false }, cliProgress.Presets.shades_classic);
   const loadStart = performance.now();
@@ -103,7 +116,21 @@ try {
   console.log(`throughput ${result.perSecond.toLocaleString('en-US')} readings/s over ${result.elapsedSeconds.toFixed(1)}s`);
   console.log(`latency ms: p50 ${latency.p50}  p95 ${latency.p95}  p99 ${latency.p99}  p99.9 ${latency.p999}  max ${latency.max}`);
   const checkStart = performance.now();
-  const check = await reconcile(control as unknown as SqlCaller, { expected, codes: workload.codes, billedKwh: await billing.billedKwh() });
+  // The Parquet side: everything the analytics target acknowledged, read back from the files.
+  let exportedFiles: { kwh: number; rows: number } | undefined;
+  const exportProblems: string[] = [];
+  if (!options.url) {
+    try {
+      await waitForExports(control);
+      const parquet = await parquetColumnTotals(analyticsFolder(exportFolder), 'kwh_delta');
+      exportedFiles = { kwh: parquet.sum, rows: parquet.rows };
+      console.log(`exported: ${parquet.files} Parquet files, ${parquet.rows.toLocaleString('en-US')} rows, ${parquet.sum.toFixed(3)} kWh (${((performance.now() - checkStart) / 1000).toFixed(1)}s to drain and read)`);
+    } catch (error) {
+      exportProblems.push((error as Error).message);
+    }
+  }
+  const check = await reconcile(control as unknown as SqlCaller, { expected, codes: workload.codes, billedKwh: await billing.billedKwh(), exportedFiles });
+  check.problems.push(...exportProblems);
   if (result.failed > 0) check.problems.push(`${result.failed} calls failed`);
   if (workload.mismatchCount > 0) check.problems.push(`${workload.mismatchCount} readings answered other than predicted (first: ${workload.mismatches[0]})`);
   console.log(`reconciliation: exported ${check.exportedKwh.toFixed(3)} kWh = meter_state ${check.keptKwh.toFixed(3)} + billed ${check.billedKwh.toFixed(3)}; ${check.enrichedRows} enriched rows (${check.estimatedRows} estimated); alerts ${JSON.stringify(check.alerts)}`);
@@ -120,10 +147,10 @@ try {
       p999_ms: latency.p999,
       seconds: Number(result.elapsedSeconds.toFixed(1)),
       meters: meterCount,
+      durability: options.url ? 'unknown' : durability,
       readings: expected.readings,
       intervals: workload.intervalsCompleted,
       failed: result.failed,
-      ...(options.durability ? { durability: options.durability } : {}),
     }),
   );
   process.exitCode = ok ? 0 : 1;

@@ -51,10 +51,12 @@ describe('npm start (the demo)', () => {
     expect(output).toMatch(/meters\s+400 from /);
     expect(output).toContain('SIGINT: finishing the simulated interval');
     expect(output).toMatch(/stopped after [\d,]+ readings/);
-    expect(output).toMatch(/reconciliation: exported .* → ok/);
+    expect(output).toMatch(/exported [\d,]+ enriched readings in [1-9]\d* Parquet files under /);
+    expect(output).toMatch(/reconciliation: Parquet [\d.]+ kWh = exported .* → ok/);
     expect(code, output).toBe(0);
     expect(await readdir(path.join(data, 'dimensions'))).toEqual(['meters.csv', 'tariffs.csv']);
     expect(await readdir(data)).toEqual(expect.arrayContaining(['sluice.log', 'db', 'export']));
+    expect(await readdir(path.join(data, 'export', 'analytics', 'readings_enriched'))).toContain('dt=2026-03-28');
     expect(output).toMatch(/database\s+.*db \(durability sync/);
   });
 

@@ -8,13 +8,16 @@
  *   npm start [-- --meters 100000 --rate 20000 --partitions 2 --port 21212 --data ./data]
  *
  * Data goes under ./data: the database's command log and snapshots (db/, durability sync by
- * default; the demo's simulated clock starts over, so each start begins with a fresh db/), the
- * dimension CSV files, the billing files (export/billing/dt=…/) and the server's JSON log.
+ * default), the exports — enriched readings as Parquet (export/analytics/), alerts as JSON Lines
+ * (export/alerts/), bills as CSV (export/billing/), all in dt=YYYY-MM-DD day folders — the
+ * dimension CSV files and the server's JSON log. The demo's simulated clock starts over at every
+ * start, so db/ and export/ start empty too.
  */
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
+import { parquetColumnTotals, waitForExports } from '../../bench/export-files.ts';
 import { runLoad } from '../../bench/load-generator.ts';
 import { SmartMeterWorkload } from '../../bench/smart-meter-load.ts';
 import { connect, type Client } from '../../client/index.ts';
@@ -23,6 +26,7 @@ import type { App } from './app.ts';
 import { fileBillingTarget, postgresBillingTarget, type BillingTarget, type SqlCaller } from './billing.ts';
 import { defaultTimeZone, ingestAccepted, ingestAcceptedWithAlert } from './codes.ts';
 import { defaultSeed } from './dimensions.ts';
+import { analyticsFolder, smartMeterExports } from './exports.ts';
 import { loadDimensions } from './load.ts';
 import { ReadingSimulator, simulationStart } from './readings.ts';
 import { reconcile } from './reconcile.ts';
@@ -95,8 +99,10 @@ const relative = (file: string) => {
   return shown === '' ? '.' : shown.startsWith('..') ? file : shown;
 };
 
-// The simulated clock starts over every run, so yesterday's meter states would answer DUPLICATE.
+// The simulated clock starts over every run: yesterday's meter states would answer DUPLICATE, and
+// yesterday's files would spoil the reconciliation.
 await rm(databaseFolder, { recursive: true, force: true });
+await rm(exportFolder, { recursive: true, force: true });
 await mkdir(exportFolder, { recursive: true });
 const logger = pino({ level: 'info', base: { service: 'sluice' } }, pino.destination({ dest: logFile, sync: false, mkdir: true }));
 const stop = new AbortController();
@@ -127,6 +133,7 @@ try {
       logger,
       data: databaseFolder,
       durability: { mode: durabilityMode },
+      exports: smartMeterExports(exportFolder, options['time-zone']),
     });
   } catch (error) {
     const message = (error as Error).message;
@@ -142,6 +149,7 @@ try {
   const dimensions = await loadDimensions(control, { meters: meterCount, seed: defaultSeed, timeZone: options['time-zone'], folder: path.join(dataFolder, 'dimensions') });
   console.log(`  meters     ${meterCount.toLocaleString('en-US')} from ${relative(dimensions.metersFile)}, tariffs from ${relative(dimensions.tariffsFile)} (${((performance.now() - loadStart) / 1000).toFixed(1)} s), days in ${dimensions.timeZone}`);
   billing = options['billing-postgres'] ? await postgresBillingTarget(options['billing-postgres']) : fileBillingTarget(path.join(exportFolder, 'billing'));
+  console.log(`  exports    ${relative(path.join(exportFolder, 'analytics'))} (enriched readings, Parquet) and ${relative(path.join(exportFolder, 'alerts'))} (alerts, JSON Lines), by day`);
   console.log(`  billing    ${relative(billing.description)}${options['billing-postgres'] ? '' : '/dt=YYYY-MM-DD/billing.csv'} (closed days, billed 30 simulated minutes after midnight)`);
   console.log(`  readings   ${rate > 0 ? `${rate.toLocaleString('en-US')}/s` : 'as fast as the server accepts'}, 15-minute intervals from ${new Date(simulationStart).toISOString()}, with missing, duplicate, rolled-back and spiking readings and one concentrator going dark`);
   console.log(`  look       npm run sluice -- sql --url ${server.url} -c "SELECT region, SUM(kwh) AS kwh FROM region_load GROUP BY region ORDER BY region"`);
@@ -192,11 +200,14 @@ try {
   });
   clearInterval(reporter);
   await workload.billAll();
-  const check = await reconcile(control as unknown as SqlCaller, { expected: simulator.expected, codes: workload.codes, billedKwh: await billing.billedKwh() });
+  await waitForExports(control);
+  const parquet = await parquetColumnTotals(analyticsFolder(exportFolder), 'kwh_delta');
+  const check = await reconcile(control as unknown as SqlCaller, { expected: simulator.expected, codes: workload.codes, billedKwh: await billing.billedKwh(), exportedFiles: { kwh: parquet.sum, rows: parquet.rows } });
   if (workload.mismatchCount > 0) check.problems.push(`${workload.mismatchCount} readings answered other than predicted (first: ${workload.mismatches[0]})`);
   if (result.failed > 0) check.problems.push(`${result.failed} calls failed (first: ${result.firstFailure})`);
   console.log(`stopped after ${result.answered.toLocaleString('en-US')} readings (${workload.intervalsCompleted} simulated intervals, ${result.perSecond.toLocaleString('en-US')} readings/s, p99 ${result.latencyMs.p99} ms)`);
-  console.log(`reconciliation: exported ${check.exportedKwh.toFixed(3)} kWh = meter_state ${check.keptKwh.toFixed(3)} + billed ${check.billedKwh.toFixed(3)} kWh → ${check.problems.length === 0 ? 'ok' : `FAILED: ${check.problems.join('; ')}`}`);
+  console.log(`exported ${parquet.rows.toLocaleString('en-US')} enriched readings in ${parquet.files} Parquet files under ${relative(path.join(exportFolder, 'analytics'))}`);
+  console.log(`reconciliation: Parquet ${parquet.sum.toFixed(3)} kWh = exported ${check.exportedKwh.toFixed(3)} kWh = meter_state ${check.keptKwh.toFixed(3)} + billed ${check.billedKwh.toFixed(3)} kWh → ${check.problems.length === 0 ? 'ok' : `FAILED: ${check.problems.join('; ')}`}`);
   if (check.problems.length > 0) exitCode = 1;
 } catch (error) {
   console.error(`error: ${(error as Error).message}`);
