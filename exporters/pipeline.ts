@@ -211,6 +211,7 @@ export class ExportPipeline {
       for (let p = 0; p < options.partitions; p++) pipeline.lane(stream.name, p);
     }
     pipeline.restore();
+    await pipeline.adoptTargetPositions();
     for (const lane of pipeline.lanes.values()) pipeline.pump(lane);
     return pipeline;
   }
@@ -308,6 +309,30 @@ export class ExportPipeline {
   }
 
   /**
+   * Targets that keep positions may hold rows of an earlier life of this database (its data
+   * directory was replaced): number new rows after them, or the target would skip them as repeats.
+   * A target that cannot answer now is logged; its lane keeps the local position.
+   */
+  private async adoptTargetPositions(): Promise<void> {
+    for (const lane of this.lanes.values()) {
+      const target = lane.slot.target;
+      if (target?.position === undefined || lane.def === undefined) continue;
+      let held: number;
+      try {
+        held = await target.position(lane.stream, lane.partition);
+      } catch (error) {
+        this.logger?.warn({ target: lane.slot.name, stream: lane.stream, partition: lane.partition, err: error }, `cannot read the position of stream ${lane.stream} partition ${lane.partition} at target ${lane.slot.name}; numbering continues from the local buffer`);
+        continue;
+      }
+      if (held <= lane.stored) continue;
+      this.logger?.warn({ target: lane.slot.name, stream: lane.stream, partition: lane.partition, held, stored: lane.stored }, `target ${lane.slot.name} holds stream ${lane.stream} partition ${lane.partition} up to sequence ${held}, past this buffer (${lane.stored}); new rows are numbered after it`);
+      if (lane.rowsPending === 0) lane.acked = held;
+      else lane.slot.lastError = `target holds sequences up to ${held} beyond the buffer's ${lane.stored} while rows are pending`;
+      lane.stored = Math.max(lane.stored, held);
+    }
+  }
+
+  /**
    * Takes one message of committed stream rows from `partition` (chunks as StreamBuffer
    * takeCommitted lays them out). Hot path: one slice and one msgpack encoding per chunk.
    */
@@ -370,6 +395,12 @@ export class ExportPipeline {
     if (this.closed || lane.delivering !== undefined || lane.timer !== undefined) return;
     const slot = lane.slot;
     if (slot.target === undefined || lane.def === undefined || lane.rowsPending === 0) return;
+    if (lane.inflight === 0 && lane.head >= lane.chunks.length) {
+      // Sequences the buffer never held (the target's position was ahead): nothing to send.
+      lane.acked = lane.stored;
+      void this.store.putAcked(lane.stream, lane.partition, lane.acked);
+      return;
+    }
     if (lane.inflight === 0) {
       const waited = Date.now() - lane.lingerSince;
       if (slot.lingerMs > 0 && waited < slot.lingerMs && lane.rowsPending < slot.batchRowsMax && lane.bytesPending < slot.batchBytesMax) {

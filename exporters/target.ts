@@ -57,6 +57,13 @@ export interface ExportTarget {
    */
   watermark?(committedBefore: number): Promise<void>;
   /**
+   * Optional; targets that store positions (PostgreSQL) implement it: the last sequence of the
+   * stream partition the target holds (0 if none). The pipeline asks at start and numbers new rows
+   * after it, so a Sluice data directory started afresh never reuses sequences the target would
+   * take for repeats and skip.
+   */
+  position?(stream: string, partition: number): Promise<number>;
+  /**
    * Optional; targets that serve end-of-day jobs implement it. Writes the batch in one atomic
    * step (one PostgreSQL transaction; a file and then `_SUCCESS`) and resolves 'written', or
    * 'already' when that job's day is already there, in which case it changes nothing.

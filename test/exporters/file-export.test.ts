@@ -126,6 +126,63 @@ describe('file export (embedded)', () => {
     await db.close();
   });
 
+  it('writes Parquet that DuckDB reads with the stream types, row counts and day partitions', async () => {
+    const data = temporaryFolder();
+    const root = path.join(data, 'out');
+    const db = await openDatabase(data, fileExports(root, { format: 'parquet', batchRowsMax: 1000, dayColumn: 'ts' }), () => day1);
+    await seedMeters(db, [1, 2, 3]);
+    // 1500 minutes from 10:00 on the 22nd: rows on the 22nd and the 23rd.
+    for (const meter of [1, 2, 3]) await db.call('Emit', meter, day1, 1500, 0);
+    expect(await db.exports!.idle()).toBe(true);
+    await db.close();
+    const files = exportedFiles(root, 'parquet');
+    expect(new Set(files.map((file) => file.day))).toEqual(new Set(['2026-11-22', '2026-11-23']));
+    const { DuckDBInstance } = await import('@duckdb/node-api');
+    const instance = await DuckDBInstance.create(':memory:');
+    const duck = await instance.connect();
+    try {
+      const glob = path.join(root, 'readings', '*', '*.parquet');
+      const schema = (await duck.runAndReadAll(`DESCRIBE SELECT * FROM read_parquet('${glob}', hive_partitioning = true)`)).getRowObjects();
+      expect(schema.map((column) => `${column.column_name}:${column.column_type}`)).toEqual([
+        'meter:BIGINT', 'ts:TIMESTAMP', 'kwh:DOUBLE', 'note:VARCHAR', 'ok:BOOLEAN', 'level:INTEGER', 'price:DOUBLE', 'dt:DATE',
+      ]);
+      const counts = (await duck.runAndReadAll(`SELECT CAST(dt AS VARCHAR) AS day, COUNT(*)::INTEGER AS n, COUNT(DISTINCT meter)::INTEGER AS meters, SUM(kwh) AS kwh FROM read_parquet('${glob}', hive_partitioning = true) GROUP BY dt ORDER BY dt`)).getRowObjects();
+      // 10:00 + 0…839 minutes is the 22nd, the remaining 660 minutes the 23rd (UTC).
+      expect(counts).toEqual([
+        { day: '2026-11-22', n: 3 * 840, meters: 3, kwh: 3 * ((839 * 840) / 2) },
+        { day: '2026-11-23', n: 3 * 660, meters: 3, kwh: 3 * ((1499 * 1500) / 2 - (839 * 840) / 2) },
+      ]);
+      const one = (await duck.runAndReadAll(`SELECT meter, epoch_ms(ts) AS ts, note, ok, level, price FROM read_parquet('${glob}') WHERE meter = 2 AND kwh = 4`)).getRowObjects();
+      expect(one).toEqual([{ meter: 2n, ts: BigInt(day1 + 4 * 60_000), note: 'n4', ok: true, level: 4, price: 0.5 }]);
+    } finally {
+      duck.closeSync();
+      instance.closeSync();
+    }
+  });
+
+  it('writes an end-of-day batch as one file plus _SUCCESS, once, and catches up a missed day at start', async () => {
+    const data = temporaryFolder();
+    const root = path.join(data, 'out');
+    const exports = {
+      targets: [{ name: 'lake', type: 'file', format: 'csv', path: root }],
+      daily: [
+        { name: 'by_hand', target: 'lake', query: 'SELECT meter, COUNT(*) AS intervals, SUM(kwh) AS kwh FROM meter_usage WHERE ts >= ? AND ts < ? GROUP BY meter ORDER BY meter' },
+        { name: 'scheduled', daily: '00:05 UTC', target: 'lake', query: 'SELECT COUNT(*) AS n FROM meters' },
+      ],
+    };
+    const now = Date.UTC(2026, 10, 23, 6, 0, 0);
+    const db = await openDatabase(data, exports, () => now);
+    for (const [meter, ts, kwh] of [[1, day1, 1], [1, day1 + 1000, 2], [2, day1 - 86_400_000, 5]]) await db.query('INSERT INTO meter_usage VALUES (?, ?, ?)', [meter, ts, kwh]);
+    expect(await db.exportRun('by_hand', '2026-11-22')).toMatchObject({ status: 'written', rows: 1 });
+    expect(await db.exportRun('by_hand', '2026-11-22')).toMatchObject({ status: 'already', rows: 1 });
+    expect(readFileSync(path.join(root, 'by_hand', 'dt=2026-11-22', 'part-00000.csv'), 'utf8').trim().split('\n')).toEqual(['meter,intervals,kwh', '1,2,3']);
+    expect(existsSync(path.join(root, 'by_hand', 'dt=2026-11-22', '_SUCCESS'))).toBe(true);
+    // The scheduled job's last firing (00:05 on the 23rd) passed before the database opened.
+    expect(await db.exportRun('scheduled', '2026-11-22')).toMatchObject({ status: 'already' });
+    expect(existsSync(path.join(root, 'scheduled', 'dt=2026-11-22', '_SUCCESS'))).toBe(true);
+    await db.close();
+  });
+
   it('exports to a JSON Lines file target under <data>/export by default', async () => {
     const data = temporaryFolder();
     const db = await openDatabase(data, undefined, () => day1);
