@@ -117,6 +117,8 @@ class ProcedureStats {
   aborts = 0;
   failures = 0;
   readonly latency: RecordableHistogram = createHistogram();
+  /** Latency since the last `takeLatencyWindows`; recorded only once someone asked (the console). */
+  window: RecordableHistogram | undefined;
 
   constructor(name: string) {
     this.name = name;
@@ -469,6 +471,7 @@ export class Router {
     else if (status !== Status.SUCCESS) stats.failures++;
     const micros = Math.round((now - this.slotStart[slot]) * 1000);
     stats.latency.record(micros > 0 ? micros : 1);
+    stats.window?.record(micros > 0 ? micros : 1);
     this.slotSink[slot] = undefined;
     this.slotStats[slot] = undefined;
     this.slotPayload[slot] = undefined;
@@ -700,6 +703,7 @@ export class Router {
     else if (status !== Status.SUCCESS) stats.failures++;
     const micros = Math.round((performance.now() - start) * 1000);
     stats.latency.record(micros > 0 ? micros : 1);
+    stats.window?.record(micros > 0 ? micros : 1);
     sink.deliver(token, status, payload, timestamp);
   }
 
@@ -864,6 +868,22 @@ export class Router {
       tables: [...tables.values()],
       ...Object.fromEntries([...this.statisticsSections].map(([section, compute]) => [section, compute()])),
     };
+  }
+
+  /**
+   * Hands each procedure's latency histogram (microseconds) since the previous call to `visit`,
+   * then starts a new window. The cumulative percentiles of @Statistics stop moving after a while;
+   * a live chart needs the last second's. Windows are recorded only after the first call.
+   */
+  takeLatencyWindows(visit: (procedure: string, window: RecordableHistogram) => void): void {
+    for (const stats of this.stats.values()) {
+      if (stats.window === undefined) {
+        stats.window = createHistogram();
+        continue;
+      }
+      if (stats.window.count > 0) visit(stats.name, stats.window);
+      stats.window.reset();
+    }
   }
 
   // --- time, failure, shutdown ----------------------------------------------------------------
