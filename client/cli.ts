@@ -3,6 +3,7 @@
  * The `sluice` command line:
  *
  *   sluice start --schema app.sql [--procedures ./procedures] [--partitions N] [--port 21212] [--deployment sluice.json]
+ *                [--console-port 8080] [--log-level info] [--log-format auto|json|pretty]
  *   sluice sql [--url ws://127.0.0.1:21212] [-c "SELECT …"] [-f file.sql]   (interactive without -c/-f)
  *   sluice call [--url …] Proc arg…                                          (args: JSON where they parse, else text)
  *   sluice snapshot [--url …]                                                (takes a snapshot now: @SnapshotSave)
@@ -20,7 +21,6 @@ import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 import { Command, CommanderError } from 'commander';
-import { pino } from 'pino';
 import type { SecurityConfig } from '../engine/security/config.ts';
 import type { TlsConfig } from '../engine/security/tls.ts';
 import { connect, SluiceClientError, type Client, type ConnectOptions, type QueryResult } from './index.ts';
@@ -37,6 +37,10 @@ interface Deployment {
   port?: number;
   host?: string;
   logLevel?: string;
+  /** auto (pretty on a terminal, else JSON), json or pretty. */
+  logFormat?: string;
+  /** The web console (engine/console): on when this section is present, unless enabled is false. */
+  console?: { enabled?: boolean; port?: number; host?: string; alerts?: { title?: string; sql: string; intervalMs?: number } };
   limits?: {
     frameBytesMax?: number;
     resultFrameBytesMax?: number;
@@ -74,14 +78,25 @@ program
   .option('--port <port>', 'TCP port (default 21212; 0 picks a free one)', parseInteger)
   .option('--host <host>', 'interface to listen on (default 0.0.0.0)')
   .option('--deployment <file>', 'deployment file (JSON) with any of these settings and limits')
-  .option('--log-level <level>', 'trace, debug, info, warn, error (default info)')
+  .option('--log-level <level>', 'trace, debug, info, warn, error, fatal, silent (default info)')
+  .option('--log-format <format>', 'auto (pretty on a terminal, JSON otherwise), json or pretty')
   .option('--data <dir>', 'data directory: command log and snapshots; without it nothing survives a restart')
   .option('--durability <mode>', 'sync (answer after the log is on disk), async (log flushed every asyncFlushMs) or off (snapshots only); needs --data (default sync)')
-  .action(async (options: { schema?: string; procedures?: string; partitions?: number; port?: number; host?: string; deployment?: string; logLevel?: string; data?: string; durability?: string }) => {
+  .option('--console', 'serve the web console and /metrics (default port 8080)')
+  .option('--no-console', 'do not serve the web console, even if the deployment file asks for it')
+  .option('--console-port <port>', 'web console HTTP port (0 picks a free one); implies --console', parseInteger)
+  .option('--console-host <host>', 'interface the web console listens on (default 127.0.0.1)')
+  .action(async (options: StartOptions) => {
     const deployment = options.deployment ? await readDeployment(options.deployment) : {};
     const schema = options.schema ?? deployment.schema;
     if (!schema) throw new UsageError('start needs --schema <file> (or "schema" in the deployment file)');
-    const logger = pino({ level: options.logLevel ?? deployment.logLevel ?? 'info', base: { service: 'sluice' }, redact: { paths: redactedLogPaths, censor: '[redacted]' } });
+    const { createLogger } = await import('../engine/logger.ts');
+    let logger;
+    try {
+      logger = createLogger({ level: options.logLevel ?? deployment.logLevel, format: options.logFormat ?? deployment.logFormat, redactPaths: redactedLogPaths });
+    } catch (error) {
+      throw new UsageError((error as Error).message);
+    }
     const data = options.data ?? deployment.data;
     const mode = options.durability ?? deployment.durability?.mode;
     if (mode !== undefined && mode !== 'sync' && mode !== 'async' && mode !== 'off') throw new UsageError(`--durability must be sync, async or off, got ${mode}`);
@@ -113,12 +128,31 @@ program
       logger,
     });
     if (bar && server.recovery) bar.finish(server.recovery);
+    const consoleSettings = deployment.console ?? {};
+    const consoleWanted = options.console ?? (options.consolePort !== undefined || (deployment.console !== undefined && consoleSettings.enabled !== false));
+    let webConsole: { close(): Promise<void> } | undefined;
+    if (consoleWanted) {
+      const { startConsole } = await import('../engine/console/console.ts');
+      const alerts = consoleSettings.alerts;
+      try {
+        webConsole = await startConsole({
+          server,
+          port: options.consolePort ?? consoleSettings.port,
+          host: options.consoleHost ?? consoleSettings.host,
+          logger,
+          alerts: alerts?.sql ? { title: alerts.title ?? 'alert query', sql: alerts.sql, intervalMs: alerts.intervalMs } : undefined,
+        });
+      } catch (error) {
+        await server.close();
+        throw new UsageError(`cannot start the web console: ${(error as Error).message}`);
+      }
+    }
     let stopping = false;
     const stop = (signal: string) => {
       if (stopping) return;
       stopping = true;
       logger.info({ signal }, 'shutting down');
-      server.close().then(
+      (webConsole?.close() ?? Promise.resolve()).then(() => server.close()).then(
         () => process.exit(0),
         (error: Error) => {
           logger.error({ err: error }, 'shutdown failed');
@@ -224,6 +258,22 @@ program
     }
     console.log(await hashPassword(password, { cost: options.cost }));
   });
+
+interface StartOptions {
+  schema?: string;
+  procedures?: string;
+  partitions?: number;
+  port?: number;
+  host?: string;
+  deployment?: string;
+  logLevel?: string;
+  logFormat?: string;
+  data?: string;
+  durability?: string;
+  console?: boolean;
+  consolePort?: number;
+  consoleHost?: string;
+}
 
 class UsageError extends Error {}
 

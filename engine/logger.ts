@@ -23,6 +23,8 @@ export interface LoggerOptions {
   level?: string;
   /** 'auto' (default): pretty when the output is a terminal, JSON otherwise. */
   format?: string;
+  /** Keys whose values never reach the log (pino redact paths, e.g. 'security.users[*].passwordHash'). */
+  redactPaths?: string[];
   /** Where lines go; default standard output. */
   destination?: NodeJS.WritableStream & { isTTY?: boolean };
 }
@@ -49,7 +51,11 @@ export function createLogger(options: LoggerOptions = {}): Logger {
   const format = parseLogFormat(options.format ?? 'auto');
   const destination = options.destination ?? process.stdout;
   const prettyPrint = format === 'pretty' || (format === 'auto' && destination.isTTY === true);
-  const settings = { level, base: { service: 'sluice' } };
+  const settings = {
+    level,
+    base: { service: 'sluice' },
+    ...(options.redactPaths !== undefined && options.redactPaths.length > 0 ? { redact: { paths: options.redactPaths, censor: '[redacted]' } } : {}),
+  };
   if (!prettyPrint) return pino(settings, destination);
   // Synchronous pretty-printing on the main thread: a terminal reader's volume is small, and a
   // transport thread would lose the last lines of a crash.
