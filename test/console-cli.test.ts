@@ -10,6 +10,7 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
+import { connect } from '../client/index.ts';
 import { parsePrometheusText } from './prometheus-text.ts';
 
 const run = promisify(execFile);
@@ -70,6 +71,10 @@ describe('sluice start with the console', () => {
           if (String(lines.at(-1)!.msg).startsWith('listening on')) resolve();
         });
       });
+      // A round trip first: SIGTERM before the CLI has installed its handler would kill it outright.
+      const db = await connect(String(lines.at(-1)!.url));
+      expect(await db.call('@Ping')).toBe(0);
+      await db.close();
       child.kill('SIGTERM');
       expect(await exited).toBe(0);
       expect(lines.some((line) => String(line.msg).startsWith('web console'))).toBe(false);
