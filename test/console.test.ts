@@ -61,7 +61,7 @@ describe('/metrics', () => {
       partitions: [],
       tables: [],
       targets: [{ target: 'parquet_feed', rowsPending: 12, rowsDelivered: 3400, lagSeconds: 1.5, lastError: 'disk full', retries: 2 }],
-      importers: [{ importer: 'mqtt_readings', messages: 900, lag: 7, errors: 1, messagesPerSecond: 30 }],
+      importers: [{ importer: 'mqtt_readings', type: 'mqtt', state: 'running', received: 900, applied: 890, skipped: 0, deadLettered: 9, errors: 1, inFlight: 1, messagesPerSecond: 30, lag: 7, paused: false }],
     };
     metrics.update(snapshot);
     const text = parsePrometheusText(await metrics.render());
@@ -73,6 +73,8 @@ describe('/metrics', () => {
     expect(text.value('sluice_importer_lag', { importer: 'mqtt_readings' })).toBe(7);
     expect(text.value('sluice_importer_errors_total', { importer: 'mqtt_readings' })).toBe(1);
     expect(text.value('sluice_importer_stat', { importer: 'mqtt_readings', stat: 'messagesPerSecond' })).toBe(30);
+    expect(text.value('sluice_importer_stat', { importer: 'mqtt_readings', stat: 'deadLettered' })).toBe(9);
+    expect(text.value('sluice_importer_stat', { importer: 'mqtt_readings', stat: 'received' })).toBeUndefined();
     // A target gone from @Statistics disappears from the scrape.
     metrics.update({ procedures: [], partitions: [], tables: [] });
     expect(parsePrometheusText(await metrics.render()).value('sluice_export_target_rows_pending', { target: 'parquet_feed' })).toBeUndefined();

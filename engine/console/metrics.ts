@@ -10,7 +10,7 @@
  * still visible as a labelled gauge, so a field added later is not lost on the way to Prometheus.
  */
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
-import type { StatisticsSnapshot } from './sampler.ts';
+import type { SectionRow, StatisticsSnapshot } from './sampler.ts';
 
 type Row = Record<string, unknown>;
 
@@ -20,7 +20,7 @@ const targetPendingFields = ['rowsPending', 'pending', 'rows_pending'];
 const targetDeliveredFields = ['rowsDelivered', 'delivered', 'rows_delivered'];
 const targetLagFields = ['lagSeconds', 'lag_s', 'lag_seconds', 'lag'];
 const importerNameFields = ['importer', 'name'];
-const importerMessagesFields = ['messages', 'messagesTotal', 'messages_total', 'received'];
+const importerMessagesFields = ['received', 'messages', 'messagesTotal', 'messages_total'];
 const importerLagFields = ['lag', 'lagMessages', 'lag_messages'];
 const importerErrorsFields = ['errors', 'errorsTotal', 'errors_total'];
 
@@ -92,7 +92,8 @@ export class ConsoleMetrics {
     this.updateImporters(statistics.importers ?? []);
   }
 
-  private updateTargets(rows: readonly Row[]): void {
+  private updateTargets(sectionRows: readonly SectionRow[]): void {
+    const rows = sectionRows as readonly Row[];
     for (const metric of [this.targetPending, this.targetDelivered, this.targetLag, this.targetStat]) metric.reset();
     for (const row of rows) {
       const target = { target: String(pick(row, targetNameFields) ?? '?') };
@@ -106,7 +107,8 @@ export class ConsoleMetrics {
     }
   }
 
-  private updateImporters(rows: readonly Row[]): void {
+  private updateImporters(sectionRows: readonly SectionRow[]): void {
+    const rows = sectionRows as readonly Row[];
     for (const metric of [this.importerMessages, this.importerLag, this.importerErrors, this.importerStat]) metric.reset();
     for (const row of rows) {
       const importer = { importer: String(pick(row, importerNameFields) ?? '?') };

@@ -21,10 +21,13 @@ export const historySamplesMax = 300;
  * @Statistics as this build returns it, plus the sections other parts of Sluice add when they are
  * present (export targets, importers): the console shows whatever rows they hold.
  */
-export type StatisticsSnapshot = Statistics & {
-  targets?: Record<string, unknown>[];
-  importers?: Record<string, unknown>[];
+export type StatisticsSnapshot = Omit<Statistics, 'targets' | 'importers'> & {
+  targets?: readonly SectionRow[];
+  importers?: readonly SectionRow[];
 };
+
+/** A row of such a section: the console shows and exports its fields as they come. */
+export type SectionRow = object;
 
 export interface LatencySummary {
   /** Calls measured in the window. */
@@ -64,8 +67,8 @@ export interface ConsoleSample {
   procedures: ProcedureSample[];
   partitions: PartitionSample[];
   tables: TableStatisticsRow[];
-  targets?: Record<string, unknown>[];
-  importers?: Record<string, unknown>[];
+  targets?: readonly SectionRow[];
+  importers?: readonly SectionRow[];
 }
 
 /** One point of the charts' history. */
