@@ -60,7 +60,7 @@ describe('/metrics', () => {
       procedures: [],
       partitions: [],
       tables: [],
-      targets: [{ target: 'parquet_feed', rowsPending: 12, rowsDelivered: 3400, lagSeconds: 1.5, lastError: 'disk full', retries: 2 }],
+      exports: [{ target: 'parquet_feed', type: 'file', streams: ['readings'], rowsPending: 12, bytesPending: 900, rowsDelivered: 3400, deliveries: 40, failures: 2, duplicatesDropped: 0, lastError: 'disk full', lagSeconds: 1.5, partitionsFull: 0 }],
       importers: [{ importer: 'mqtt_readings', type: 'mqtt', state: 'running', received: 900, applied: 890, skipped: 0, deadLettered: 9, errors: 1, inFlight: 1, messagesPerSecond: 30, lag: 7, paused: false }],
     };
     metrics.update(snapshot);
@@ -68,7 +68,8 @@ describe('/metrics', () => {
     expect(text.value('sluice_export_target_rows_pending', { target: 'parquet_feed' })).toBe(12);
     expect(text.value('sluice_export_target_rows_delivered_total', { target: 'parquet_feed' })).toBe(3400);
     expect(text.value('sluice_export_target_lag_seconds', { target: 'parquet_feed' })).toBe(1.5);
-    expect(text.value('sluice_export_target_stat', { target: 'parquet_feed', stat: 'retries' })).toBe(2);
+    expect(text.value('sluice_export_target_stat', { target: 'parquet_feed', stat: 'failures' })).toBe(2);
+    expect(text.value('sluice_export_target_stat', { target: 'parquet_feed', stat: 'bytesPending' })).toBe(900);
     expect(text.value('sluice_importer_messages_total', { importer: 'mqtt_readings' })).toBe(900);
     expect(text.value('sluice_importer_lag', { importer: 'mqtt_readings' })).toBe(7);
     expect(text.value('sluice_importer_errors_total', { importer: 'mqtt_readings' })).toBe(1);

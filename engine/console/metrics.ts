@@ -5,12 +5,12 @@
  * exposed as Prometheus counters set to Sluice's totals; process figures come from prom-client's
  * default collectors. docs/console.md lists every name.
  *
- * Sections other parts of Sluice add to @Statistics (export `targets`, `importers`) are exported
+ * Sections other parts of Sluice add to @Statistics (`exports` per target, `importers`) are exported
  * when present. Their well-known fields get proper names; every other numeric field of a row is
  * still visible as a labelled gauge, so a field added later is not lost on the way to Prometheus.
  */
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
-import type { SectionRow, StatisticsSnapshot } from './sampler.ts';
+import { exportTargetsOf, type SectionRow, type StatisticsSnapshot } from './sampler.ts';
 
 type Row = Record<string, unknown>;
 
@@ -88,7 +88,7 @@ export class ConsoleMetrics {
       this.tableRows.set(labels, row.rows);
       this.tableBytes.set(labels, row.bytesEstimate);
     }
-    this.updateTargets(statistics.targets ?? []);
+    this.updateTargets(exportTargetsOf(statistics) ?? []);
     this.updateImporters(statistics.importers ?? []);
   }
 

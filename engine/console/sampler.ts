@@ -21,7 +21,10 @@ export const historySamplesMax = 300;
  * @Statistics as this build returns it, plus the sections other parts of Sluice add when they are
  * present (export targets, importers): the console shows whatever rows they hold.
  */
-export type StatisticsSnapshot = Omit<Statistics, 'targets' | 'importers'> & {
+export type StatisticsSnapshot = Omit<Statistics, 'exports' | 'targets' | 'importers'> & {
+  /** Export targets, as the export pipeline reports them (exporters/pipeline.ts TargetStatistics). */
+  exports?: readonly SectionRow[];
+  /** The same under the name the design used first; read when `exports` is absent. */
   targets?: readonly SectionRow[];
   importers?: readonly SectionRow[];
 };
@@ -212,7 +215,8 @@ export class StatisticsSampler {
       partitions,
       tables: statistics.tables,
     };
-    if (statistics.targets !== undefined) sample.targets = statistics.targets;
+    const targets = exportTargetsOf(statistics);
+    if (targets !== undefined) sample.targets = targets;
     if (statistics.importers !== undefined) sample.importers = statistics.importers;
     return sample;
   }
@@ -227,4 +231,9 @@ function summarize(histogram: RecordableHistogram): LatencySummary {
     p99_ms: histogram.percentile(99) / 1000,
     max_ms: histogram.max / 1000,
   };
+}
+
+/** The export targets section of an @Statistics answer, under either name. */
+export function exportTargetsOf(statistics: StatisticsSnapshot): readonly SectionRow[] | undefined {
+  return statistics.exports ?? statistics.targets;
 }
