@@ -1,17 +1,22 @@
 /**
  * Micro benchmarks (tinybench) of the engine's hot paths, in-process on one partition:
  * a planned point lookup, an insert maintaining two views, an ordered-index range scan, one
- * Vote call, and SQL parse+plan (what ad-hoc queries pay before their plan is cached).
+ * Vote call, one smart-meter IngestReading, and SQL parse+plan (what ad-hoc queries pay before
+ * their plan is cached).
  *
  *   npm run bench:micro [-- --time 1000]
  *
  * Prints ops/s and latency percentiles per task, then one JSON line with the same figures.
  */
+import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { Bench } from 'tinybench';
 import { Database } from '../engine/database.ts';
 import { planStatement } from '../engine/sql/statement.ts';
+import { loadDimensions } from '../procedures/smart-meter/load.ts';
+import { ReadingSimulator, simulationStart, type Reading } from '../procedures/smart-meter/readings.ts';
 import { contestantCount, contestantNames, maxVotesPerPhone, voterLoad } from './voter-load.ts';
 
 const { values: options } = parseArgs({ options: { time: { type: 'string', default: '1000' } } });
@@ -30,6 +35,16 @@ for (let id = 1; id <= accountCount; id++) {
 }
 const voter = await Database.open({ schema: 'procedures/voter/ddl.sql', ttlIntervalMs: 0 });
 await voter.call('Initialize', contestantCount, contestantNames);
+const smartMeter = await Database.open({ schema: 'procedures/smart-meter/ddl.sql', ttlIntervalMs: 0 });
+const dimensionsFolder = mkdtempSync(path.join(os.tmpdir(), 'sluice-micro-'));
+const { meters } = await loadDimensions(smartMeter, { meters: 10_000, folder: dimensionsFolder });
+rmSync(dimensionsFolder, { recursive: true, force: true });
+const readings = new ReadingSimulator(meters, { seed: 5, startTs: simulationStart });
+// Generated ahead so the task times the procedure, not the simulator (more only if it runs out).
+const generatedIntervals = 40;
+let interval: Reading[] = [];
+for (let i = 0; i < generatedIntervals; i++) interval = interval.concat(readings.nextInterval());
+let nextReading = 0;
 const votes = voterLoad(3);
 
 let counter = 0;
@@ -50,6 +65,14 @@ bench
     const [phone, contestant] = votes.next();
     await voter.call('Vote', phone, contestant, maxVotesPerPhone);
   })
+  .add('IngestReading (one smart-meter reading)', async () => {
+    if (nextReading === interval.length) {
+      interval = readings.nextInterval();
+      nextReading = 0;
+    }
+    const reading = interval[nextReading++];
+    await smartMeter.call('IngestReading', reading.meterId, reading.ts, reading.cumulativeKwh);
+  })
   .add('parse + plan a join with GROUP BY', () => {
     planStatement('SELECT e.kind, COUNT(*), SUM(e.amount) FROM events e JOIN accounts a ON a.id = e.account WHERE a.balance > ? GROUP BY e.kind ORDER BY 2 DESC', accounts.catalog);
   });
@@ -67,4 +90,5 @@ for (const task of bench.tasks) {
 }
 await accounts.close();
 await voter.close();
+await smartMeter.close();
 console.log(JSON.stringify({ workload: 'micro', tasks: summary }));
