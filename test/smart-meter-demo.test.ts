@@ -8,6 +8,7 @@ import { spawn } from 'node:child_process';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import mqtt from 'mqtt';
 import { afterEach, describe, expect, it } from 'vitest';
 
 const folders: string[] = [];
@@ -68,5 +69,36 @@ describe('npm start (the demo)', () => {
     expect(unknown.code).toBe(2);
     expect(unknown.output.trim().split('\n')).toHaveLength(1);
     expect(unknown.output).toMatch(/^error: .*--colour/);
+  });
+});
+
+const mqttUrl = process.env.SLUICE_TEST_MQTT_URL;
+const mqttMissing = !mqttUrl && process.env.CI !== 'true';
+if (mqttMissing) console.warn('demo alerts to MQTT: skipped, SLUICE_TEST_MQTT_URL is not set (e.g. mqtt://127.0.0.1:1883)');
+
+describe.skipIf(mqttMissing)('npm start -- --alerts-mqtt', () => {
+  it('publishes alerts to alerts/{region}/{meter_id}-style topics', async () => {
+    expect(mqttUrl, 'CI provides SLUICE_TEST_MQTT_URL').toBeDefined();
+    const data = await mkdtemp(path.join(os.tmpdir(), 'sluice-demo-mqtt-'));
+    folders.push(data);
+    // A prefix of our own: other tests may publish to alerts/# on the same broker.
+    const prefix = `sluice-demo-test-${process.pid}-${Date.now()}`;
+    const subscriber = await mqtt.connectAsync(mqttUrl!);
+    const messages: { topic: string; alert: Record<string, unknown> }[] = [];
+    subscriber.on('message', (topic, payload) => messages.push({ topic, alert: JSON.parse(payload.toString()) as Record<string, unknown> }));
+    await subscriber.subscribeAsync(`${prefix}/#`, { qos: 1 });
+    try {
+      const { code, output } = await runDemo(
+        ['--meters', '400', '--rate', '2000', '--port', '0', '--data', data, '--report-every', '0.5', '--alerts-mqtt', mqttUrl!, '--alerts-topic', `${prefix}/{region}/{meter_id}`],
+        () => messages.some((message) => message.alert.kind === 'concentrator_outage'),
+      );
+      expect(code, output).toBe(0);
+      expect(output).toContain(`alerts → MQTT ${mqttUrl}`);
+      const outage = messages.find((message) => message.alert.kind === 'concentrator_outage')!;
+      expect(outage.topic).toBe(`${prefix}/${outage.alert.region}/${outage.alert.meter_id}`);
+      expect(outage.alert.detail).toMatch(/of \d+ meters silent/);
+    } finally {
+      await subscriber.endAsync();
+    }
   });
 });

@@ -52,7 +52,7 @@ const t0 = Date.parse('2026-01-15T10:00:00Z'); // 11:00 in Amsterdam (UTC+1): pe
 const ingest = (db: Database, meter: number, ts: number, kwh: number) => db.call('IngestReading', meter, ts, kwh);
 const stateOf = async (db: Database, meter: number) => (await db.queryRows('SELECT * FROM meter_state WHERE meter_id = ?', [meter]))[0];
 const enriched = (db: Database) => db.drainStream('readings_enriched').map(({ row }) => row);
-const alerts = (db: Database) => db.drainStream('meter_alerts').map(({ row }) => ({ meter: row[0], kind: row[3], detail: row[4] }));
+const alerts = (db: Database) => db.drainStream('meter_alerts').map(({ row }) => ({ meter: row[0], kind: row[4], detail: row[5] }));
 
 describe('IngestReading', () => {
   it('rejects an unknown meter with UNKNOWN_METER and an unknown_meter alert, keeping no state', async () => {
@@ -172,6 +172,17 @@ describe('IngestReading', () => {
     // 23:15Z → 00:15Z: three estimated intervals of the 15th (one more came before) and one of the 16th, 0.25 kWh each.
     await ingest(db, 1001, Date.parse('2026-01-16T00:15:00Z'), 102);
     expect(await db.queryRows('SELECT day, kwh, estimated_intervals FROM daily_usage')).toEqual([{ day: Date.parse('2026-01-15T00:00:00Z'), kwh: 1.75, estimated_intervals: 4 }]);
+  });
+
+  it("gives alerts the meter's concentrator and region (MQTT topics alerts/{region}/{meter_id})", async () => {
+    const db = await openApp();
+    await ingest(db, 2001, t0, 100);
+    await ingest(db, 2001, t0 + intervalMs, 50);
+    await ingest(db, 999, t0, 1);
+    expect(db.drainStream('meter_alerts').map(({ row }) => row.slice(0, 3))).toEqual([
+      [2001, 20, 'south'],
+      [999, null, null],
+    ]);
   });
 
   it('refuses parameters of the wrong type with the parameter named', async () => {

@@ -72,9 +72,11 @@ CREATE STREAM readings_enriched PARTITION ON COLUMN meter_id EXPORT TO TARGET an
   cost DECIMAL(15,6) NOT NULL
 );
 
+-- region (not in the workload sketch) lets an MQTT target publish to alerts/{region}/{meter_id}.
 CREATE STREAM meter_alerts PARTITION ON COLUMN meter_id EXPORT TO TARGET alerts (
   meter_id BIGINT NOT NULL,
   concentrator_id INTEGER,
+  region VARCHAR(16),
   ts TIMESTAMP NOT NULL,
   kind VARCHAR(24) NOT NULL,
   detail VARCHAR(200)

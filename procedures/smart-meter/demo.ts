@@ -26,7 +26,7 @@ import type { App } from './app.ts';
 import { fileBillingTarget, postgresBillingTarget, type BillingTarget, type SqlCaller } from './billing.ts';
 import { defaultTimeZone, ingestAccepted, ingestAcceptedWithAlert } from './codes.ts';
 import { defaultSeed } from './dimensions.ts';
-import { analyticsFolder, smartMeterExports } from './exports.ts';
+import { alertTopicDefault, analyticsFolder, smartMeterExports } from './exports.ts';
 import { loadDimensions } from './load.ts';
 import { ReadingSimulator, simulationStart } from './readings.ts';
 import { reconcile } from './reconcile.ts';
@@ -59,6 +59,8 @@ try {
       'time-zone': { type: 'string', default: defaultTimeZone },
       'billing-postgres': { type: 'string' },
       durability: { type: 'string', default: 'sync' },
+      'alerts-mqtt': { type: 'string' },
+      'alerts-topic': { type: 'string', default: alertTopicDefault },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -77,7 +79,9 @@ if (options.help) {
   --report-every S     seconds between status lines (default ${demoDefaults.reportEverySeconds})
   --time-zone ZONE     days and peak hours are counted in this zone (default ${defaultTimeZone})
   --durability MODE    sync, async or off (default sync): the command log and snapshots in DATA/db
-  --billing-postgres URL  bill closed days into PostgreSQL table billing_daily instead of files`);
+  --billing-postgres URL  bill closed days into PostgreSQL table billing_daily instead of files
+  --alerts-mqtt URL    publish alerts to this MQTT broker (QoS 1) instead of JSON Lines files
+  --alerts-topic T     their topic template (default ${alertTopicDefault})`);
   process.exit(0);
 }
 const meterCount = positive('meters', options.meters, demoDefaults.meters);
@@ -133,7 +137,7 @@ try {
       logger,
       data: databaseFolder,
       durability: { mode: durabilityMode },
-      exports: smartMeterExports(exportFolder, options['time-zone']),
+      exports: smartMeterExports(exportFolder, options['time-zone'], undefined, options['alerts-mqtt'] ? { url: options['alerts-mqtt'], topic: options['alerts-topic'] } : undefined),
     });
   } catch (error) {
     const message = (error as Error).message;
@@ -149,7 +153,8 @@ try {
   const dimensions = await loadDimensions(control, { meters: meterCount, seed: defaultSeed, timeZone: options['time-zone'], folder: path.join(dataFolder, 'dimensions') });
   console.log(`  meters     ${meterCount.toLocaleString('en-US')} from ${relative(dimensions.metersFile)}, tariffs from ${relative(dimensions.tariffsFile)} (${((performance.now() - loadStart) / 1000).toFixed(1)} s), days in ${dimensions.timeZone}`);
   billing = options['billing-postgres'] ? await postgresBillingTarget(options['billing-postgres']) : fileBillingTarget(path.join(exportFolder, 'billing'));
-  console.log(`  exports    ${relative(path.join(exportFolder, 'analytics'))} (enriched readings, Parquet) and ${relative(path.join(exportFolder, 'alerts'))} (alerts, JSON Lines), by day`);
+  const alertsGo = options['alerts-mqtt'] ? `MQTT ${options['alerts-mqtt']} topics ${options['alerts-topic']}` : `${relative(path.join(exportFolder, 'alerts'))} (JSON Lines)`;
+  console.log(`  exports    ${relative(path.join(exportFolder, 'analytics'))} (enriched readings, Parquet, by day); alerts → ${alertsGo}`);
   console.log(`  billing    ${relative(billing.description)}${options['billing-postgres'] ? '' : '/dt=YYYY-MM-DD/billing.csv'} (closed days, billed 30 simulated minutes after midnight)`);
   console.log(`  readings   ${rate > 0 ? `${rate.toLocaleString('en-US')}/s` : 'as fast as the server accepts'}, 15-minute intervals from ${new Date(simulationStart).toISOString()}, with missing, duplicate, rolled-back and spiking readings and one concentrator going dark`);
   console.log(`  look       npm run sluice -- sql --url ${server.url} -c "SELECT region, SUM(kwh) AS kwh FROM region_load GROUP BY region ORDER BY region"`);

@@ -15,14 +15,14 @@ import { intervalMs } from './local-time.ts';
 /** A meter is silent after missing this many intervals. */
 export const silentIntervals = 2;
 
-const findSilent = sql<{ meter_id: number; concentrator_id: number; last_ts: number }>(`
-  SELECT s.meter_id, m.concentrator_id, s.last_ts
+const findSilent = sql<{ meter_id: number; concentrator_id: number; region: string; last_ts: number }>(`
+  SELECT s.meter_id, m.concentrator_id, m.region, s.last_ts
   FROM meter_state s JOIN meters m ON m.meter_id = s.meter_id
   WHERE s.last_ts <= ? AND s.status = ?
   ORDER BY m.concentrator_id, s.meter_id`);
 const countConcentratorMeters = sql<{ n: number }>('SELECT COUNT(*) AS n FROM meters WHERE concentrator_id = ?');
 const setStatus = sql('UPDATE meter_state SET status = ? WHERE meter_id = ?');
-const insertAlert = sql('INSERT INTO meter_alerts (meter_id, concentrator_id, ts, kind, detail) VALUES (?, ?, ?, ?, ?)');
+const insertAlert = sql('INSERT INTO meter_alerts (meter_id, concentrator_id, region, ts, kind, detail) VALUES (?, ?, ?, ?, ?, ?)');
 
 export interface SilentMetersResult {
   concentratorOutages: number;
@@ -46,14 +46,14 @@ export default defineProcedure({
       const total = ctx.queryOne(countConcentratorMeters, concentrator)?.n ?? 0;
       if (group.length * 2 > total) {
         const since = Math.max(...group.map((meter) => meter.last_ts));
-        ctx.execute(insertAlert, group[0].meter_id, concentrator, now, alertConcentratorOutage,
+        ctx.execute(insertAlert, group[0].meter_id, concentrator, group[0].region, now, alertConcentratorOutage,
           `${group.length} of ${total} meters silent, none heard since ${new Date(since).toISOString()}`);
         for (const meter of group) ctx.execute(setStatus, statusOutage, meter.meter_id);
         result.concentratorOutages++;
         result.metersInOutages += group.length;
       } else {
         for (const meter of group) {
-          ctx.execute(insertAlert, meter.meter_id, concentrator, now, alertMeterSilent, `last reading ${new Date(meter.last_ts).toISOString()}`);
+          ctx.execute(insertAlert, meter.meter_id, concentrator, meter.region, now, alertMeterSilent, `last reading ${new Date(meter.last_ts).toISOString()}`);
           ctx.execute(setStatus, statusSilent, meter.meter_id);
         }
         result.silentMeters += group.length;

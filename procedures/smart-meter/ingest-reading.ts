@@ -49,7 +49,7 @@ const updateState = sql(
   `UPDATE meter_state SET last_ts = ?, last_kwh = ?, day = ?, day_kwh = ?, day_cost = ?, status = ?, gaps = ?, day_estimated = ?
    WHERE meter_id = ?`,
 );
-const insertAlert = sql('INSERT INTO meter_alerts (meter_id, concentrator_id, ts, kind, detail) VALUES (?, ?, ?, ?, ?)');
+const insertAlert = sql('INSERT INTO meter_alerts (meter_id, concentrator_id, region, ts, kind, detail) VALUES (?, ?, ?, ?, ?, ?)');
 const insertEnriched = sql(
   'INSERT INTO readings_enriched (meter_id, customer_id, region, ts, kwh_delta, estimated, price, cost) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
 );
@@ -66,7 +66,7 @@ export default defineProcedure({
   run(ctx, meterId: number, ts: number, cumulativeKwh: number): IngestCode {
     const meter = ctx.queryOne(getMeter, meterId);
     if (!meter) {
-      ctx.execute(insertAlert, meterId, null, ts, alertUnknownMeter, `reading for meter ${meterId}, which is not in meters`);
+      ctx.execute(insertAlert, meterId, null, null, ts, alertUnknownMeter, `reading for meter ${meterId}, which is not in meters`);
       return ingestUnknownMeter;
     }
     const timeZone = ctx.queryOne(getSetting, settingTimeZone)?.value ?? defaultTimeZone;
@@ -77,7 +77,7 @@ export default defineProcedure({
     }
     if (ts <= state.last_ts) return ingestDuplicate;
     if (cumulativeKwh < state.last_kwh) {
-      ctx.execute(insertAlert, meterId, meter.concentrator_id, ts, alertTamperOrRollover, `cumulative ${cumulativeKwh} kWh below the last accepted ${state.last_kwh} kWh`);
+      ctx.execute(insertAlert, meterId, meter.concentrator_id, meter.region, ts, alertTamperOrRollover, `cumulative ${cumulativeKwh} kWh below the last accepted ${state.last_kwh} kWh`);
       return ingestRejected;
     }
 
@@ -86,13 +86,13 @@ export default defineProcedure({
     const delta = cumulativeKwh - state.last_kwh;
     if (delta > meter.max_kwh_per_interval * intervals) {
       alerted = true;
-      ctx.execute(insertAlert, meterId, meter.concentrator_id, ts, alertSpike, `${delta.toFixed(3)} kWh in ${intervals} interval(s), above ${meter.max_kwh_per_interval} kWh per interval`);
+      ctx.execute(insertAlert, meterId, meter.concentrator_id, meter.region, ts, alertSpike, `${delta.toFixed(3)} kWh in ${intervals} interval(s), above ${meter.max_kwh_per_interval} kWh per interval`);
     }
     let rows = intervals;
     if (intervals > interpolatedIntervalsMax) {
       alerted = true;
       rows = 1;
-      ctx.execute(insertAlert, meterId, meter.concentrator_id, ts, alertLongGap, `${intervals - 1} intervals missing; booked as one interval`);
+      ctx.execute(insertAlert, meterId, meter.concentrator_id, meter.region, ts, alertLongGap, `${intervals - 1} intervals missing; booked as one interval`);
     }
 
     const tariff = ctx.queryOne(getTariff, meter.tariff_id);
