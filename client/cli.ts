@@ -9,6 +9,8 @@
  *   sluice snapshot [--url …]                                                (takes a snapshot now: @SnapshotSave)
  *   sluice export run <job> --day YYYY-MM-DD [--url …]                      (an end-of-day export by hand: @ExportRun)
  *   sluice hash-password                                                     (prints a scrypt hash for the deployment file)
+ *   sluice subscribe [--url …] stream [--where col=value]… [--from earliest|now|position] [--count N]
+ *                                                                            (rows as JSON lines, as they commit)
  *
  * `sql` and `call` take --user/--password (or SLUICE_USER/SLUICE_PASSWORD) and --ca for wss:// with a
  * private certificate authority (docs/security.md).
@@ -258,6 +260,59 @@ program
     }
     console.log(await hashPassword(password, { cost: options.cost }));
   });
+
+program
+  .command('subscribe')
+  .description('print a stream\'s rows as they commit, one JSON line each: {"partition","sequence","row"}')
+  .option('--url <url>', 'server address', defaultUrl)
+  .option('--user <name>', 'user name (default: $SLUICE_USER)')
+  .option('--password <password>', 'password (default: $SLUICE_PASSWORD; prefer the variable: arguments show in ps)')
+  .option('--ca <file>', 'PEM certificate(s) to trust for wss://')
+  .argument('<stream>')
+  .option('--where <column=value>', 'only rows whose column equals value (JSON where it parses); repeat a column for any of several values', collectWhere, {})
+  .option('--from <position>', 'earliest, now, or a position printed by an earlier run: {"0":12,"1":40}', 'now')
+  .option('--count <n>', 'exit after this many rows', parseInteger)
+  .action(async (stream: string, options: { url: string; where: Record<string, unknown[]>; from: string; count?: number } & ConnectionFlags) => {
+    const from = options.from === 'earliest' || options.from === 'now' ? options.from : parsePosition(options.from);
+    const client = await connect(options.url, { ...(await connectOptions(options)), reconnect: true });
+    let printed = 0;
+    let finish: () => void = () => undefined;
+    const finished = new Promise<void>((resolve) => (finish = resolve));
+    let failure: Error | undefined;
+    const subscription = await client.subscribe(stream, { where: options.where, from, onEnd: (error) => ((failure = error), finish()) }, (row, at) => {
+      console.log(JSON.stringify({ partition: at.partition, sequence: at.sequence, row }, jsonValue));
+      if (options.count !== undefined && ++printed >= options.count) finish();
+    });
+    if (options.count === 0) finish();
+    process.once('SIGINT', finish);
+    await finished;
+    // Where to pick up next time: `--from` takes this line.
+    console.error(`position: ${JSON.stringify(subscription.position)}`);
+    await client.close();
+    if (failure !== undefined) throw failure;
+  });
+
+/** `--where col=value`, repeatable: a column named twice matches either value. */
+function collectWhere(text: string, where: Record<string, unknown[]>): Record<string, unknown[]> {
+  const at = text.indexOf('=');
+  if (at <= 0) throw new UsageError(`--where takes column=value, got ${text}`);
+  const column = text.slice(0, at);
+  (where[column] ??= []).push(parseArgument(text.slice(at + 1)));
+  return where;
+}
+
+function parsePosition(text: string): Record<number, number> {
+  const position = parseArgument(text);
+  if (typeof position !== 'object' || position === null || Array.isArray(position)) throw new UsageError(`--from takes earliest, now or a position such as {"0":12,"1":40}, got ${text}`);
+  return position as Record<number, number>;
+}
+
+/** Binary values as base64 in JSON output (a Buffer reaches the replacer already as {type, data}). */
+function jsonValue(_key: string, value: unknown): unknown {
+  if (value instanceof Uint8Array) return Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('base64');
+  if (typeof value === 'object' && value !== null && (value as { type?: unknown }).type === 'Buffer' && Array.isArray((value as { data?: unknown }).data)) return Buffer.from((value as { data: number[] }).data).toString('base64');
+  return value;
+}
 
 interface StartOptions {
   schema?: string;
