@@ -155,13 +155,13 @@ export class SubscriptionHub {
     return count;
   }
 
+  /** `publish` bound to this hub, for the router's stream-rows callback (exporters/exports.ts). */
+  readonly publishBound = (stream: string, partition: number, firstSequence: number, rows: readonly (readonly Value[])[]): void => this.publish(stream, partition, firstSequence, rows);
+
   /**
    * Committed rows of one stream partition, in sequence order, `firstSequence` being rows[0]'s.
    * Called on the main thread as each worker batch's results arrive.
    */
-  /** `publish` bound to this hub, for the router's stream-rows callback (exporters/exports.ts). */
-  readonly publishBound = (stream: string, partition: number, firstSequence: number, rows: readonly (readonly Value[])[]): void => this.publish(stream, partition, firstSequence, rows);
-
   publish(stream: string, partition: number, firstSequence: number, rows: readonly (readonly Value[])[]): void {
     if (rows.length === 0) return;
     const tail = this.tailsOf(stream)?.[partition];
