@@ -34,7 +34,9 @@ const baseTime = Date.UTC(2024, 0, 1);
 function run(partition: Partition, statement: PlannedStatement, params: readonly unknown[], compiled: boolean, transactionId: number): unknown {
   partition.begin(transactionId, baseTime);
   try {
-    const values = normalizeParams(params);
+    // As the procedure context does: a compiled statement that normalizes its own parameters
+    // gets them as the caller gave them (bigint, Date, undefined included).
+    const values = compiled && statement.rawParams ? (params as Value[]) : normalizeParams(params);
     const rows = compiled ? partition.executeObjects(statement, values) : rowObjects(executePlan(statement, partition, values));
     partition.commit();
     return { rows };
@@ -98,6 +100,11 @@ describe('compiled statements agree with the generic executor', () => {
     ]) {
       expect(isCompiled(pair.plan(sql).objects), sql).toBe(true);
     }
+    // Closure-free compiled statements normalize their own parameters; with a closure they cannot.
+    expect(pair.plan('SELECT name FROM t WHERE id = ?').rawParams).toBe(true);
+    expect(pair.plan('INSERT INTO t (id, name) VALUES (?, ?)').rawParams).toBe(true);
+    expect(pair.plan('SELECT id FROM t WHERE id = ? + 1').rawParams).toBe(false);
+    expect(pair.plan('SELECT name FROM t WHERE name = ?').rawParams).toBe(false);
     for (const sql of [
       'SELECT name FROM t WHERE id = ? LIMIT 1',
       'SELECT name FROM t WHERE name = ?',
@@ -133,6 +140,9 @@ describe('compiled statements agree with the generic executor', () => {
           () => pick([true, false]),
           () => randomBytes(next),
           () => null,
+          () => undefined,
+          () => 2n ** 60n,
+          () => ({ not: 'a value' }),
         ])();
       const inserts: [string, () => unknown[]][] = [
         ['INSERT INTO t (id, big, name, f, ts, flag, small, d, bin) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)', () => [int(0, 60), maybe(int(-1e12, 1e12)), maybe(pick(names)), maybe(next() * 100), maybe(baseTime + int(0, 5) * 1000), maybe(next() < 0.5), maybe(int(-100, 100)), maybe(int(0, 9999) / 100), maybe(randomBytes(next))]],

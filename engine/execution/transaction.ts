@@ -162,7 +162,7 @@ export class TransactionContext implements ProcedureContext {
   private objectsNow(statement: Statement<unknown>, params: readonly Param[]): RowObject[] {
     const planned = this.plan(statement);
     checkParameterCount(planned, params);
-    return this.runObjects(planned, normalizeParams(params));
+    return this.runObjects(planned, this.direct && planned.rawParams ? (params as Value[]) : normalizeParams(params));
   }
 
   query<R>(statement: Statement<R>, ...params: Param[]): R[] {
@@ -179,7 +179,7 @@ export class TransactionContext implements ProcedureContext {
     const planned = this.plan(statement);
     if (this.direct && !planned.readOnly && !planned.explain) {
       checkParameterCount(planned, params);
-      return this.runner.runObjects!(planned, normalizeParams(params))[0].modified_tuples as number;
+      return this.runner.runObjects!(planned, planned.rawParams ? (params as Value[]) : normalizeParams(params))[0].modified_tuples as number;
     }
     const result = this.runNow(statement, params);
     return result.columns[0] === 'modified_tuples' ? (result.rows[0][0] as number) : result.rows.length;
@@ -188,14 +188,17 @@ export class TransactionContext implements ProcedureContext {
   queue(statement: Statement<unknown>, params: readonly Param[] = [], expect?: Expectation): void {
     const planned = this.plan(statement);
     checkParameterCount(planned, params);
+    // A compiled statement normalizes its parameters as it reads them (a scalar expectation
+    // runs the ResultTable path, which needs them normalized first).
+    const values = this.direct && planned.rawParams && typeof expect !== 'object' ? (params as Value[]) : normalizeParams(params);
     // Queue slots are reused across transactions: queuing allocates nothing.
     const slot = this.queued[this.queuedCount];
     if (slot) {
       slot.statement = planned;
-      slot.params = normalizeParams(params);
+      slot.params = values;
       slot.expect = expect;
     } else {
-      this.queued.push({ statement: planned, params: normalizeParams(params), expect });
+      this.queued.push({ statement: planned, params: values, expect });
     }
     this.queuedCount++;
   }

@@ -14,6 +14,7 @@
 import type { TableDef } from '../catalog/schema.ts';
 import type { HashIndex } from '../storage/indexes.ts';
 import { coerceValue, isCanonical, type Row, type SqlType, type Value } from '../types.ts';
+import { normalizeParam } from './params.ts';
 import type { ResultTable, StorageAccess } from './context.ts';
 import type { Bound, Frame } from './expr.ts';
 import type { InsertPlan } from './dml.ts';
@@ -27,6 +28,15 @@ export type RowObject = Record<string, number | string | boolean | Uint8Array | 
  * `[{ modified_tuples: n }]`, as the ResultTable form does.
  */
 export type ObjectExecutor = (storage: StorageAccess, params: readonly Value[]) => RowObject[];
+
+export interface CompiledExecutor {
+  readonly run: ObjectExecutor;
+  /**
+   * `run` normalizes each parameter as it reads it (it reads them all inline), so callers may
+   * skip normalizeParams and pass the values as the procedure gave them.
+   */
+  readonly rawParams: boolean;
+}
 
 /** The parts of a planned statement the compiler reads (statement.ts owns the full type). */
 export interface CompilableStatement {
@@ -60,13 +70,13 @@ function rowFactory(columns: readonly string[]): (row: Value[]) => RowObject {
 export function compileObjectExecutor(
   statement: CompilableStatement,
   generic: (storage: StorageAccess, params: readonly Value[]) => ResultTable,
-): ObjectExecutor {
+): CompiledExecutor {
   const plan = statement.plan as SelectPlan | InsertPlan;
   if (!statement.explain) {
     if (plan.kind === 'select' && isCompilableLookup(plan)) return compilePointLookup(plan);
     if (plan.kind === 'insert' && plan.rows.length === 1 && !plan.upsert) return compileInsert(plan);
   }
-  return (storage, params) => rowObjects(generic(storage, params));
+  return { run: (storage, params) => rowObjects(generic(storage, params)), rawParams: false };
 }
 
 // --- point lookups ----------------------------------------------------------------------------
@@ -77,8 +87,11 @@ function isCompilableLookup(plan: SelectPlan): boolean {
 }
 
 /** An expression as generated code: a parameter or column read inline, anything else a call. */
-function expressionCode(bound: Bound, closures: Bound['evaluate'][], rowVariable: string | undefined): string {
-  if (isPlainParameter(bound)) return `params[${bound.parameter}]`;
+function expressionCode(bound: Bound, closures: Bound['evaluate'][], rowVariable: string | undefined, parameters: Set<number>): string {
+  if (isPlainParameter(bound)) {
+    parameters.add(bound.parameter!);
+    return `p${bound.parameter}`;
+  }
   if (rowVariable !== undefined && bound.column !== undefined && bound.column.slot === 0) return `${rowVariable}[${bound.column.position}]`;
   if (bound.constant !== undefined && isInlineConstant(bound.constant.value)) return JSON.stringify(bound.constant.value);
   closures.push(bound.evaluate);
@@ -95,6 +108,21 @@ function isInlineConstant(value: Value): boolean {
 }
 
 /**
+ * The parameters a compiled function reads, loaded once at its top. With `normalize`, each is
+ * brought to canonical form as normalizeParams would (bigint → number, Date → ms, undefined →
+ * NULL), in parameter order, so the caller may pass the procedure's values as they are.
+ */
+function parameterLines(parameters: ReadonlySet<number>, normalize: boolean): string[] {
+  return [...parameters]
+    .sort((a, b) => a - b)
+    .map((index) =>
+      normalize
+        ? `let p${index} = params[${index}]; if (typeof p${index} !== 'number' && typeof p${index} !== 'string' && typeof p${index} !== 'boolean' && p${index} !== null) p${index} = normalizeParam(p${index}, ${index});`
+        : `const p${index} = params[${index}];`,
+    );
+}
+
+/**
  * The cache of the index a compiled lookup probes, per partition: a partition's tables are
  * replaced on a schema change, which bumps its `catalogGeneration`.
  */
@@ -104,11 +132,12 @@ interface IndexCache {
   index: HashIndex | undefined;
 }
 
-function compilePointLookup(plan: SelectPlan): ObjectExecutor {
+function compilePointLookup(plan: SelectPlan): CompiledExecutor {
   const level = plan.levels[0];
   const tableName = level.source.table.name;
   const indexName = level.access.index!;
   const closures: Bound['evaluate'][] = [];
+  const parameters = new Set<number>();
   const frame: Frame = plan.pointLookup!.frame;
   const key: Value[] = plan.pointLookup!.key;
   const cache: IndexCache = { storage: undefined, generation: -1, index: undefined };
@@ -126,7 +155,7 @@ function compilePointLookup(plan: SelectPlan): ObjectExecutor {
     lines.push(`if (closures[${closures.length - 1}](frame, params) !== true) return rows;`);
   }
   for (let i = 0; i < equal.length; i++) {
-    lines.push(`const k${i} = ${expressionCode(equal[i], closures, undefined)};`);
+    lines.push(`const k${i} = ${expressionCode(equal[i], closures, undefined, parameters)};`);
     lines.push(`if (k${i} === null || k${i} === undefined) return rows;`);
   }
   lines.push('const index = storage === cache.storage && storage.catalogGeneration === cache.generation ? cache.index : resolve(storage);');
@@ -138,7 +167,7 @@ function compilePointLookup(plan: SelectPlan): ObjectExecutor {
   }
   lines.push('if (row === undefined) return rows;');
   // Closures read the row through the frame; plain columns read it directly.
-  const projection = plan.projection.map((bound) => expressionCode(bound, closures, 'row'));
+  const projection = plan.projection.map((bound) => expressionCode(bound, closures, 'row', parameters));
   const needsFrame = closures.length > 0 || level.where !== undefined;
   if (needsFrame) lines.push('frame[0] = row;');
   const fields = plan.columns.map((name, i) => `${JSON.stringify(name)}: ${projection[i]}`).join(', ');
@@ -151,8 +180,11 @@ function compilePointLookup(plan: SelectPlan): ObjectExecutor {
   // The frame is the plan's: clear it so it does not keep a deleted row alive.
   if (needsFrame) lines.push('frame[0] = null;');
   lines.push('return rows;');
-  const factory = new Function('closures', 'frame', 'key', 'cache', 'resolve', `"use strict"; return function pointLookup(storage, params) {\n${lines.join('\n')}\n};`);
-  return factory(closures, frame, key, cache, resolve) as ObjectExecutor;
+  // Closures read the parameter array themselves: only without any can it arrive unnormalized.
+  const rawParams = closures.length === 0;
+  const body = [...parameterLines(parameters, rawParams), ...lines].join('\n');
+  const factory = new Function('closures', 'frame', 'key', 'cache', 'resolve', 'normalizeParam', `"use strict"; return function pointLookup(storage, params) {\n${body}\n};`);
+  return { run: factory(closures, frame, key, cache, resolve, normalizeParam) as ObjectExecutor, rawParams };
 }
 
 // --- one-row inserts --------------------------------------------------------------------------
@@ -175,11 +207,12 @@ function canonicalCode(variable: string, type: SqlType): string | undefined {
   return undefined;
 }
 
-function compileInsert(plan: InsertPlan): ObjectExecutor {
+function compileInsert(plan: InsertPlan): CompiledExecutor {
   const table: TableDef = plan.table;
   const columns = table.columns;
   const bounds = plan.rows[0];
   const closures: Bound['evaluate'][] = [];
+  const parameters = new Set<number>();
   const defaults: Value[] = columns.map((column) => (column.hidden ? 0 : column.defaultValue ?? null));
   const types: SqlType[] = columns.map((column) => column.type);
   const coerce = (value: Value, position: number): Value => {
@@ -194,7 +227,7 @@ function compileInsert(plan: InsertPlan): ObjectExecutor {
       entries.push(`defaults[${i}]`);
       continue;
     }
-    lines.push(`const v${i} = ${expressionCode(bound, closures, undefined)};`);
+    lines.push(`const v${i} = ${expressionCode(bound, closures, undefined, parameters)};`);
     const canonical = canonicalCode(`v${i}`, types[i]) ?? `isCanonical(v${i}, types[${i}])`;
     lines.push(`const c${i} = v${i} === null || ${canonical} ? v${i} : coerce(v${i}, ${i});`);
     entries.push(`c${i}`);
@@ -204,9 +237,11 @@ function compileInsert(plan: InsertPlan): ObjectExecutor {
   lines.push(`const values = [${entries.join(', ')}, 0, null];`);
   lines.push('storage.insert(table, values);');
   lines.push('return [{ modified_tuples: 1 }];');
-  const factory = new Function('closures', 'frame', 'defaults', 'types', 'table', 'isCanonical', 'coerce', `"use strict"; return function insertOne(storage, params) {\n${lines.join('\n')}\n};`);
+  const rawParams = closures.length === 0;
+  const body = [...parameterLines(parameters, rawParams), ...lines].join('\n');
+  const factory = new Function('closures', 'frame', 'defaults', 'types', 'table', 'isCanonical', 'coerce', 'normalizeParam', `"use strict"; return function insertOne(storage, params) {\n${body}\n};`);
   const noFrame: Row[] = [];
-  return factory(closures, noFrame, defaults, types, table, isCanonical, coerce) as ObjectExecutor;
+  return { run: factory(closures, noFrame, defaults, types, table, isCanonical, coerce, normalizeParam) as ObjectExecutor, rawParams };
 }
 
 /** For tests: whether a statement runs compiled code (rather than the generic executor). */

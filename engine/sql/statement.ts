@@ -7,6 +7,7 @@ import type { Catalog, TableDef } from '../catalog/schema.ts';
 import { ErrorCode, SluiceError, positionOf } from '../errors.ts';
 import type { Value } from '../types.ts';
 import { compileObjectExecutor, type ObjectExecutor } from './compiled.ts';
+import { normalizeParam, normalizeParams } from './params.ts';
 import type { ResultTable, StorageAccess } from './context.ts';
 import { executeDelete, executeInsert, executeUpdate, planDelete, planInsert, planUpdate, type DeletePlan, type InsertPlan, type UpdatePlan } from './dml.ts';
 import type { Bound } from './expr.ts';
@@ -33,6 +34,8 @@ export interface PlannedStatement {
   readonly routing: Routing;
   /** Runs the statement on one partition with rows as objects, compiled where the shape allows (compiled.ts). */
   readonly objects: ObjectExecutor;
+  /** `objects` normalizes the parameters itself: callers may pass them unnormalized. */
+  readonly rawParams: boolean;
 }
 
 export function planStatement(sql: string, catalog: Catalog): PlannedStatement {
@@ -71,7 +74,8 @@ export function planStatement(sql: string, catalog: Catalog): PlannedStatement {
     explain: parsed.explain,
     routing: routeOf(plan),
   };
-  const planned: PlannedStatement = { ...base, objects: compileObjectExecutor(base, (storage, params) => executePlan(planned, storage, params)) };
+  const compiled = compileObjectExecutor(base, (storage, params) => executePlan(planned, storage, params));
+  const planned: PlannedStatement = { ...base, objects: compiled.run, rawParams: compiled.rawParams };
   return planned;
 }
 
@@ -196,39 +200,4 @@ export function checkParameterCount(statement: PlannedStatement, params: readonl
   }
 }
 
-/** Parameters in canonical form: bigint within the exact range to number, Date to ms. */
-export function normalizeParams(params: readonly unknown[]): Value[] {
-  // Most calls pass canonical values already: check, and reuse the array instead of copying.
-  for (let i = 0; i < params.length; i++) {
-    const value = params[i];
-    if (typeof value === 'number' || typeof value === 'string' || typeof value === 'boolean' || value === null) continue;
-    return normalizedCopy(params);
-  }
-  return params as Value[];
-}
-
-function normalizedCopy(params: readonly unknown[]): Value[] {
-  const values = new Array<Value>(params.length);
-  for (let i = 0; i < params.length; i++) values[i] = normalizeParam(params[i], i);
-  return values;
-}
-
-export function normalizeParam(value: unknown, index: number): Value {
-  if (value === undefined || value === null) return null;
-  switch (typeof value) {
-    case 'number':
-    case 'string':
-    case 'boolean':
-      return value;
-    case 'bigint': {
-      const number = Number(value);
-      if (BigInt(number) !== value) {
-        throw new SluiceError(ErrorCode.VALUE_OUT_OF_RANGE, `parameter ${index + 1} (${value}n) is outside the exact range ±${Number.MAX_SAFE_INTEGER}`, { path: ['params', index] });
-      }
-      return number;
-    }
-  }
-  if (value instanceof Date) return value.getTime();
-  if (value instanceof Uint8Array) return value;
-  throw new SluiceError(ErrorCode.PARAM_TYPE, `parameter ${index + 1} has unsupported type ${Array.isArray(value) ? 'array' : typeof value}`, { path: ['params', index] });
-}
+export { normalizeParam, normalizeParams };
