@@ -1,12 +1,16 @@
 /**
- * NumberMap (engine/storage/number-map.ts), the open-addressing map behind unique hash indexes on
- * numeric columns, against a JavaScript Map: random sets, overwrites, deletes and lookups over key
- * sets chosen to collide and wrap around the table, plus the keys Map treats specially.
+ * The maps behind unique hash indexes, against a JavaScript Map. NumberMap
+ * (engine/storage/number-map.ts, one numeric column): random sets, overwrites, deletes and lookups
+ * over key sets chosen to collide and wrap around the table, plus the keys Map treats specially.
+ * NestedRows (engine/storage/nested-map.ts, several columns): the same against one Map keyed by
+ * the composite string encoding it replaces, with values of mixed kinds that must not match.
  */
 import { describe, expect, it } from 'vitest';
 import { seededRandom } from '../engine/random.ts';
+import { encodeComposite } from '../engine/storage/index-key.ts';
+import { NestedRows } from '../engine/storage/nested-map.ts';
 import { NumberMap } from '../engine/storage/number-map.ts';
-import type { Row } from '../engine/types.ts';
+import type { Row, Value } from '../engine/types.ts';
 
 function rowFor(key: number, version: number): Row {
   return [key, version];
@@ -76,5 +80,47 @@ describe('NumberMap agrees with Map', () => {
     expect(map.delete(Number.NaN)).toBe(false);
     expect(map.size).toBe(0);
     expect(() => map.set('x', zero)).toThrow(/only numbers/);
+  });
+});
+
+describe('NestedRows agrees with one Map over encoded composite keys', () => {
+  const columns = [0, 1, 2];
+  const pools: readonly Value[][] = [
+    [1, 2, -0, 0, Number.NaN, '1', 't', true, false, 2.5],
+    ['a', 'b', '', 'NJ', 1, Uint8Array.from([1, 2]), Uint8Array.from([1, 2]), Uint8Array.from([3])],
+    [7, 8, 'x', true],
+  ];
+
+  it('random sets, removes and finds, pruning emptied levels', () => {
+    for (const seed of [1, 2, 3]) {
+      const next = seededRandom(seed);
+      const pick = (pool: readonly Value[]) => pool[Math.floor(next() * pool.length)];
+      const nested = new NestedRows(columns.length);
+      const truth = new Map<string, Row>();
+      for (let step = 0; step < 20_000; step++) {
+        const row: Row = [pick(pools[0]), pick(pools[1]), pick(pools[2]), step];
+        const key = encodeComposite(row.slice(0, 3));
+        const action = next();
+        if (action < 0.45) {
+          nested.set(row, columns);
+          truth.set(key, row);
+        } else if (action < 0.75) {
+          // remove deletes only the stored row itself, as the index does.
+          const stored = truth.get(key);
+          const victim = stored !== undefined && next() < 0.8 ? stored : row;
+          nested.remove(victim, columns);
+          if (stored === victim) truth.delete(key);
+        } else {
+          expect(nested.find(row, columns), `find ${key} at step ${step}`).toBe(truth.get(key));
+          expect(nested.find(row.slice(0, 3), undefined)).toBe(truth.get(key));
+        }
+        expect(nested.size).toBe(truth.size);
+      }
+      for (const row of truth.values()) expect(nested.find(row, columns)).toBe(row);
+      for (const row of [...truth.values()]) nested.remove(row, columns);
+      expect(nested.size).toBe(0);
+      // Every level was pruned: the root map is empty again.
+      expect((nested as unknown as { root: Map<unknown, unknown> }).root.size).toBe(0);
+    }
   });
 });

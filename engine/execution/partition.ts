@@ -139,8 +139,11 @@ export class Partition implements StorageAccess {
   commit(): void {
     assert(this.inTransaction, 'commit follows begin');
     this.undo.release();
-    for (const stream of this.touchedStreams) stream.commit(currentTransactionTime.value);
-    this.touchedStreams.length = 0;
+    // Only when there is something to clear: setting an array's length is a runtime call.
+    if (this.touchedStreams.length > 0) {
+      for (const stream of this.touchedStreams) stream.commit(currentTransactionTime.value);
+      this.touchedStreams.length = 0;
+    }
     this.inTransaction = false;
     this.transactionCount++;
   }
@@ -148,8 +151,10 @@ export class Partition implements StorageAccess {
   rollback(): void {
     assert(this.inTransaction, 'rollback follows begin');
     this.undo.rollback();
-    for (const stream of this.touchedStreams) stream.rollback();
-    this.touchedStreams.length = 0;
+    if (this.touchedStreams.length > 0) {
+      for (const stream of this.touchedStreams) stream.rollback();
+      this.touchedStreams.length = 0;
+    }
     this.inTransaction = false;
     this.transactionCount++;
   }

@@ -149,14 +149,14 @@ function compilePointLookup(plan: SelectPlan): CompiledExecutor {
   };
   const equal = level.access.equal;
   const lines: string[] = [];
-  lines.push('const rows = [];');
+  // An empty answer is a fresh [] (the caller owns it); a found row is returned as [row].
   if (plan.constantFilter) {
     closures.push(plan.constantFilter.evaluate);
-    lines.push(`if (closures[${closures.length - 1}](frame, params) !== true) return rows;`);
+    lines.push(`if (closures[${closures.length - 1}](frame, params) !== true) return [];`);
   }
   for (let i = 0; i < equal.length; i++) {
     lines.push(`const k${i} = ${expressionCode(equal[i], closures, undefined, parameters)};`);
-    lines.push(`if (k${i} === null || k${i} === undefined) return rows;`);
+    lines.push(`if (k${i} === null || k${i} === undefined) return [];`);
   }
   lines.push('const index = storage === cache.storage && storage.catalogGeneration === cache.generation ? cache.index : resolve(storage);');
   if (equal.length === 1) {
@@ -165,7 +165,7 @@ function compilePointLookup(plan: SelectPlan): CompiledExecutor {
     for (let i = 0; i < equal.length; i++) lines.push(`key[${i}] = k${i};`);
     lines.push('const row = index.getUnique(key);');
   }
-  lines.push('if (row === undefined) return rows;');
+  lines.push('if (row === undefined) return [];');
   // Closures read the row through the frame; plain columns read it directly.
   const projection = plan.projection.map((bound) => expressionCode(bound, closures, 'row', parameters));
   const needsFrame = closures.length > 0 || level.where !== undefined;
@@ -173,9 +173,9 @@ function compilePointLookup(plan: SelectPlan): CompiledExecutor {
   const fields = plan.columns.map((name, i) => `${JSON.stringify(name)}: ${projection[i]}`).join(', ');
   if (level.where) {
     closures.push(level.where.evaluate);
-    lines.push(`if (closures[${closures.length - 1}](frame, params) === true) rows.push({ ${fields} });`);
+    lines.push(`const rows = closures[${closures.length - 1}](frame, params) === true ? [{ ${fields} }] : [];`);
   } else {
-    lines.push(`rows.push({ ${fields} });`);
+    lines.push(`const rows = [{ ${fields} }];`);
   }
   // The frame is the plan's: clear it so it does not keep a deleted row alive.
   if (needsFrame) lines.push('frame[0] = null;');

@@ -8,6 +8,7 @@ import BTreeModule from 'sorted-btree';
 import type { IndexDef } from '../catalog/schema.ts';
 import type { Row, Value } from '../types.ts';
 import { compareOrderedKeys, encodeComposite, encodePart, keyHigh, type HashKey, type OrderedKey } from './index-key.ts';
+import { NestedRows } from './nested-map.ts';
 import { NumberMap, type UniqueRows } from './number-map.ts';
 
 // sorted-btree is CommonJS: Node's ESM loader puts the class on `.default`, Vite's interop does not.
@@ -32,7 +33,10 @@ function hasNull(row: Row, columns: readonly number[]): boolean {
 
 export class HashIndex implements RowIndex {
   readonly def: IndexDef;
+  /** A unique index on one column (Map or NumberMap); undefined for `nested` and non-unique ones. */
   private readonly unique: UniqueRows | undefined;
+  /** A unique index on several columns. */
+  private readonly nested: NestedRows | undefined;
   private readonly buckets: Map<HashKey, Set<Row>> | undefined;
   private readonly single: number;
   private readonly columns: readonly number[];
@@ -46,12 +50,13 @@ export class HashIndex implements RowIndex {
     this.columns = def.columns;
     this.single = def.columns.length === 1 ? def.columns[0] : -1;
     this.keyValues = new Array(def.columns.length);
-    if (def.unique) this.unique = numberKeys && this.single >= 0 ? new NumberMap() : new Map<HashKey, Row>();
+    if (def.unique && this.single < 0) this.nested = new NestedRows(def.columns.length);
+    else if (def.unique) this.unique = numberKeys ? new NumberMap() : new Map<HashKey, Row>();
     else this.buckets = new Map();
   }
 
   get size(): number {
-    return this.unique ? this.unique.size : this.buckets!.size;
+    return this.unique ? this.unique.size : this.nested ? this.nested.size : this.buckets!.size;
   }
 
   private rowKey(row: Row): HashKey {
@@ -66,12 +71,17 @@ export class HashIndex implements RowIndex {
   }
 
   conflict(row: Row): Row | undefined {
-    if (!this.unique || hasNull(row, this.columns)) return undefined;
-    return this.unique.get(this.rowKey(row));
+    if (!this.def.unique || hasNull(row, this.columns)) return undefined;
+    if (this.nested) return this.nested.find(row, this.columns);
+    return this.unique!.get(this.rowKey(row));
   }
 
   add(row: Row): void {
     if (hasNull(row, this.columns)) return;
+    if (this.nested) {
+      this.nested.set(row, this.columns);
+      return;
+    }
     const key = this.rowKey(row);
     this.memoKey = undefined;
     if (this.unique) {
@@ -85,6 +95,10 @@ export class HashIndex implements RowIndex {
 
   remove(row: Row): void {
     if (hasNull(row, this.columns)) return;
+    if (this.nested) {
+      this.nested.remove(row, this.columns);
+      return;
+    }
     const key = this.rowKey(row);
     this.memoKey = undefined;
     if (this.unique) {
@@ -100,6 +114,7 @@ export class HashIndex implements RowIndex {
   /** The one row with this key, for unique indexes (the point-lookup fast path). */
   getUnique(values: readonly Value[]): Row | undefined {
     for (let i = 0; i < values.length; i++) if (values[i] === null) return undefined;
+    if (this.nested) return this.nested.find(values, undefined);
     const key = this.valuesKey(values);
     // A procedure often reads a key and then writes through it (read the view row, then insert
     // the source row, whose view maintenance looks the same key up again). A one-entry memo,
@@ -125,6 +140,11 @@ export class HashIndex implements RowIndex {
   forEachEqual(values: readonly Value[], visit: (row: Row) => boolean | void): void {
     if (values.length !== this.columns.length) throw new Error('hash index lookups need every key column');
     for (let i = 0; i < values.length; i++) if (values[i] === null) return;
+    if (this.nested) {
+      const row = this.nested.find(values, undefined);
+      if (row) visit(row);
+      return;
+    }
     const key = this.valuesKey(values);
     if (this.unique) {
       const row = this.unique.get(key);
