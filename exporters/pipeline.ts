@@ -37,6 +37,8 @@ export const watermarkIntervalMs = 1000;
  * still be queued at its partition, its rows not yet here.
  */
 export const watermarkDelayMsDefault = 10_000;
+/** On close, how long lingering rows may take to go out before the rest waits for the next start. */
+export const closeFlushMsMax = 5_000;
 
 /** A file is one delivery: files roll at these sizes and ages unless the target says otherwise. */
 export const fileBatchDefaults: Partial<Record<string, number>> = { batchRowsMax: 100_000, batchBytesMax: 64 * 1024 * 1024, lingerMs: 60_000 };
@@ -152,6 +154,7 @@ export class ExportPipeline {
   private readonly fullLanes: number[];
   private readonly watermarkTimer: NodeJS.Timeout;
   private closed = false;
+  private closing = false;
   private readonly exported: ReadonlySet<string>;
   readonly partitionCount: number;
   /** Told when a partition's calls must wait or fail (a PartitionHold) and when they may go on. */
@@ -597,11 +600,12 @@ export class ExportPipeline {
   }
 
   /** Resolves once every lane has delivered everything stored so far (or `timeoutMs` passed: false). */
-  async idle(timeoutMs = 30_000): Promise<boolean> {
+  async idle(timeoutMs = 30_000, skipFailing = false): Promise<boolean> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       let busy = false;
       for (const lane of this.lanes.values()) {
+        if (skipFailing && lane.attempts > 0) continue;
         if (lane.rowsPending > 0 && lane.slot.target !== undefined && lane.def !== undefined) busy = true;
       }
       if (!busy) return true;
@@ -619,11 +623,15 @@ export class ExportPipeline {
   }
 
   /**
-   * Stops delivering, waits for deliveries under way, closes targets and the buffer. What was not
-   * delivered stays on disk and goes out after the next start.
+   * Delivers what is lingering (for at most `closeFlushMsMax`), stops delivering, waits for
+   * deliveries under way, closes targets and the buffer. What was not delivered stays on disk and
+   * goes out after the next start.
    */
   async close(): Promise<void> {
-    if (this.closed) return;
+    if (this.closed || this.closing) return;
+    this.closing = true;
+    // A target that is failing is not waited for: its rows wait on disk for the next start.
+    await this.idle(closeFlushMsMax, true);
     this.closed = true;
     clearInterval(this.watermarkTimer);
     const running: Promise<void>[] = [];

@@ -3,7 +3,7 @@
  * partition with dense sequences; an abort exports nothing; a restart continues where the buffer
  * stopped; day folders and _SUCCESS; bad configuration is refused with the setting's name.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Database } from '../../engine/database.ts';
@@ -196,6 +196,51 @@ describe('file export (embedded)', () => {
     expect(await reopened.exports!.idle()).toBe(true);
     await reopened.close();
     expect([...jsonlRowsByPartition(root).values()].flat().map((row) => row.kwh)).toEqual([0, 1, 2]);
+  });
+});
+
+describe('backpressure (embedded)', () => {
+  async function blocked(onFull: 'wait' | 'fail'): Promise<{ db: Database; root: string }> {
+    const data = temporaryFolder();
+    const root = path.join(data, 'out');
+    mkdirSync(root, { recursive: true });
+    // The stream's folder is a file: deliveries fail until it is removed.
+    writeFileSync(path.join(root, 'readings'), 'in the way');
+    const db = await openDatabase(data, { ...(fileExports(root, { backoffMsMin: 10, backoffMsMax: 20 }) as object), buffer: { bytesMax: 200, onFull } }, () => day1);
+    await seedMeters(db, [1, 2, 3, 4]);
+    await db.call('Emit', 1, day1, 20, 0);
+    return { db, root };
+  }
+
+  const otherPartitionMeter = [2, 3, 4].find((meter) => partitionOf(meter, 2) !== partitionOf(1, 2))!;
+
+  it("fails calls of the full partition with EXPORT_BUFFER_FULL ('fail') and takes them again once it drains", async () => {
+    const { db, root } = await blocked('fail');
+    await expectError(() => db.call('Emit', 1, day1, 1, 0), ErrorCode.EXPORT_BUFFER_FULL, /export buffer of stream readings partition \d is full .*target lake/);
+    expect(await db.call('Emit', otherPartitionMeter, day1, 1, 0)).toBe(1);
+    rmSync(path.join(root, 'readings'));
+    expect(await db.exports!.idle()).toBe(true);
+    expect(await db.call('Emit', 1, day1, 2, 0)).toBe(2);
+    expect(await db.exports!.idle()).toBe(true);
+    expect([...jsonlRowsByPartition(root).values()].flat()).toHaveLength(23);
+    await db.close();
+  });
+
+  it("holds calls of the full partition until it drains ('wait')", async () => {
+    const { db, root } = await blocked('wait');
+    let answered = false;
+    const held = db.call('Emit', 1, day1, 3, 0).then((result) => {
+      answered = true;
+      return result;
+    });
+    for (let attempt = 0; attempt < 400 && db.exports!.statistics()[0].failures < 3; attempt++) await new Promise((resolve) => setTimeout(resolve, 10));
+    expect(db.exports!.statistics()[0].failures).toBeGreaterThanOrEqual(3);
+    expect(answered).toBe(false);
+    rmSync(path.join(root, 'readings'));
+    expect(await held).toBe(3);
+    expect(await db.exports!.idle()).toBe(true);
+    expect([...jsonlRowsByPartition(root).values()].flat()).toHaveLength(23);
+    await db.close();
   });
 });
 
