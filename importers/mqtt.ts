@@ -31,6 +31,8 @@ export const reconnectDelayMaxMs = 30_000;
 export const defaultSessionExpirySeconds = 7 * 24 * 3600;
 export const defaultReceiveMaximum = 1000;
 export const connectTimeoutMs = 10_000;
+/** How long a stopping importer waits for its last acknowledgements to be sent. */
+export const endWaitMs = 2000;
 
 export interface MqttSourceOptions {
   importer: string;
@@ -195,7 +197,13 @@ export class MqttSource {
       }
     }
     const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : Buffer.from(packet.payload);
-    const message: ImportMessage = { topic, partition: 0, offset: -1, key: null, value: payload, timestamp: Date.now(), headers: {}, topicValues };
+    const headers: Record<string, string> = {};
+    const userProperties = packet.properties?.userProperties;
+    if (userProperties !== undefined) for (const [name, value] of Object.entries(userProperties)) headers[name] = Array.isArray(value) ? value.join(',') : String(value);
+    // A publisher that stamps its messages (user property `timestamp`, ms) gets publish→commit latency.
+    const stamped = Number(headers.timestamp);
+    const timestamp = Number.isFinite(stamped) && stamped > 0 ? stamped : Date.now();
+    const message: ImportMessage = { topic, partition: 0, offset: -1, key: null, value: payload, timestamp, headers, topicValues };
     const finishLoop = qos === 1 ? () => callback(acknowledgeLater) : () => callback();
     const keepGoing = this.pipeline!.offer(message, () => {
       if (qos === 1 && messageId !== undefined && connection === this.connection && this.client?.connected) {
@@ -221,7 +229,16 @@ export class MqttSource {
     const client = this.client;
     if (client === undefined) return;
     // Messages the pipeline still held are not acknowledged: the session delivers them again.
-    await client.endAsync(true);
+    // A clean end first, so the acknowledgements already written reach the broker.
+    let timer: NodeJS.Timeout | undefined;
+    const ended = await Promise.race([
+      client.endAsync(false).then(() => true),
+      new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(false), endWaitMs);
+      }),
+    ]);
+    clearTimeout(timer);
+    if (!ended) await client.endAsync(true);
     this.options.counters.state = 'stopped';
   }
 }

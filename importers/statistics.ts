@@ -72,6 +72,8 @@ export class ImporterCounters {
       messagesPerSecond: Math.round(this.messagesPerSecond() * 10) / 10,
       lag: this.lag,
       paused,
+      latencyP50Ms: this.latencyMicros.count > 0 ? this.latencyMicros.percentile(50) / 1000 : 0,
+      latencyP99Ms: this.latencyMicros.count > 0 ? this.latencyMicros.percentile(99) / 1000 : 0,
     };
   }
 

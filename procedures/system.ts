@@ -54,6 +54,8 @@ export interface SystemInformation {
   startedAt: number;
   schema: string;
   procedures: string[];
+  /** Each procedure's declared parameter types (null when it declares none): loaders convert text with them. */
+  procedureParameters?: Record<string, string[] | null>;
 }
 
 export interface ProcedureStatistics {
@@ -94,6 +96,9 @@ export interface ImporterStatistics {
   messagesPerSecond: number;
   lag: number | null;
   paused: boolean;
+  /** From the message's timestamp (Kafka: the producer's; MQTT: a `timestamp` user property, else arrival) to the answer. */
+  latencyP50Ms: number;
+  latencyP99Ms: number;
 }
 
 /** Per export target (exporters/pipeline.ts): what waits, what went out, what went wrong. */

@@ -1,7 +1,12 @@
 /**
  * Helpers for the importer integration tests: wait for a condition (bounded, with a message that
- * says what never happened), count rows through a router, and produce test messages to Kafka.
+ * says what never happened), count rows through a router, produce test messages to Kafka, and run
+ * a server in a child process that can be killed.
  */
+import { spawn } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import readline from 'node:readline';
 import { Admin, Consumer, Producer } from '@platformatic/kafka';
 import type { Router } from '../engine/execution/router.ts';
 
@@ -101,4 +106,47 @@ export function readings(from: number, to: number, meters = 17): TestMessage[] {
     messages.push({ key: String(meter), value: JSON.stringify({ meter, seq, kwh: (seq % 50) / 4, site: `site-${seq % 3}` }) });
   }
   return messages;
+}
+
+/** A Sluice server in a child process (`sluice start --deployment`), so a test can kill -9 it. */
+export interface ServerProcess {
+  readonly url: string;
+  readonly output: string[];
+  /** SIGKILL: no shutdown, no flush, no goodbye to the brokers. */
+  kill(): Promise<void>;
+  /** SIGTERM and wait for a clean exit. */
+  stop(): Promise<void>;
+}
+
+export async function startServerProcess(deployment: Record<string, unknown>, folder: string): Promise<ServerProcess> {
+  const file = path.join(folder, 'sluice.json');
+  await writeFile(file, JSON.stringify(deployment));
+  const child = spawn(process.execPath, ['client/cli.ts', 'start', '--deployment', file, '--port', '0', '--host', '127.0.0.1', '--log-level', 'info'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const output: string[] = [];
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.stderr!.on('data', (chunk: Buffer) => output.push(chunk.toString()));
+  const url = await new Promise<string>((resolve, reject) => {
+    child.once('exit', (code) => reject(new Error(`the server exited with ${code} before listening:\n${output.join('')}`)));
+    readline.createInterface({ input: child.stdout! }).on('line', (line) => {
+      output.push(line);
+      try {
+        const entry = JSON.parse(line) as { url?: unknown };
+        if (typeof entry.url === 'string') resolve(entry.url);
+      } catch {
+        // Not a log line (a progress bar): keep it for the failure message only.
+      }
+    });
+  });
+  return {
+    url,
+    output,
+    async kill() {
+      child.kill('SIGKILL');
+      await exited;
+    },
+    async stop() {
+      child.kill('SIGTERM');
+      await exited;
+    },
+  };
 }

@@ -105,6 +105,34 @@ describe.skipIf(brokers === undefined)('Kafka importer', () => {
     expect(offsets.length).toBe(topicPartitions);
   });
 
+  it('dead-letters to a Kafka topic: the original message with the reason and its origin in headers', async () => {
+    const topic = await freshTopic('readings-dlq-source');
+    const deadTopic = await freshTopic('readings-dlq');
+    const good = Array.from({ length: 50 }, (_, seq) => ({ key: String(seq), value: `${3000 + seq},${seq},2,d` }));
+    await produce(brokers!, topic, [...good.slice(0, 25), { key: 'bad', value: '3100,not-a-number,2,d', partition: 1 }, ...good.slice(25)]);
+    const server = await serve({
+      schema: `${fixtures}/meters.sql`,
+      importers: [{ name: 'dlq', type: 'kafka', brokers, topics: [topic], groupId: uniqueName('group'), procedure: 'Ingest', format: 'csv', deadLetter: { topic: deadTopic }, sessionTimeoutMs: 6000 }],
+    });
+    await waitUntil('50 readings and one dead letter', async () => {
+      const statistics = ((await server.router.call('@Statistics')) as Statistics).importers![0];
+      return statistics.applied === 50 && statistics.deadLettered === 1;
+    });
+    const consumer = new Consumer({ groupId: uniqueName('dlq-reader'), clientId: uniqueName('dlq-reader'), bootstrapBrokers: brokers! });
+    cleanups.push(() => consumer.close(true));
+    const stream = await consumer.consume({ topics: [deadTopic], mode: 'earliest', autocommit: false });
+    let dead: { key: string; value: string; headers: Record<string, string> } | undefined;
+    for await (const message of stream) {
+      const headers: Record<string, string> = {};
+      for (const [name, value] of message.headers) headers[name.toString()] = value.toString();
+      dead = { key: message.key.toString(), value: message.value.toString(), headers };
+      break;
+    }
+    await stream.close();
+    expect(dead).toMatchObject({ key: 'bad', value: '3100,not-a-number,2,d', headers: { 'sluice-importer': 'dlq', 'sluice-topic': topic, 'sluice-partition': '1', 'sluice-offset': expect.stringMatching(/^\d+$/) } });
+    expect(dead!.headers['sluice-reason']).toMatch(/parameter 2 of Ingest is BIGINT, but got "not-a-number"/);
+  });
+
   it('refuses to start an exactly-once importer on a multi-partition procedure, naming it', async () => {
     const configs = parseImporterConfigs([{ name: 'bad', type: 'kafka', brokers, topics: ['unused'], procedure: 'Total', delivery: 'exactly-once', params: [] }]);
     const ddl = await readFile(`${fixtures}/meters.sql`, 'utf8');

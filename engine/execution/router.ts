@@ -830,6 +830,7 @@ export class Router {
       startedAt: this.startedAt,
       schema: this.ddl,
       procedures: [...this.procedures.keys()],
+      procedureParameters: Object.fromEntries([...this.procedures.values()].map((procedure) => [procedure.name, procedure.parameterTypes?.map((type) => type.name) ?? null])),
     };
   }
 
