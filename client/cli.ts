@@ -11,6 +11,7 @@
  *   sluice hash-password                                                     (prints a scrypt hash for the deployment file)
  *   sluice subscribe [--url …] stream [--where col=value]… [--from earliest|now|position] [--count N]
  *                                                                            (rows as JSON lines, as they commit)
+ *   sluice load [--url …] table|Procedure file.csv [--no-header] [--rejects r.csv]  (CSV bulk load: client/load.ts)
  *
  * `sql` and `call` take --user/--password (or SLUICE_USER/SLUICE_PASSWORD) and --ca for wss:// with a
  * private certificate authority (docs/security.md).
@@ -329,6 +330,25 @@ interface StartOptions {
   consolePort?: number;
   consoleHost?: string;
 }
+
+program
+  .command('load')
+  .description('bulk-load a CSV file into a table (header names the columns) or a procedure (columns in parameter order); exit code 2 when lines were rejected')
+  .option('--url <url>', 'server address', defaultUrl)
+  .option('--no-header', 'the first line is data, not column names')
+  .option('--delimiter <char>', 'field delimiter', ',')
+  .option('--in-flight <n>', 'calls outstanding at once', parseInteger)
+  .option('--rejects <file>', 'write every rejected line (line, reason, fields) to this CSV file')
+  .option('--user <name>', 'user name (default: $SLUICE_USER)')
+  .option('--password <password>', 'password (default: $SLUICE_PASSWORD; prefer the variable: arguments show in ps)')
+  .option('--ca <file>', 'PEM certificate(s) to trust for wss://')
+  .argument('<target>', 'table or procedure')
+  .argument('<file>', 'CSV file')
+  .action(async (target: string, file: string, options: { url: string; header: boolean; delimiter: string; inFlight?: number; rejects?: string } & ConnectionFlags) => {
+    const { loadCsv } = await import('./load-cli.ts');
+    const report = await loadCsv(options.url, await connectOptions(options), target, file, options);
+    if (report.rejected > 0) process.exitCode = 2;
+  });
 
 class UsageError extends Error {}
 
