@@ -46,7 +46,17 @@ describe('npm start (the demo)', () => {
     folders.push(data);
     // Two status lines that counted readings, then Ctrl-C.
     const statusWithReadings = /\]\s+[\d,]+ readings\/s \| simulated .* \| accepted [1-9][\d,]* of/g;
-    const { code, output } = await runDemo(['--meters', '400', '--rate', '2000', '--port', '0', '--data', data, '--report-every', '0.5'], (text) => (text.match(statusWithReadings)?.length ?? 0) >= 2);
+    let consolePage: { status: number; body: string } | undefined;
+    let fetching: Promise<void> | undefined;
+    const { code, output } = await runDemo(['--meters', '400', '--rate', '2000', '--port', '0', '--console-port', '0', '--data', data, '--report-every', '0.5'], (text) => {
+      // The web console answers while the demo runs.
+      const consoleUrl = /console\s+(http:\/\/\S+)/.exec(text)?.[1];
+      if (consoleUrl && !fetching) fetching = fetch(consoleUrl).then(async (response) => void (consolePage = { status: response.status, body: await response.text() }));
+      return consolePage !== undefined && (text.match(statusWithReadings)?.length ?? 0) >= 2;
+    });
+    await fetching;
+    expect(consolePage?.status).toBe(200);
+    expect(consolePage?.body).toMatch(/<html/i);
     expect(output).toContain('Sluice smart-meter demo');
     expect(output).toMatch(/server\s+ws:\/\/127\.0\.0\.1:\d+ \(\d+ partitions\)/);
     expect(output).toMatch(/meters\s+400 from /);
@@ -62,7 +72,7 @@ describe('npm start (the demo)', () => {
   });
 
   it('refuses a bad option with a one-line error', async () => {
-    const bad = await runDemo(['--meters', 'many']);
+    const bad = await runDemo(['--meters', 'many', '--no-console']);
     expect(bad.code).toBe(2);
     expect(bad.output.trim()).toBe("error: --meters must be a whole number ≥ 0, got 'many'");
     const unknown = await runDemo(['--colour', 'blue']);
@@ -89,7 +99,7 @@ describe.skipIf(mqttMissing)('npm start -- --alerts-mqtt', () => {
     await subscriber.subscribeAsync(`${prefix}/#`, { qos: 1 });
     try {
       const { code, output } = await runDemo(
-        ['--meters', '400', '--rate', '2000', '--port', '0', '--data', data, '--report-every', '0.5', '--alerts-mqtt', mqttUrl!, '--alerts-topic', `${prefix}/{region}/{meter_id}`],
+        ['--meters', '400', '--rate', '2000', '--port', '0', '--console-port', '0', '--data', data, '--report-every', '0.5', '--alerts-mqtt', mqttUrl!, '--alerts-topic', `${prefix}/{region}/{meter_id}`],
         () => messages.some((message) => message.alert.kind === 'concentrator_outage'),
       );
       expect(code, output).toBe(0);

@@ -21,6 +21,8 @@ import { parquetColumnTotals, waitForExports } from '../../bench/export-files.ts
 import { runLoad } from '../../bench/load-generator.ts';
 import { SmartMeterWorkload } from '../../bench/smart-meter-load.ts';
 import { connect, type Client } from '../../client/index.ts';
+import type { AlertRow } from '../../engine/console/alerts.ts';
+import { startConsole, type SluiceConsole } from '../../engine/console/console.ts';
 import { startServer, type SluiceServer } from '../../engine/server/server.ts';
 import type { App } from './app.ts';
 import { fileBillingTarget, postgresBillingTarget, type BillingTarget, type SqlCaller } from './billing.ts';
@@ -31,7 +33,7 @@ import { loadDimensions } from './load.ts';
 import { ReadingSimulator, simulationStart } from './readings.ts';
 import { reconcile } from './reconcile.ts';
 
-const demoDefaults = { meters: 100_000, rate: 20_000, port: 21212, reportEverySeconds: 2, window: 2000, connections: 2 };
+const demoDefaults = { meters: 100_000, rate: 20_000, port: 21212, consolePort: 8080, reportEverySeconds: 2, window: 2000, connections: 2 };
 
 function fail(message: string): never {
   console.error(`error: ${message}`);
@@ -60,6 +62,8 @@ try {
       'billing-postgres': { type: 'string' },
       durability: { type: 'string', default: 'sync' },
       'alerts-mqtt': { type: 'string' },
+      'console-port': { type: 'string' },
+      'no-console': { type: 'boolean', default: false },
       'alerts-topic': { type: 'string', default: alertTopicDefault },
       help: { type: 'boolean', short: 'h' },
     },
@@ -74,6 +78,8 @@ if (options.help) {
   --rate N             readings per second offered; 0 = as fast as the server accepts (default ${demoDefaults.rate.toLocaleString('en-US')})
   --partitions N       partition worker threads (default: one per core)
   --port N             client port (default ${demoDefaults.port}; 0 picks a free one)
+  --console-port N     web console port (default ${demoDefaults.consolePort}, or a free one if taken; 0 picks a free one)
+  --no-console         no web console
   --data DIR           where data, exports and the log go (default ./data)
   --seconds N          stop by itself after N seconds (default: run until Ctrl-C)
   --report-every S     seconds between status lines (default ${demoDefaults.reportEverySeconds})
@@ -88,6 +94,7 @@ const meterCount = positive('meters', options.meters, demoDefaults.meters);
 if (meterCount < 1) fail('--meters must be at least 1');
 const rate = positive('rate', options.rate, demoDefaults.rate);
 const port = positive('port', options.port, demoDefaults.port);
+const consolePort = positive('console-port', options['console-port'], demoDefaults.consolePort);
 const partitions = options.partitions === undefined ? undefined : positive('partitions', options.partitions, 0);
 const seconds = options.seconds === undefined ? Number.POSITIVE_INFINITY : positive('seconds', options.seconds, 0, false);
 const reportEverySeconds = positive('report-every', options['report-every'], demoDefaults.reportEverySeconds, false) || demoDefaults.reportEverySeconds;
@@ -124,6 +131,7 @@ process.on('SIGINT', () => onSignal('SIGINT'));
 process.on('SIGTERM', () => onSignal('SIGTERM'));
 
 let server: SluiceServer | undefined;
+let webConsole: SluiceConsole | undefined;
 const clients: Client<App>[] = [];
 let billing: BillingTarget | undefined;
 let exitCode = 0;
@@ -158,15 +166,35 @@ try {
   console.log(`  billing    ${relative(billing.description)}${options['billing-postgres'] ? '' : '/dt=YYYY-MM-DD/billing.csv'} (closed days, billed 30 simulated minutes after midnight)`);
   console.log(`  readings   ${rate > 0 ? `${rate.toLocaleString('en-US')}/s` : 'as fast as the server accepts'}, 15-minute intervals from ${new Date(simulationStart).toISOString()}, with missing, duplicate, rolled-back and spiking readings and one concentrator going dark`);
   console.log(`  look       npm run sluice -- sql --url ${server.url} -c "SELECT region, SUM(kwh) AS kwh FROM region_load GROUP BY region ORDER BY region"`);
-  console.log('  Ctrl-C stops.');
 
-  // Alerts reach subscribers as their transactions commit: show the rare ones as they happen.
+  // Alerts reach subscribers as their transactions commit: show the rare ones as they happen,
+  // and feed the web console's alerts panel.
   let lastAlert = '';
   let shownAlert = '';
+  const alertListeners = new Set<(rows: readonly AlertRow[]) => void>();
   await control.subscribe('meter_alerts', (row) => {
     lastAlert = `${row.kind} meter ${row.meter_id}: ${row.detail}`;
     if (row.kind === 'concentrator_outage' || row.kind === 'meter_silent') console.log(`  alert → ${lastAlert}`);
+    for (const listener of alertListeners) listener([row]);
   });
+  if (!options['no-console']) {
+    const alerts = {
+      stream: 'meter_alerts',
+      subscribe: (onRows: (rows: readonly AlertRow[]) => void) => {
+        alertListeners.add(onRows);
+        return () => alertListeners.delete(onRows);
+      },
+    };
+    try {
+      webConsole = await startConsole({ server, port: consolePort, host: '127.0.0.1', logger, alerts });
+    } catch (error) {
+      if (!/EADDRINUSE/.test((error as Error).message) || consolePort === 0) throw error;
+      // The usual port is taken (another demo, another tool): any free one will do.
+      webConsole = await startConsole({ server, port: 0, host: '127.0.0.1', logger, alerts });
+    }
+    console.log(`  console    ${webConsole.url}  (live throughput, latency, partitions, exports, alerts, SQL)`);
+  }
+  console.log('  Ctrl-C stops.');
   const filesWritten = async () => {
     const names = await readdir(exportFolder, { recursive: true }).catch(() => []);
     return names.filter((name) => /\.(parquet|csv|jsonl)$/.test(name)).length;
@@ -219,6 +247,7 @@ try {
   exitCode = 1;
 } finally {
   for (const client of clients) await client.close().catch(() => {});
+  await webConsole?.close().catch(() => {});
   await billing?.close().catch(() => {});
   await server?.close();
   logger.flush();
