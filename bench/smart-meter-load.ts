@@ -40,6 +40,8 @@ interface IntervalProgress {
   index: number;
   pending: number;
   issuedAll: boolean;
+  /** Every reading answered; its FindSilentMeters is queued or done. */
+  answeredAll: boolean;
 }
 
 export class SmartMeterWorkload implements Workload {
@@ -123,7 +125,7 @@ export class SmartMeterWorkload implements Workload {
     const index = this.simulator.interval;
     this.readings = this.simulator.nextInterval();
     this.position = 0;
-    const progress: IntervalProgress = { index, pending: this.readings.length, issuedAll: this.readings.length === 0 };
+    const progress: IntervalProgress = { index, pending: this.readings.length, issuedAll: this.readings.length === 0, answeredAll: false };
     this.inFlight.set(index, progress);
     this.current = progress;
     if (this.readings.length === 0) {
@@ -150,8 +152,14 @@ export class SmartMeterWorkload implements Workload {
     if (this.mismatches.length < mismatchesKeptMax) this.mismatches.push(mismatch);
   }
 
+  /**
+   * An interval whose readings are all answered: FindSilentMeters runs for it, and only then does
+   * it leave the intervals in flight. So the check for interval k always runs before any reading
+   * of interval k + 2 is sent — a meter coming back cannot hide the silence it is checked for.
+   */
   private complete(interval: IntervalProgress): void {
-    if (!this.inFlight.delete(interval.index)) return;
+    if (interval.answeredAll) return;
+    interval.answeredAll = true;
     const ts = this.simulator.tsOf(interval.index);
     this.chain = this.chain.then(async () => {
       if (this.sideError) return;
@@ -168,8 +176,13 @@ export class SmartMeterWorkload implements Workload {
       } catch (error) {
         this.sideError = error as Error;
       }
+      this.inFlight.delete(interval.index);
+      this.wakeSoon();
     });
-    // Not from inside next(): the generator's pump would re-enter it mid-interval.
+  }
+
+  /** Not from inside next(): the generator's pump would re-enter it mid-interval. */
+  private wakeSoon(): void {
     if (!this.wakeScheduled) {
       this.wakeScheduled = true;
       setImmediate(() => {

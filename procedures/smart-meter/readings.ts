@@ -186,10 +186,12 @@ export class ReadingSimulator {
 
   /**
    * Records that FindSilentMeters ran for interval `index` after all its readings were answered:
-   * the run for the interval after the dark concentrator's first miss must report the outage.
+   * the run for the interval after the dark concentrator's first miss must report the outage. A
+   * driver may have sent the next interval's readings before the check runs, so the concentrator
+   * must still be dark then too: outages shorter than three intervals are not predicted.
    */
   silenceChecked(index: number): void {
-    if (this.dark !== null && this.dark.intervals >= 2 && index === this.dark.fromInterval + 1) this.expected.alerts.concentrator_outage++;
+    if (this.dark !== null && this.dark.intervals >= 3 && index === this.dark.fromInterval + 1) this.expected.alerts.concentrator_outage++;
   }
 
   /** Sum of kwh_delta the database must have accepted so far, in kWh (exact sum of integer Wh). */
