@@ -258,6 +258,32 @@ CREATE VIEW v_accounts_by_balance (balance, n) AS SELECT balance, COUNT(*) FROM 
     expect(await state(await open_(second))).toEqual(before);
   });
 
+  it('a missing newest snapshot falls back to the previous one; with none left that covers the log, the server refuses to start', async () => {
+    const data = dataFolder();
+    const options = { data, durability: { mode: 'sync' as const, snapshotOnShutdown: false } };
+    const first = await start(options);
+    const client = await open_(first);
+    await load(client, 50);
+    await client.call('@SnapshotSave');
+    await client.call('OpenAccount', 601, 1);
+    await client.call('@SnapshotSave');
+    await client.call('OpenAccount', 602, 1);
+    await client.call('@SnapshotSave');
+    await client.call('OpenAccount', 603, 1);
+    const before = await state(client);
+    await stop(first, client);
+    const [newest, previous] = await completeSnapshots(data);
+    rmSync(newest.path);
+    const second = await start(options);
+    expect(second.recovery?.snapshot?.path).toBe(previous.path);
+    expect(await state(await open_(second))).toEqual(before);
+    await stop(second);
+    // The log now starts after the previous snapshot: without any snapshot, data would be lost.
+    for (const info of await completeSnapshots(data)) rmSync(info.path);
+    const error = await rejection(start(options));
+    expect(error.message).toMatch(/no usable snapshot .* the command log starts at transaction \d+ .* does not start rather than start without that data/);
+  });
+
   it('stops recovery at a damaged record in the middle of the log, naming its position', async () => {
     const data = dataFolder();
     const options = { data, durability: { mode: 'sync' as const, snapshotOnShutdown: false } };
