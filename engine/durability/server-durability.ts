@@ -184,7 +184,7 @@ export class ServerDurability implements InvocationLog {
         if (replayed === 0 && changes.length > 0) {
           throw new SluiceError(
             ErrorCode.INVALID_SCHEMA,
-            `data directory ${this.dataDir}: the command log holds ${this.log.count(record.transactionId)} transactions from ${record.transactionId} on, written under different ${changes.join(' and ')}; ` +
+            `data directory ${this.dataDir}: the command log holds ${this.log.count(record.transactionId)} transactions from ${record.transactionId} on, written before ${changes.join(' and ')} changed; ` +
               'replaying them with other code would not rebuild the same state. Start with the schema and procedures they were written with, stop the server cleanly ' +
               '(which takes a snapshot and empties the log), then change them',
             { object: this.dataDir },
@@ -276,6 +276,11 @@ export class ServerDurability implements InvocationLog {
     const running: RunningSnapshot = { snapshotId, writer, started: performance.now(), streams: [], captured: 0, rows: 0, barrierMsMax: 0, sliceMsMax: 0, failure: undefined, done };
     this.running = running;
     router.broadcastOp(() => [Op.SNAPSHOT, snapshotId]);
+    // A partition that dies mid-capture never reports: the router's failure ends the wait.
+    const unsubscribe = router.onBroken((error) => {
+      running.failure ??= error.message;
+      running.done();
+    });
     try {
       await captured;
       if (running.failure !== undefined) throw new SluiceError(ErrorCode.DURABILITY_FAILED, `snapshot failed: ${running.failure}`);
@@ -295,6 +300,7 @@ export class ServerDurability implements InvocationLog {
       await writer.abort();
       throw error;
     } finally {
+      unsubscribe();
       this.running = undefined;
     }
   }

@@ -168,6 +168,7 @@ export class Router {
   private snapshotHandler: SnapshotMessageHandler | undefined;
   private readonly systemHandlers = new Map<string, SystemHandler>();
   private idleWaiters: (() => void)[] = [];
+  private readonly brokenListeners = new Set<(error: Error) => void>();
 
   // Pending calls, by slot: parallel arrays and a free list, so a call allocates no record.
   private readonly slotSink: (ResultSink | undefined)[] = [];
@@ -539,6 +540,7 @@ export class Router {
       queue.length = 0;
       this.heldHead[q] = 0;
     }
+    this.notifyBroken(error);
     this.onFatal(error);
   }
 
@@ -629,6 +631,25 @@ export class Router {
     const batch = this.batches[partition];
     for (let i = 0; i < entry.length; i++) batch.push(entry[i]);
     this.flushPartition(partition);
+  }
+
+  /**
+   * Calls `listener` once if the router breaks (a partition died, the log failed), at once if it
+   * already has. Returns the function that removes it.
+   */
+  onBroken(listener: (error: Error) => void): () => void {
+    if (this.broken !== undefined) {
+      listener(this.broken);
+      return () => {};
+    }
+    this.brokenListeners.add(listener);
+    return () => this.brokenListeners.delete(listener);
+  }
+
+  private notifyBroken(error: Error): void {
+    const listeners = [...this.brokenListeners];
+    this.brokenListeners.clear();
+    for (const listener of listeners) listener(error);
   }
 
   set onSnapshotMessage(handler: SnapshotMessageHandler | undefined) {
@@ -900,6 +921,7 @@ export class Router {
     if (this.broken !== undefined || this.closed) return;
     this.broken = error;
     this.failPending(Status.UNEXPECTED_FAILURE, errorPayload(error));
+    this.notifyBroken(error);
     this.onFatal(error);
   }
 

@@ -228,7 +228,7 @@ CREATE VIEW v_accounts_by_balance (balance, n) AS SELECT balance, COUNT(*) FROM 
     await stop(first, client);
     const changed = ledgerDdl.replace('touches = touches + 1', 'touches = touches + 2');
     const error = await rejection(start({ schema: changed, data, durability: { mode: 'sync' } }));
-    expect(error.message).toMatch(/command log holds \d+ transactions .* written under different the schema \(DDL\)/);
+    expect(error.message).toMatch(/command log holds \d+ transactions .* written before the schema \(DDL\) changed/);
   });
 
   it('falls back to the previous complete snapshot when the newest is damaged', async () => {
