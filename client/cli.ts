@@ -43,7 +43,7 @@ interface Deployment {
   /** auto (pretty on a terminal, else JSON), json or pretty. */
   logFormat?: string;
   /** The web console (engine/console): on when this section is present, unless enabled is false. */
-  console?: { enabled?: boolean; port?: number; host?: string; alerts?: { title?: string; sql: string; intervalMs?: number } };
+  console?: { enabled?: boolean; port?: number; host?: string; alerts?: { stream?: string; where?: Record<string, unknown>; title?: string; sql?: string; intervalMs?: number } };
   limits?: {
     frameBytesMax?: number;
     resultFrameBytesMax?: number;
@@ -143,7 +143,7 @@ program
           port: options.consolePort ?? consoleSettings.port,
           host: options.consoleHost ?? consoleSettings.host,
           logger,
-          alerts: alerts?.sql ? { title: alerts.title ?? 'alert query', sql: alerts.sql, intervalMs: alerts.intervalMs } : undefined,
+          alerts: alerts?.stream ? { stream: alerts.stream, where: alerts.where } : alerts?.sql ? { title: alerts.title ?? 'alert query', sql: alerts.sql, intervalMs: alerts.intervalMs } : undefined,
         });
       } catch (error) {
         await server.close();

@@ -10,7 +10,10 @@ import { ConsoleMetrics } from '../engine/console/metrics.ts';
 import type { AlertFeed, AlertRow } from '../engine/console/alerts.ts';
 import type { StatisticsSnapshot } from '../engine/console/sampler.ts';
 import { createLogger } from '../engine/logger.ts';
+import type { UntypedApp } from '../client/index.ts';
+import { startConsole } from '../engine/console/console.ts';
 import { runVoterLoad, serveVoterConsole } from './console-helpers.ts';
+import { client, serve } from './server-helpers.ts';
 import { parsePrometheusText } from './prometheus-text.ts';
 
 describe('/metrics', () => {
@@ -252,6 +255,34 @@ describe('console alerts', () => {
     expect(alerts.rows[0]).toEqual({ meter_id: 159, kind: 'spike' });
     await webConsole.close();
     expect(unsubscribed).toBe(true);
+  });
+
+  it('follows an alert stream through the server\'s subscriptions: committed, matching rows only', async () => {
+    const server = await serve({ schema: 'test/fixtures/alerts/ddl.sql', partitions: 2 });
+    const webConsole = await startConsole({ server, port: 0, alerts: { stream: 'meter_alerts', where: { region: 'north' } } });
+    try {
+      const db = await client<UntypedApp>(server);
+      await db.call('RaiseAlert', 1, 'north', 'spike');
+      await db.call('RaiseAlert', 2, 'south', 'spike');
+      await expect(db.call('RaiseAlert', 3, 'north', 'abort')).rejects.toThrow(/aborted on purpose/);
+      await db.call('RaiseAlert', 4, 'north', 'silent');
+      const alerts = async () => (await (await fetch(`${webConsole.url}api/alerts`)).json()) as { rows: Record<string, unknown>[]; total: number; title: string };
+      await expect.poll(async () => (await alerts()).total).toBe(2);
+      const state = await alerts();
+      expect(state.title).toBe('meter_alerts');
+      expect(state.rows.map((row) => [row.meter_id, row.kind, row.raw])).toEqual([[4, 'silent', "x'010203'"], [1, 'spike', "x'010203'"]]);
+      // TIMESTAMP columns arrive as ISO text, the way an operator reads them.
+      expect(state.rows[0].at).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+    } finally {
+      await webConsole.close();
+    }
+  });
+
+  it('refuses an alert stream that does not exist, naming the streams there are', async () => {
+    const server = await serve({ schema: 'test/fixtures/alerts/ddl.sql', partitions: 1 });
+    await expect(startConsole({ server, port: 0, alerts: { stream: 'meter_alert' } })).rejects.toThrow("cannot subscribe to meter_alert: no stream; did you mean 'meter_alerts'?");
+    const router = server.router;
+    await expect(startConsole({ router, port: 0, alerts: { stream: 'meter_alerts' } })).rejects.toThrow(/needs the server's stream subscriptions/);
   });
 
   it('shows the result of an alert query, and its error when it fails', async () => {

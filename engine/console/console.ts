@@ -24,10 +24,11 @@ import type { AddressInfo, Socket } from 'node:net';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { QueryResult } from '../../procedures/system.ts';
+import { visibleColumns } from '../catalog/schema.ts';
 import { ErrorCode, SluiceError } from '../errors.ts';
 import type { Router } from '../execution/router.ts';
 import { Status, statusName, type ErrorPayload } from '../server/protocol.ts';
-import { AlertLog, type AlertSource } from './alerts.ts';
+import { AlertLog, subscriptionAlertFeed, type AlertSource, type SubscriptionSource } from './alerts.ts';
 import { ConsoleMetrics } from './metrics.ts';
 import { StatisticsSampler, sampleIntervalMs, type StatisticsSnapshot } from './sampler.ts';
 import { describeSchema } from './schema.ts';
@@ -47,13 +48,17 @@ const eventKeepAliveMs = 15_000;
 export interface ConsoleOptions {
   /** The router to observe; or pass `server` (anything holding one, such as startServer's result). */
   router?: Router;
-  server?: { readonly router: Router };
+  /** A server: its router, and its stream subscriptions for an alert stream. */
+  server?: { readonly router: Router; readonly subscriptions?: SubscriptionSource };
   /** TCP port; 0 picks a free one. Default 8080. */
   port?: number;
   /** Interface to listen on. Default 127.0.0.1. */
   host?: string;
   logger?: Logger;
-  /** Where the alerts panel gets its rows; without one it says there is no alert stream. */
+  /**
+   * Where the alerts panel gets its rows: `{ stream }` (needs `server`, for its subscriptions),
+   * `{ title, sql }`, or a feed. Without one the panel says there is no alert stream.
+   */
   alerts?: AlertSource;
   /** Sampling period of the live figures. Default 1000 ms. */
   sampleIntervalMs?: number;
@@ -133,7 +138,7 @@ class WebConsole implements SluiceConsole {
     this.logger = options.logger;
     this.sampleIntervalMs = options.sampleIntervalMs ?? sampleIntervalMs;
     this.sampler = new StatisticsSampler(router, this.sampleIntervalMs);
-    this.alerts = new AlertLog(router, options.alerts);
+    this.alerts = openAlerts(router, options);
     this.metrics = new ConsoleMetrics(router.partitionCount);
     this.http = createServer((request, response) => void this.handle(request, response));
     this.http.on('connection', (socket: Socket) => {
@@ -326,6 +331,18 @@ class WebConsole implements SluiceConsole {
       this.router.submit(name, params, { deliver: (_token, status, payload) => resolve({ status, payload }) }, 0);
     });
   }
+}
+
+function openAlerts(router: Router, options: ConsoleOptions): AlertLog {
+  const source = options.alerts;
+  if (source === undefined || 'subscribe' in source || 'sql' in source) return new AlertLog(router, source);
+  const hub = options.server?.subscriptions;
+  if (hub === undefined) throw new SluiceError(ErrorCode.UNSUPPORTED, `the alert stream ${source.stream} needs the server's stream subscriptions: pass startConsole({ server })`);
+  let log: AlertLog | undefined;
+  const timestampColumns = (stream: string) => visibleColumns(router.catalog.tables.get(stream.toLowerCase())!).filter((column) => column.type.name === 'TIMESTAMP').map((column) => column.name);
+  const feed = subscriptionAlertFeed(hub, source, (message) => log?.fail(message), timestampColumns);
+  log = new AlertLog(router, feed);
+  return log;
 }
 
 function expectMethod(request: IncomingMessage, method: 'GET' | 'POST'): void {

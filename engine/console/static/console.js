@@ -90,22 +90,41 @@ function fillTable(table, columns, rows, emptyText) {
 }
 
 /** A table of arbitrary objects (a section whose fields the console does not know in advance). */
-function objectTable(container, rows, emptyText) {
+/**
+ * A table of arbitrary objects (a section whose fields the console does not know in advance, or
+ * alert rows). With `preferred` keys, only those present are shown, in that order: the sections
+ * report more than fits in half a page, and /api/statistics has the rest.
+ */
+function objectTable(container, rows, emptyText, preferred) {
   container.replaceChildren();
   if (!rows || rows.length === 0) {
     container.append(el('div', { class: 'empty' }, emptyText));
     return;
   }
-  const keys = [...new Set(rows.flatMap((row) => Object.keys(row)))];
+  const present = [...new Set(rows.flatMap((row) => Object.keys(row)))];
+  const chosen = preferred ? preferred.filter((key) => present.includes(key)) : [];
+  const keys = chosen.length > 0 ? chosen : present;
   const table = el('table', { class: 'data' });
   fillTable(table, keys.map((key) => ({
     title: key,
     numeric: rows.every((row) => typeof row[key] === 'number' || row[key] == null),
-    value: (row) => (row[key] === null || row[key] === undefined ? '–' : typeof row[key] === 'number' ? formatRate(row[key]) : typeof row[key] === 'object' ? JSON.stringify(row[key]) : String(row[key])),
+    value: (row) => formatField(row[key]),
     className: (row) => (/error/i.test(key) && row[key] ? 'bad' : ''),
   })), rows, emptyText);
   container.append(table);
 }
+
+/** Integers as they are (ids, counts: no grouping that would garble a meter id), fractions to 2 places. */
+function formatField(value) {
+  if (value === null || value === undefined) return '–';
+  if (typeof value === 'number') return Number.isInteger(value) ? String(value) : value.toFixed(2);
+  if (Array.isArray(value)) return value.join(', ');
+  if (typeof value === 'object') return JSON.stringify(value);
+  return String(value);
+}
+
+const targetColumns = ['target', 'name', 'type', 'streams', 'rowsPending', 'rowsDelivered', 'lagSeconds', 'failures', 'partitionsFull', 'lastError'];
+const importerColumns = ['importer', 'name', 'type', 'state', 'messagesPerSecond', 'received', 'applied', 'deadLettered', 'errors', 'lag', 'paused'];
 
 // --- charts -----------------------------------------------------------------------------------
 
@@ -204,8 +223,8 @@ function renderSample(sample) {
     { title: 'rows', numeric: true, value: (r) => integer.format(r.rows) },
     { title: 'memory (estimate)', numeric: true, value: (r) => formatBytes(r.bytesEstimate) },
   ], sample.tables, 'no tables');
-  objectTable($('targets'), sample.targets, sample.targets ? 'no export targets configured' : 'export targets are not reported by this server');
-  objectTable($('importers'), sample.importers, sample.importers ? 'no importers configured' : 'importers are not reported by this server');
+  objectTable($('targets'), sample.targets, sample.targets ? 'no export targets configured' : 'export targets are not reported by this server', targetColumns);
+  objectTable($('importers'), sample.importers, sample.importers ? 'no importers configured' : 'importers are not reported by this server', importerColumns);
 }
 
 function renderPartitions(partitions) {
