@@ -27,14 +27,19 @@ export interface ExportsOptions {
   env?: Record<string, string | undefined>;
 }
 
-export type StreamRowsPublisher = (stream: string, partition: number, firstSequence: number, rows: readonly (readonly Value[])[]) => void;
+/** Where committed stream rows go besides the export pipeline: live subscriptions (engine/server/subscriptions.ts). */
+export interface StreamRowsSubscriber {
+  /** Whether anyone reads this stream's rows: a stream nobody has subscribed to is not cut into rows. */
+  wants(stream: string): boolean;
+  publish(stream: string, partition: number, firstSequence: number, rows: readonly (readonly Value[])[]): void;
+}
 
 /**
  * The router options that bring committed stream rows to the main thread: every stream's rows
  * (worker.ts takeCommitted chunks) go to the export pipeline, which keeps those with a target,
- * and to `publish` (live subscriptions) as rows.
+ * and to the subscriptions (as rows, for the streams they want).
  */
-export function streamRowsOptions(ddl: string, exports: ServerExports | undefined, publish: () => StreamRowsPublisher | undefined): Pick<RouterOptions, 'exportStreams' | 'onStreamRows'> {
+export function streamRowsOptions(ddl: string, exports: ServerExports | undefined, subscriber: () => StreamRowsSubscriber | undefined): Pick<RouterOptions, 'exportStreams' | 'onStreamRows'> {
   const streams = [...applyDdl(ddl, emptyCatalog).tables.values()].filter((table) => table.kind === 'stream');
   if (streams.length === 0) return {};
   const widths = new Map(streams.map((stream) => [stream.name, stream.columns.length]));
@@ -43,7 +48,7 @@ export function streamRowsOptions(ddl: string, exports: ServerExports | undefine
     exportStreams: streams.map((stream) => stream.name),
     onStreamRows: (partition, chunks) => {
       pipeline?.accept(partition, chunks);
-      const to = publish();
+      const to = subscriber();
       if (to === undefined) return;
       let i = 0;
       while (i < chunks.length) {
@@ -52,10 +57,11 @@ export function streamRowsOptions(ddl: string, exports: ServerExports | undefine
         const count = chunks[i + 2] as number;
         const width = widths.get(stream)!;
         const start = i + 4;
+        i = start + count * width;
+        if (!to.wants(stream)) continue;
         const rows = new Array<Value[]>(count);
         for (let r = 0; r < count; r++) rows[r] = chunks.slice(start + r * width, start + (r + 1) * width) as Value[];
-        to(stream, partition, first, rows);
-        i = start + count * width;
+        to.publish(stream, partition, first, rows);
       }
     },
   };

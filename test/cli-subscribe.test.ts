@@ -5,7 +5,7 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { serve } from './server-helpers.ts';
+import { client, serve } from './server-helpers.ts';
 
 const run = promisify(execFile);
 
@@ -24,6 +24,8 @@ const at = Date.UTC(2026, 10, 22, 8, 0, 0);
 describe('sluice subscribe', () => {
   it('prints matching rows as JSON lines and the position to resume from', async () => {
     const server = await serve({ schema: 'test/fixtures/alerts/ddl.sql', partitions: 1 });
+    // Rows are kept for later subscribers from a stream's first subscription on.
+    await (await client(server)).subscribe('meter_alerts', () => undefined);
     server.subscriptions.publish('meter_alerts', 0, 1, [
       [1, 'north', 'a', at, new Uint8Array([1])],
       [2, 'south', 'b', at, null],

@@ -47,8 +47,11 @@ const sequencesOf = (got: Got[], partition: number): number[] => got.filter((g) 
 describe('stream subscriptions', () => {
   it('delivers rows published after subscribing, as objects with their partition and sequence', async () => {
     const server = await serve({ schema, partitions: 2 });
-    server.subscriptions.publish('meter_alerts', 0, 1, rowsFor(7, 1, 3));
     const sdk = await client(server);
+    expect(server.subscriptions.wants('meter_alerts')).toBe(false);
+    await sdk.subscribe('meter_alerts', () => undefined);
+    expect(server.subscriptions.wants('meter_alerts')).toBe(true);
+    server.subscriptions.publish('meter_alerts', 0, 1, rowsFor(7, 1, 3));
     const { got, onRow } = collector();
     const subscription = await sdk.subscribe('meter_alerts', onRow);
     expect(subscription.columns).toEqual(['meter_id', 'region', 'kind', 'at', 'raw']);
@@ -130,8 +133,9 @@ describe('stream subscriptions', () => {
 
   it('refuses a position older than the rows the server retains, saying what it still has', async () => {
     const server = await serve({ schema, partitions: 1, subscriptionRetainRowsMax: 100 });
-    server.subscriptions.publish('meter_alerts', 0, 1, rowsFor(1, 1, 250));
     const sdk = await client(server);
+    await sdk.subscribe('meter_alerts', () => undefined);
+    server.subscriptions.publish('meter_alerts', 0, 1, rowsFor(1, 1, 250));
     const error = await sdk.subscribe('meter_alerts', { from: { 0: 120 } }, () => undefined).then(
       () => undefined,
       (refusal: unknown) => refusal,
@@ -242,6 +246,9 @@ describe('subscription hub', () => {
 
   it('keeps only the last retainRowsMax rows per partition and replays from any of them', async () => {
     const hub = new SubscriptionHub(catalog, 2, { retainRowsMax: 10 });
+    hub.publish('meter_alerts', 0, 1, rowsFor(1, 1, 5));
+    expect(hub.wants('meter_alerts')).toBe(false); // Nobody subscribed yet: nothing kept.
+    hub.subscribe(sink(), 9, 'meter_alerts');
     for (let first = 1; first <= 100; first += 7) hub.publish('meter_alerts', 1, first, rowsFor(1, first, 7));
     const late = sink();
     const info = hub.subscribe(late, 1, 'meter_alerts', { from: { 1: 96 } });
@@ -251,5 +258,8 @@ describe('subscription hub', () => {
     expect(late.frames[0].slice(0, 4)).toEqual([FrameKind.ROWS, 1, 1, 106]);
     expect(late.frames[0].filter((_, i) => i >= 4 && i % 2 === 0)).toEqual(range(96, 10));
     expect(() => hub.subscribe(sink(), 2, 'meter_alerts', { from: { 1: 95 } })).toThrow(/position 95 of meter_alerts partition 1 is older than the oldest row the server still holds \(96;/);
+    // Kept since the first subscription: position 0 means from there, and there is where it starts.
+    const fromStart = sink();
+    expect(hub.subscribe(fromStart, 3, 'meter_alerts', { from: { 0: 0 } }).position).toEqual({ 0: 0, 1: 106 });
   });
 });

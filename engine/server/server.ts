@@ -155,7 +155,7 @@ export async function startServer(options: ServerOptions): Promise<SluiceServer>
       queueDepthMax: options.queueDepthMax,
       log: durability ?? options.log,
       onFatal: (error) => logger?.fatal({ err: error }, 'a partition failed; the server refuses further calls'),
-      ...streamRowsOptions(ddl, exports, () => hub?.publishBound),
+      ...streamRowsOptions(ddl, exports, () => hub),
     });
   } catch (error) {
     await exports?.close();

@@ -6,14 +6,16 @@
  *
  * Place in the system: the router hands the committed rows of every worker batch to `publish`
  * (rows cross from the partition workers once, for the export pipeline and for this hub; an
- * aborted transaction's rows never leave its partition). The hub keeps the last
- * `retainRowsMax` rows of each stream partition in memory, so a client can resume from a
- * position that is at most that far behind; an older position is refused with POSITION_TOO_OLD
- * naming the oldest one still held — a client is never silently handed a gap.
+ * aborted transaction's rows never leave its partition). From the first subscription to a
+ * stream on, the hub keeps the last `retainRowsMax` rows of each of its partitions in memory, so
+ * a client can resume from a position that is at most that far behind; an older position is
+ * refused with POSITION_TOO_OLD naming the oldest one still held — a client is never silently
+ * handed a gap. Streams nobody has subscribed to cost nothing here.
  *
  * Positions: for each partition, the sequence number of the next row the client wants
  * (sequences are per stream partition, dense, starting at 1). 0 means "from the first row this
- * server has seen since it started"; it is what a partition that has had no row yet reports.
+ * server has kept" (since the stream's first subscription); it is what a partition that has had
+ * no row since then reports.
  * Rows are retained in memory only: across a server restart, a position survives only when the
  * server recovers its data (sequence numbers continue), and rows committed before the restart
  * can no longer be replayed (POSITION_TOO_OLD).
@@ -155,8 +157,14 @@ export class SubscriptionHub {
     return count;
   }
 
-  /** `publish` bound to this hub, for the router's stream-rows callback (exporters/exports.ts). */
-  readonly publishBound = (stream: string, partition: number, firstSequence: number, rows: readonly (readonly Value[])[]): void => this.publish(stream, partition, firstSequence, rows);
+  /**
+   * Whether the rows of `stream` are needed: once a stream has been subscribed to, its rows are
+   * retained for resuming subscribers; before that, nobody can resume from them, and the router
+   * (exporters/exports.ts streamRowsOptions) spares itself cutting them into rows.
+   */
+  wants(stream: string): boolean {
+    return this.tails.has(stream);
+  }
 
   /**
    * Committed rows of one stream partition, in sequence order, `firstSequence` being rows[0]'s.
@@ -164,7 +172,7 @@ export class SubscriptionHub {
    */
   publish(stream: string, partition: number, firstSequence: number, rows: readonly (readonly Value[])[]): void {
     if (rows.length === 0) return;
-    const tail = this.tailsOf(stream)?.[partition];
+    const tail = this.tails.get(stream)?.[partition];
     if (tail === undefined) return;
     tail.append(firstSequence, rows);
     const subscriptions = this.byStream.get(stream);
