@@ -116,12 +116,9 @@ export class KafkaSource {
 
   async start(pipeline: ImportPipeline): Promise<void> {
     this.pipeline = pipeline;
-    try {
-      await this.openStream();
-    } catch (error) {
-      // The broker may come later: keep trying in the background rather than failing the server.
-      this.onStreamFailure(error as Error, this.generation);
-    }
+    // Not awaited: a broker that is down (or slow) when Sluice starts must not hold the server's
+    // start; the importer joins its group in the background and keeps trying.
+    this.openStream().catch((error: Error) => this.onStreamFailure(error, this.generation));
     this.commitTimer = setInterval(() => void this.flushCommits(), commitIntervalMs);
     this.consumer.startLagMonitoring({ topics: this.options.topics }, lagIntervalMs);
   }
@@ -141,6 +138,10 @@ export class KafkaSource {
       sessionTimeout: this.options.sessionTimeoutMs,
       heartbeatInterval: this.options.heartbeatIntervalMs,
     });
+    if (this.stopping) {
+      await stream.close();
+      return;
+    }
     this.stream = stream;
     this.options.counters.state = 'running';
     this.restartDelayMs = restartDelayInitialMs;

@@ -137,13 +137,14 @@ export class MqttSource {
       this.connection++;
       this.reconnectDelayMs = reconnectDelayInitialMs;
       client.options.reconnectPeriod = reconnectDelayInitialMs;
-      options.counters.state = 'running';
       options.logger?.info({ importer: options.importer, sessionPresent: connack.sessionPresent }, `MQTT connected to ${options.url}`);
       // Once per start: later reconnects resume the session, and mqtt.js resubscribes itself.
+      // 'running' once the broker granted the subscriptions: from then on nothing published is missed.
       if (!this.subscribed) {
         this.subscribed = true;
+        options.counters.state = 'subscribing';
         this.subscribe(client);
-      }
+      } else options.counters.state = 'running';
     });
     client.on('offline', () => {
       options.counters.state = 'reconnecting';
@@ -155,14 +156,8 @@ export class MqttSource {
       options.counters.errors++;
       options.logger?.warn({ importer: options.importer, err: error }, 'MQTT client error');
     });
-    await new Promise<void>((resolve) => {
-      // The first connection may fail (broker down): the importer keeps trying in the background.
-      const timer = setTimeout(resolve, connectTimeoutMs);
-      client.once('connect', () => {
-        clearTimeout(timer);
-        resolve();
-      });
-    });
+    // Not waiting for the first connection: a broker that is down when Sluice starts must not
+    // hold the server's start; mqtt.js keeps trying (with the backoff above).
   }
 
   private subscribe(client: MqttClient): void {
@@ -171,7 +166,8 @@ export class MqttSource {
     client.subscribe(filters, (error, granted) => {
       if (error) {
         options.counters.errors++;
-        options.logger?.error({ importer: options.importer, err: error }, 'MQTT subscribe failed');
+        options.logger?.error({ importer: options.importer, err: error }, 'MQTT subscribe failed; trying again on the next connection');
+        this.subscribed = false;
         return;
       }
       for (const grant of granted ?? []) {
@@ -180,6 +176,7 @@ export class MqttSource {
           options.logger?.error({ importer: options.importer, topic: grant.topic, code: grant.qos }, 'the broker refused the subscription');
         }
       }
+      options.counters.state = 'running';
     });
   }
 

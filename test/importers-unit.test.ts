@@ -14,6 +14,8 @@ import { buildMapping, fromText, type ImportMessage } from '../importers/mapping
 import { matchTopic, parseTopicTemplate } from '../importers/mqtt.ts';
 import { partitionOf } from '../engine/execution/hash.ts';
 import { expectError } from './helpers.ts';
+import { serve } from './server-helpers.ts';
+import type { Statistics } from '../procedures/system.ts';
 
 const fixtures = 'test/fixtures/importers';
 const ingestTypes = [{ name: 'BIGINT' }, { name: 'BIGINT' }, { name: 'FLOAT' }, { name: 'VARCHAR', length: 32 }] as const;
@@ -154,5 +156,21 @@ describe('the exactly-once wrapper procedure', () => {
     const once = wrapperName('Ingest');
     await expectError(() => router!.call(once, 'imp', 't', 0, 5, 1, 5, -1, 'n'), 'USER_ABORT', /negative reading/);
     expect(await router.call(once, 'imp', 't', 0, 5, 1, 5, 2, 'n')).toEqual([1, 5]);
+  });
+});
+
+describe('importers whose brokers are down', () => {
+  it('let the server start and serve, and say in @Statistics that they are not connected', async () => {
+    const server = await serve({
+      schema: `${fixtures}/meters.sql`,
+      importers: [
+        { name: 'kafka-down', type: 'kafka', brokers: ['127.0.0.1:1'], topics: ['readings'], procedure: 'Ingest', params: ['a', 'b', 'c', 'd'] },
+        { name: 'mqtt-down', type: 'mqtt', url: 'mqtt://127.0.0.1:2', topics: ['readings/#'], procedure: 'Ingest', params: ['a', 'b', 'c', 'd'] },
+      ],
+    });
+    expect(await server.router.call('Ingest', 1, 1, 1.5, 'direct')).toBe(1);
+    const importers = ((await server.router.call('@Statistics')) as Statistics).importers!;
+    expect(importers.map((importer) => importer.importer)).toEqual(['kafka-down', 'mqtt-down']);
+    for (const importer of importers) expect(['starting', 'reconnecting']).toContain(importer.state);
   });
 });
