@@ -14,7 +14,7 @@
  * so a crash leaves the old or the new content, never half of one.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, realpathSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, writeSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { ErrorCode, SluiceError } from '../errors.ts';
@@ -57,6 +57,8 @@ export function lockDataDir(dataDir: string): () => void {
       fsyncSync(fd);
       closeSync(fd);
       lockHolders.add(key);
+      // A crash between writing a small JSON file and renaming it leaves its temporary copy.
+      for (const name of readdirSync(folder)) if (/\.tmp-\d+$/.test(name)) rmSync(path.join(folder, name), { force: true });
       return () => {
         lockHolders.delete(key);
         rmSync(file, { force: true });
