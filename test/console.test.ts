@@ -336,6 +336,17 @@ describe('logs', () => {
     }
   });
 
+  it('the console warns when it listens beyond this machine, having no login', async () => {
+    const out = capture(false);
+    const server = await serve({ partitions: 1 });
+    const open = await startConsole({ server, port: 0, host: '0.0.0.0', logger: createLogger({ destination: out.stream }) });
+    await open.close();
+    const quiet = await startConsole({ server, port: 0, logger: createLogger({ destination: out.stream }) });
+    await quiet.close();
+    const lines = out.text().trim().split('\n').map((line) => JSON.parse(line));
+    expect(lines.filter((line) => line.level === 40).map((line) => line.msg)).toEqual(['the web console listens on 0.0.0.0 with no login: anyone who reaches it can run SQL, writes included']);
+  });
+
   it('refuses unknown levels and formats by name', () => {
     expect(() => createLogger({ level: 'loud' })).toThrow("unknown log level 'loud': use one of trace, debug, info, warn, error, fatal, silent");
     expect(() => createLogger({ format: 'xml' })).toThrow("unknown log format 'xml': use one of auto, json, pretty");

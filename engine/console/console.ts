@@ -36,6 +36,7 @@ import { describeSchema } from './schema.ts';
 export const defaultConsolePort = 8080;
 /** Loopback by default: the console runs SQL (writes too), so exposing it is a deliberate choice. */
 export const defaultConsoleHost = '127.0.0.1';
+const loopbackHosts: ReadonlySet<string> = new Set(['127.0.0.1', 'localhost', '::1']);
 /** Largest request body the SQL endpoint reads. */
 export const sqlRequestBytesMax = 1024 * 1024;
 /** Rows of a query result sent to the page; the rest are counted, not sent. */
@@ -104,6 +105,11 @@ export async function startConsole(options: ConsoleOptions): Promise<SluiceConso
   const webConsole = new WebConsole(router, options);
   await webConsole.listen(options.port ?? defaultConsolePort, options.host ?? defaultConsoleHost);
   options.logger?.info({ url: webConsole.url }, `web console on ${webConsole.url}`);
+  const host = options.host ?? defaultConsoleHost;
+  if (!loopbackHosts.has(host)) {
+    // The console has no login: the deployment's users and roles guard the ws endpoint only.
+    options.logger?.warn({ url: webConsole.url, host }, `the web console listens on ${host} with no login: anyone who reaches it can run SQL, writes included`);
+  }
   return webConsole;
 }
 
