@@ -24,7 +24,8 @@ import { importerSchemaDdl, parseImporterConfigs, startImporters, type RunningIm
 import { ServerExports, streamRowsOptions } from '../../exporters/exports.ts';
 import { Authenticator, type ThrottleOptions } from '../security/authenticator.ts';
 import { checkSecurity, type SecurityConfig } from '../security/config.ts';
-import { Decision, allProceduresWildcard, type Grant } from '../security/grants.ts';
+import { allProceduresWildcard, type Grant } from '../security/grants.ts';
+import { refusalOf } from '../security/http.ts';
 import { createHttpServer, loadTls, type TlsConfig, type TlsMaterial } from '../security/tls.ts';
 import {
   CloseCode,
@@ -44,7 +45,6 @@ import {
   procedureNameLengthMax,
   protocolVersionsSupported,
   subscriptionsVersion,
-  type ErrorPayload,
 } from './protocol.ts';
 import { ConnectionSubscriptions, SubscriptionHub } from './subscriptions.ts';
 
@@ -115,6 +115,10 @@ export interface SluiceServer {
   readonly recovery: RecoverySummary | undefined;
   /** The export pipeline and daily jobs (docs/exporters.md), when the server has a data directory. */
   readonly exports: ServerExports | undefined;
+  /** Checks logins when security is on (undefined when off): HTTP endpoints use it through engine/security/http.ts. */
+  readonly authenticator: Authenticator | undefined;
+  /** The TLS material when the server speaks wss://: `createHttpServer(server.tls, …)` serves https beside it. */
+  readonly tls: TlsMaterial | undefined;
   close(): Promise<void>;
 }
 
@@ -210,7 +214,7 @@ class Server implements SluiceServer {
   readonly idleTimeoutMs: number;
   readonly adhocRowsMax: number;
   readonly authenticator: Authenticator | undefined;
-  private readonly tls: TlsMaterial | undefined;
+  readonly tls: TlsMaterial | undefined;
   private wss: WebSocketServer | undefined;
   private httpServer: http.Server | undefined;
   private idleTimer: NodeJS.Timeout | undefined;
@@ -367,6 +371,7 @@ class Connection {
   /** What the user may call; undefined when security is off (everything is allowed). */
   private grant: Grant | undefined;
   private readonly adhocSink: AdhocRowsLimit;
+  private readonly adhocReadOnly: (sql: string) => boolean | undefined;
   /** Set by every frame; the idle sweep clears it and notes when it last saw it clear. */
   private active = true;
   private idleSince = 0;
@@ -382,6 +387,7 @@ class Connection {
     this.id = id;
     this.remote = remote;
     this.adhocSink = new AdhocRowsLimit(this, server.adhocRowsMax);
+    this.adhocReadOnly = (sql) => server.router.adhocReadOnly(sql);
     ws.binaryType = 'nodebuffer';
     ws.on('message', (data: Buffer, isBinary: boolean) => this.onMessage(data, isBinary));
     ws.on('close', (code: number) => this.onClose(code));
@@ -492,19 +498,6 @@ class Connection {
     this.send([FrameKind.WELCOME, welcome]);
   }
 
-  /** Why the user may not make this call, or undefined when they may. */
-  private refusal(grant: Grant, name: string, params: unknown[]): ErrorPayload | undefined {
-    const decision = grant.decide(name);
-    if (decision === Decision.ALLOW) return undefined;
-    if (decision === Decision.READ_ONLY) {
-      const sql = params[0];
-      // A statement that does not plan runs nothing: the router answers with its error.
-      if (typeof sql !== 'string' || this.server.router.adhocReadOnly(sql) !== false) return undefined;
-      return [ProtocolCode.PERMISSION_DENIED, `${grant.describe()} may run read-only ad-hoc SQL only, and this statement writes`, { object: name }];
-    }
-    return [ProtocolCode.PERMISSION_DENIED, `${grant.describe()} may not call ${name}`, { object: name }];
-  }
-
   private onCalls(frame: unknown[]): void {
     const count = (frame.length - 1) / callStride;
     if (!Number.isInteger(count)) {
@@ -529,7 +522,7 @@ class Connection {
         continue;
       }
       if (this.grant !== undefined) {
-        const refusal = this.refusal(this.grant, name, params);
+        const refusal = refusalOf(this.grant, name, params, this.adhocReadOnly);
         if (refusal !== undefined) {
           this.deliverNow(id, Status.FAILURE, refusal);
           continue;
