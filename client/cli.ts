@@ -52,6 +52,7 @@ interface Deployment {
     connectionsMax?: number;
     idleTimeoutMs?: number;
     adhocRowsMax?: number;
+    connectionBufferedBytesMax?: number;
   };
   /** Data directory (command log, snapshots, export buffers); relative to the deployment file. */
   data?: string;
@@ -126,6 +127,7 @@ program
       connectionsMax: deployment.limits?.connectionsMax,
       idleTimeoutMs: deployment.limits?.idleTimeoutMs,
       adhocRowsMax: deployment.limits?.adhocRowsMax,
+      connectionBufferedBytesMax: deployment.limits?.connectionBufferedBytesMax,
       security: deployment.security,
       tls: deployment.tls,
       logger,

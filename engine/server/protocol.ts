@@ -38,6 +38,12 @@ export const helloTimeoutMs = 10_000;
 export const connectionsMax = 5000;
 /** A connection that sends nothing and has no call outstanding for this long is closed (4005); 0 = never. */
 export const idleTimeoutMsDefault = 0;
+/**
+ * Answers a connection may leave unread in the server's send buffer; beyond it the client is not
+ * reading and the connection is closed (4006) instead of buffering without bound. As large as a
+ * result frame, so one big answer never trips it by itself.
+ */
+export const connectionBufferedBytesMax = 256 * 1024 * 1024;
 /** Rows an ad-hoc query may return; a larger result is answered FAILURE (RESULT_TOO_LARGE) instead. */
 export const adhocRowsMax = 10_000_000;
 
@@ -138,6 +144,8 @@ export const ProtocolCode = {
   RESULT_TOO_LARGE: 'RESULT_TOO_LARGE',
   /** The connection was idle for longer than the server's idle timeout. */
   IDLE_TIMEOUT: 'IDLE_TIMEOUT',
+  /** The client left more than connectionBufferedBytesMax of answers unread. */
+  CLIENT_TOO_SLOW: 'CLIENT_TOO_SLOW',
 } as const;
 
 /** An error payload: [code, message, details]. */
@@ -163,6 +171,8 @@ export const CloseCode = {
   AUTHENTICATION_FAILED: 4004,
   /** Nothing arrived and no call was outstanding for the idle timeout. */
   IDLE_TIMEOUT: 4005,
+  /** The client did not read its answers: more than connectionBufferedBytesMax were waiting. */
+  CLIENT_TOO_SLOW: 4006,
   /** The server has connectionsMax connections open; try again later. */
   TRY_AGAIN_LATER: 1013,
 } as const;

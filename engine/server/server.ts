@@ -34,6 +34,7 @@ import {
   Status,
   adhocRowsMax,
   callStride,
+  connectionBufferedBytesMax,
   connectionCallsInFlightMax,
   connectionsMax,
   createCodec,
@@ -70,6 +71,8 @@ export interface ServerOptions {
   idleTimeoutMs?: number;
   /** Rows an ad-hoc query may return. */
   adhocRowsMax?: number;
+  /** Unread answers a connection may leave in the send buffer before it is closed (4006). */
+  connectionBufferedBytesMax?: number;
   /** Users and roles (the deployment file's `security`, docs/security.md); off when absent or not enabled. */
   security?: SecurityConfig;
   /** PEM files: serve wss:// instead of ws:// (the deployment file's `tls`). */
@@ -213,6 +216,7 @@ class Server implements SluiceServer {
   readonly connectionsMax: number;
   readonly idleTimeoutMs: number;
   readonly adhocRowsMax: number;
+  readonly bufferedBytesMax: number;
   readonly authenticator: Authenticator | undefined;
   readonly tls: TlsMaterial | undefined;
   private wss: WebSocketServer | undefined;
@@ -237,6 +241,7 @@ class Server implements SluiceServer {
     this.connectionsMax = options.connectionsMax ?? connectionsMax;
     this.idleTimeoutMs = options.idleTimeoutMs ?? idleTimeoutMsDefault;
     this.adhocRowsMax = options.adhocRowsMax ?? adhocRowsMax;
+    this.bufferedBytesMax = options.connectionBufferedBytesMax ?? connectionBufferedBytesMax;
     this.logger = options.logger;
     this.frameBytesMax = options.frameBytesMax ?? frameBytesMax;
     this.resultFrameBytesMax = options.resultFrameBytesMax ?? resultFrameBytesMax;
@@ -563,6 +568,12 @@ class Connection {
   flush(): void {
     if (this.state === 'closed' || this.out.length === 1) {
       this.out.length = 1;
+      return;
+    }
+    const unread = this.ws.bufferedAmount;
+    if (unread > this.server.bufferedBytesMax) {
+      this.out.length = 1;
+      this.protocolError(CloseCode.CLIENT_TOO_SLOW, ProtocolCode.CLIENT_TOO_SLOW, `the client left ${unread} bytes of answers unread (at most ${this.server.bufferedBytesMax}): read answers as they come`);
       return;
     }
     this.sendResults(this.out);

@@ -107,6 +107,33 @@ describe('limits', () => {
     expect(await busy.call('@Ping')).toBe(0);
   });
 
+  it('a client that does not read its answers is closed (4006) once connectionBufferedBytesMax are waiting', async () => {
+    const server = await serve({ connectionBufferedBytesMax: 1024 * 1024 });
+    const bystander = await client(server);
+    const answer = 'a'.repeat(64 * 1024);
+    const ws = await raw(server.url);
+    await sendHello(ws, {});
+    const closed = untilClosed(ws);
+    // Stop reading: answers pile up in the kernel's buffers, then in the server's.
+    const socket = (ws as unknown as { _socket: { pause(): void; resume(): void } })._socket;
+    socket.pause();
+    // 64 KiB answers, 20 × 16 of them: far more than the kernel's buffers and the 1 MiB limit.
+    for (let burst = 0; burst < 20; burst++) {
+      const frame: unknown[] = [FrameKind.CALLS];
+      for (let i = 0; i < 16; i++) frame.push(burst * 16 + i, '@AdHoc', ['SELECT ? AS x', [answer]]);
+      ws.send(codec.pack(frame));
+      // Each burst's answers go out before the next burst is judged.
+      expect(await bystander.call('@Ping')).toBe(0);
+    }
+    socket.resume();
+    const { code, frames } = await closed;
+    expect(code).toBe(CloseCode.CLIENT_TOO_SLOW);
+    const error = frames.at(-1)!;
+    expect(error.slice(0, 2)).toEqual([FrameKind.ERROR, ProtocolCode.CLIENT_TOO_SLOW]);
+    expect(error[2]).toMatch(/^the client left \d+ bytes of answers unread \(at most 1048576\)/);
+    expect(await bystander.call('@Ping')).toBe(0);
+  });
+
   it('a connection that never says HELLO is closed after helloTimeoutMs (4001)', async () => {
     const server = await serve({ helloTimeoutMs: 100 });
     const ws = await raw(server.url);
