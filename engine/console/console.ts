@@ -16,9 +16,13 @@
  *
  * Bad requests get a JSON error naming what was wrong, never a crash: the console shares the
  * process with the database. docs/console.md describes the page, the endpoints and the metrics.
+ *
+ * With the server's security on, every request but /healthz logs in with HTTP Basic credentials
+ * (engine/security/http.ts) and each endpoint needs the rights of the system procedure it stands
+ * for (routeCalls); with the server's TLS, the console serves https (docs/security.md).
  */
 import { readFileSync } from 'node:fs';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { createRequire } from 'node:module';
 import type { AddressInfo, Socket } from 'node:net';
 import path from 'node:path';
@@ -27,6 +31,10 @@ import type { QueryResult } from '../../procedures/system.ts';
 import { visibleColumns } from '../catalog/schema.ts';
 import { ErrorCode, SluiceError } from '../errors.ts';
 import type { Router } from '../execution/router.ts';
+import type { Authenticator } from '../security/authenticator.ts';
+import { authenticateRequest, refusalOf } from '../security/http.ts';
+import type { Grant } from '../security/grants.ts';
+import { createHttpServer, type TlsMaterial } from '../security/tls.ts';
 import { Status, statusName, type ErrorPayload } from '../server/protocol.ts';
 import { AlertLog, subscriptionAlertFeed, type AlertSource, type SubscriptionSource } from './alerts.ts';
 import { ConsoleMetrics } from './metrics.ts';
@@ -49,8 +57,12 @@ const eventKeepAliveMs = 15_000;
 export interface ConsoleOptions {
   /** The router to observe; or pass `server` (anything holding one, such as startServer's result). */
   router?: Router;
-  /** A server: its router, and its stream subscriptions for an alert stream. */
-  server?: { readonly router: Router; readonly subscriptions?: SubscriptionSource };
+  /** A server: its router, its stream subscriptions for an alert stream, and its security and TLS. */
+  server?: { readonly router: Router; readonly subscriptions?: SubscriptionSource; readonly authenticator?: Authenticator; readonly tls?: TlsMaterial };
+  /** Logins (security on); default: the server's. */
+  authenticator?: Authenticator;
+  /** Serve https with this material; default: the server's TLS. */
+  tls?: TlsMaterial;
   /** TCP port; 0 picks a free one. Default 8080. */
   port?: number;
   /** Interface to listen on. Default 127.0.0.1. */
@@ -113,6 +125,20 @@ export async function startConsole(options: ConsoleOptions): Promise<SluiceConso
   return webConsole;
 }
 
+/**
+ * The system procedure each endpoint stands for when security is on: a user needs that call's
+ * rights to use the endpoint (docs/security.md). /api/sql is judged per statement instead.
+ */
+const routeCalls: Record<string, string> = {
+  '/api/statistics': '@Statistics',
+  '/api/history': '@Statistics',
+  '/api/events': '@Statistics',
+  '/metrics': '@Statistics',
+  '/api/schema': '@SystemInformation',
+  '/api/info': '@SystemInformation',
+  '/api/alerts': '@SystemInformation',
+};
+
 class RequestError extends Error {
   readonly httpStatus: number;
   readonly code: string;
@@ -136,6 +162,8 @@ class WebConsole implements SluiceConsole {
   private readonly eventStreams = new Set<ServerResponse>();
   private metricsScrape: Promise<string> | undefined;
   private readonly sampleIntervalMs: number;
+  private readonly authenticator: Authenticator | undefined;
+  private readonly tls: TlsMaterial | undefined;
   port = 0;
   url = '';
 
@@ -146,7 +174,9 @@ class WebConsole implements SluiceConsole {
     this.sampler = new StatisticsSampler(router, this.sampleIntervalMs);
     this.alerts = openAlerts(router, options);
     this.metrics = new ConsoleMetrics(router.partitionCount);
-    this.http = createServer((request, response) => void this.handle(request, response));
+    this.authenticator = options.authenticator ?? options.server?.authenticator;
+    this.tls = options.tls ?? options.server?.tls;
+    this.http = createHttpServer(this.tls, (request, response) => void this.handle(request, response));
     this.http.on('connection', (socket: Socket) => {
       this.sockets.add(socket);
       socket.once('close', () => this.sockets.delete(socket));
@@ -165,7 +195,7 @@ class WebConsole implements SluiceConsole {
         this.http.on('error', (error) => this.logger?.error({ err: error }, 'console socket error'));
         this.port = (this.http.address() as AddressInfo).port;
         const shownHost = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
-        this.url = `http://${shownHost}:${this.port}/`;
+        this.url = `${this.tls ? 'https' : 'http'}://${shownHost}:${this.port}/`;
         resolve();
       });
     });
@@ -186,6 +216,18 @@ class WebConsole implements SluiceConsole {
     const url = new URL(request.url ?? '/', 'http://console');
     const route = url.pathname;
     try {
+      let grant: Grant | undefined;
+      if (this.authenticator !== undefined && route !== '/healthz') {
+        const login = await authenticateRequest(this.authenticator, request);
+        if (!login.ok) {
+          for (const [name, value] of Object.entries(login.headers)) response.setHeader(name, value);
+          throw new RequestError(login.status, 'AUTHENTICATION_FAILED', login.message);
+        }
+        grant = login.grant;
+        const call = routeCalls[route];
+        const refusal = grant === undefined || call === undefined ? undefined : refusalOf(grant, call, [], () => undefined);
+        if (refusal !== undefined) throw new RequestError(403, refusal[0], refusal[1]);
+      }
       const file = this.files.get(route);
       if (file !== undefined) {
         expectMethod(request, 'GET');
@@ -222,7 +264,7 @@ class WebConsole implements SluiceConsole {
           return;
         case '/api/sql':
           expectMethod(request, 'POST');
-          await this.runSql(request, response);
+          await this.runSql(request, response, grant);
           return;
         case '/metrics':
           expectMethod(request, 'GET');
@@ -299,7 +341,7 @@ class WebConsole implements SluiceConsole {
     response.once('error', stop);
   }
 
-  private async runSql(request: IncomingMessage, response: ServerResponse): Promise<void> {
+  private async runSql(request: IncomingMessage, response: ServerResponse, grant: Grant | undefined): Promise<void> {
     const body = await readBody(request, sqlRequestBytesMax);
     let parsed: unknown;
     try {
@@ -310,6 +352,8 @@ class WebConsole implements SluiceConsole {
     const { sql, params } = (parsed ?? {}) as { sql?: unknown; params?: unknown };
     if (typeof sql !== 'string' || sql.trim() === '') throw new RequestError(400, 'BAD_REQUEST', 'the request needs "sql": a non-empty string');
     if (params !== undefined && !Array.isArray(params)) throw new RequestError(400, 'BAD_REQUEST', '"params" must be an array of values');
+    const refusal = grant === undefined ? undefined : refusalOf(grant, '@AdHoc', [sql, params ?? []], (text) => this.router.adhocReadOnly(text));
+    if (refusal !== undefined) throw new RequestError(403, refusal[0], refusal[1]);
     const started = performance.now();
     const answer = await this.submit('@AdHoc', [sql, params ?? []]);
     const elapsedMs = performance.now() - started;
