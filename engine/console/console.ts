@@ -118,8 +118,9 @@ export async function startConsole(options: ConsoleOptions): Promise<SluiceConso
   await webConsole.listen(options.port ?? defaultConsolePort, options.host ?? defaultConsoleHost);
   options.logger?.info({ url: webConsole.url }, `web console on ${webConsole.url}`);
   const host = options.host ?? defaultConsoleHost;
-  if (!loopbackHosts.has(host)) {
-    // The console has no login: the deployment's users and roles guard the ws endpoint only.
+  const secured = (options.authenticator ?? options.server?.authenticator) !== undefined;
+  if (!loopbackHosts.has(host) && !secured) {
+    // Without the server's security the console has no login: anyone who reaches it is let in.
     options.logger?.warn({ url: webConsole.url, host }, `the web console listens on ${host} with no login: anyone who reaches it can run SQL, writes included`);
   }
   return webConsole;
