@@ -10,6 +10,11 @@
  * ```
  */
 import type { ProcedureDefinition } from './api.ts';
+import type { TargetStatistics as ExportTargetStatisticsRow } from '../exporters/pipeline.ts';
+import type { SnapshotResult as SnapshotSaveResult } from '../engine/durability/server-durability.ts';
+
+/** Per export target, and what @SnapshotSave answers: the shapes their producers define. */
+export type { ExportTargetStatisticsRow, SnapshotSaveResult };
 
 /** The call signature of a system procedure, shaped like a ProcedureDefinition's `run`. */
 export interface SystemSignature<P extends unknown[], R> {
@@ -101,21 +106,6 @@ export interface ImporterStatistics {
   latencyP99Ms: number;
 }
 
-/** Per export target (exporters/pipeline.ts): what waits, what went out, what went wrong. */
-export interface ExportTargetStatisticsRow {
-  target: string;
-  type: string;
-  streams: string[];
-  rowsPending: number;
-  bytesPending: number;
-  rowsDelivered: number;
-  deliveries: number;
-  failures: number;
-  duplicatesDropped: number;
-  lastError: string | null;
-  lagSeconds: number;
-  partitionsFull: number;
-}
 
 export interface Statistics {
   procedures: ProcedureStatistics[];
@@ -152,12 +142,3 @@ export interface SystemApp {
   '@ExportRun': SystemSignature<[job: string, day: string], ExportRunResult>;
 }
 
-/** What @SnapshotSave answers (engine/durability/server-durability.ts SnapshotResult). */
-export interface SnapshotSaveResult {
-  path: string;
-  transactionId: number;
-  rows: number;
-  seconds: number;
-  barrierMsMax: number;
-  sliceMsMax: number;
-}
