@@ -25,6 +25,25 @@ export const daysTableName = 'sluice_export_days';
 const poolSizeDefault = 4;
 const connectTimeoutMs = 5000;
 
+
+/**
+ * Runs `work` in one PostgreSQL transaction on a pooled connection: COMMIT when it resolves,
+ * ROLLBACK (its own failure ignored, the work's error kept) when it throws.
+ */
+export async function inTransaction<T>(pool: pg.Pool, work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    const result = await work(client);
+    await client.query('COMMIT');
+    return result;
+  } catch (error) {
+    await client.query('ROLLBACK').catch(() => {});
+    throw error;
+  } finally {
+    client.release();
+  }
+}
 export function quoteIdentifier(name: string): string {
   return `"${name.replace(/"/g, '""')}"`;
 }
@@ -140,9 +159,7 @@ export class PostgresTarget implements ExportTarget {
     if (this.closed) throw new Error(`postgresql target ${this.name} is closed`);
     const table = this.tableOf(batch.stream);
     await this.prepare(`stream:${batch.stream}`, [...this.baseDdl(), ...(this.createTable ? [this.tableDdl(table, batch.columns, true)] : [])]);
-    const client = await this.pool.connect();
-    try {
-      await client.query('BEGIN');
+    await inTransaction(this.pool, async (client) => {
       await client.query(`INSERT INTO ${this.qualified(positionsTableName)} (target, stream, partition, sequence) VALUES ($1, $2, $3, 0) ON CONFLICT DO NOTHING`, [this.name, batch.stream, batch.partition]);
       const position = await client.query<{ sequence: string }>(`SELECT sequence FROM ${this.qualified(positionsTableName)} WHERE target = $1 AND stream = $2 AND partition = $3 FOR UPDATE`, [this.name, batch.stream, batch.partition]);
       const stored = Number(position.rows[0].sequence);
@@ -158,13 +175,7 @@ export class PostgresTarget implements ExportTarget {
         ]);
         await client.query(`UPDATE ${this.qualified(positionsTableName)} SET sequence = $4, updated_at = now() WHERE target = $1 AND stream = $2 AND partition = $3`, [this.name, batch.stream, batch.partition, last]);
       }
-      await client.query('COMMIT');
-    } catch (error) {
-      await client.query('ROLLBACK').catch(() => {});
-      throw error;
-    } finally {
-      client.release();
-    }
+    });
   }
 
   async position(stream: string, partition: number): Promise<number> {
@@ -177,23 +188,13 @@ export class PostgresTarget implements ExportTarget {
   async writeDay(batch: DayBatch): Promise<'written' | 'already'> {
     const table = batch.table ?? batch.job;
     await this.prepare(`day:${table}`, [...this.baseDdl(), ...(this.createTable ? [this.tableDdl(table, batch.columns, false)] : [])]);
-    const client = await this.pool.connect();
-    try {
-      await client.query('BEGIN');
+    return inTransaction(this.pool, async (client) => {
+      // The claim inserts nothing when the day was exported before: committing it changes nothing.
       const claimed = await client.query(`INSERT INTO ${this.qualified(daysTableName)} (job, day, rows) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING job`, [batch.job, batch.day, batch.rows.length]);
-      if (claimed.rowCount === 0) {
-        await client.query('ROLLBACK');
-        return 'already';
-      }
+      if (claimed.rowCount === 0) return 'already';
       if (batch.rows.length > 0) await this.insertRows(client, table, batch.columns, batch.rows, []);
-      await client.query('COMMIT');
       return 'written';
-    } catch (error) {
-      await client.query('ROLLBACK').catch(() => {});
-      throw error;
-    } finally {
-      client.release();
-    }
+    });
   }
 
   /** One INSERT … SELECT FROM unnest(arrays): a column-major copy of the rows, one statement. */

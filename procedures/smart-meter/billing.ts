@@ -57,6 +57,7 @@ export function fileBillingTarget(folder: string): BillingTarget {
 export async function postgresBillingTarget(connectionString: string, table = 'billing_daily'): Promise<BillingTarget> {
   if (!/^[a-z_][a-z0-9_.]*$/i.test(table)) throw new Error(`billing table name '${table}' is not a plain SQL identifier`);
   const { default: pg } = await import('pg');
+  const { inTransaction } = await import('../../exporters/postgres-target.ts');
   const pool = new pg.Pool({ connectionString, max: 2 });
   await pool.query(`CREATE TABLE IF NOT EXISTS ${table} (
     customer_id BIGINT NOT NULL, day DATE NOT NULL, kwh DOUBLE PRECISION NOT NULL, cost NUMERIC(18,6) NOT NULL,
@@ -64,9 +65,7 @@ export async function postgresBillingTarget(connectionString: string, table = 'b
   return {
     description: `PostgreSQL table ${table}`,
     async writeDay(date, lines) {
-      const client = await pool.connect();
-      try {
-        await client.query('BEGIN');
+      await inTransaction(pool, async (client) => {
         await client.query(`DELETE FROM ${table} WHERE day = $1`, [date]);
         const batchLinesMax = 1000;
         for (let start = 0; start < lines.length; start += batchLinesMax) {
@@ -78,13 +77,7 @@ export async function postgresBillingTarget(connectionString: string, table = 'b
           });
           await client.query(`INSERT INTO ${table} (customer_id, day, kwh, cost, estimated_intervals) VALUES ${tuples.join(', ')}`, values);
         }
-        await client.query('COMMIT');
-      } catch (error) {
-        await client.query('ROLLBACK').catch(() => {});
-        throw error;
-      } finally {
-        client.release();
-      }
+      });
     },
     async billedKwh() {
       const result = await pool.query<{ total: number | null }>(`SELECT SUM(kwh) AS total FROM ${table}`);
