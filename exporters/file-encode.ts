@@ -8,8 +8,8 @@
 import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { stringify } from 'csv-stringify/sync';
-import { parquetWriteBuffer } from 'hyparquet-writer';
-import type { TypeName, Value } from '../engine/types.ts';
+import { parquetWriteBuffer, schemaFromColumnData } from 'hyparquet-writer';
+import { decimalDefaultPrecision, decimalDefaultScale, type SqlType, type TypeName, type Value } from '../engine/types.ts';
 
 export type FileFormat = 'parquet' | 'csv' | 'jsonl';
 
@@ -17,7 +17,7 @@ export interface EncodeTask {
   /** Final path of the file; the folder is created if missing. */
   file: string;
   format: FileFormat;
-  columns: { name: string; type: TypeName }[];
+  columns: { name: string; type: SqlType }[];
   rows: Value[][];
 }
 
@@ -39,14 +39,14 @@ export default function encodeFile(task: EncodeTask): EncodeResult {
 export function encode(task: EncodeTask): Uint8Array {
   switch (task.format) {
     case 'parquet':
-      return new Uint8Array(parquetWriteBuffer({ columnData: task.columns.map((column, c) => parquetColumn(column.name, column.type, task.rows, c)) }));
+      return encodeParquet(task);
     case 'csv':
-      return Buffer.from(stringify(task.rows.map((row) => row.map((value, c) => textValue(value, task.columns[c].type))), { header: true, columns: task.columns.map((column) => column.name) }));
+      return Buffer.from(stringify(task.rows.map((row) => row.map((value, c) => textValue(value, task.columns[c].type.name))), { header: true, columns: task.columns.map((column) => column.name) }));
     case 'jsonl': {
       let text = '';
       for (const row of task.rows) {
         const object: Record<string, unknown> = {};
-        for (let c = 0; c < task.columns.length; c++) object[task.columns[c].name] = jsonValue(row[c], task.columns[c].type);
+        for (let c = 0; c < task.columns.length; c++) object[task.columns[c].name] = jsonValue(row[c], task.columns[c].type.name);
         text += JSON.stringify(object) + '\n';
       }
       return Buffer.from(text);
@@ -54,7 +54,31 @@ export function encode(task: EncodeTask): Uint8Array {
   }
 }
 
-/** SQL type → Parquet column: integers as INT32/INT64, DECIMAL and FLOAT as DOUBLE, TIMESTAMP in ms. */
+/**
+ * DECIMAL columns get a schema element of their own (the library's basic types have no DECIMAL):
+ * the DECIMAL logical type with the column's precision and scale over INT32 (p ≤ 9) or INT64, so
+ * readers get exact decimals, not doubles. Every other column keeps the library's element.
+ */
+function encodeParquet(task: EncodeTask): Uint8Array {
+  const columnData = task.columns.map((column, c) => parquetColumn(column.name, column.type.name, task.rows, c));
+  const schema = schemaFromColumnData({ columnData });
+  for (let c = 0; c < task.columns.length; c++) {
+    const type = task.columns[c].type;
+    if (type.name !== 'DECIMAL') continue;
+    const precision = type.precision ?? decimalDefaultPrecision;
+    const scale = type.scale ?? decimalDefaultScale;
+    schema[c + 1] = { name: task.columns[c].name, type: precision <= 9 ? 'INT32' : 'INT64', repetition_type: 'OPTIONAL', converted_type: 'DECIMAL', precision, scale, logical_type: { type: 'DECIMAL', precision, scale } };
+    // Sluice keeps a DECIMAL as a double rounded to its scale with at most 15 digits, so the
+    // scaled value is within rounding error of an integer below 2^53: exact after Math.round.
+    const factor = 10 ** scale;
+    const data = columnData[c].data;
+    for (let r = 0; r < data.length; r++) if (data[r] !== null) data[r] = BigInt(Math.round((data[r] as number) * factor));
+  }
+  return new Uint8Array(parquetWriteBuffer({ columnData: columnData.map(({ name, data }) => ({ name, data })), schema }));
+}
+
+/** SQL type → Parquet column: integers as INT32/INT64, FLOAT as DOUBLE (DECIMAL too, until encodeParquet
+ * replaces its schema element), TIMESTAMP in ms. */
 function parquetColumn(name: string, type: TypeName, rows: Value[][], c: number): { name: string; data: unknown[]; type: 'INT32' | 'INT64' | 'DOUBLE' | 'STRING' | 'BYTE_ARRAY' | 'TIMESTAMP' | 'BOOLEAN'; nullable: boolean } {
   const data = new Array<unknown>(rows.length);
   for (let r = 0; r < rows.length; r++) data[r] = rows[r][c];

@@ -116,7 +116,7 @@ export class FileTarget implements ExportTarget {
       group.rows.push(row);
       group.last = batch.firstSequence + i;
     }
-    const columns = batch.columns.map((column) => ({ name: column.name, type: column.type.name }));
+    const columns = batch.columns.map((column) => ({ name: column.name, type: column.type }));
     const writes: Promise<EncodeResult>[] = [];
     for (const group of groups.values()) {
       const folder = path.join(this.root, batch.stream, `dt=${group.range.day}`);
@@ -143,7 +143,7 @@ export class FileTarget implements ExportTarget {
   async writeDay(batch: DayBatch): Promise<'written' | 'already'> {
     const folder = path.join(this.root, batch.table ?? batch.job, `dt=${batch.day}`);
     if (existsSync(path.join(folder, successMarker))) return 'already';
-    const columns = batch.columns.map((column) => ({ name: column.name, type: column.type.name }));
+    const columns = batch.columns.map((column) => ({ name: column.name, type: column.type }));
     await this.pool.run({ file: path.join(folder, `part-00000.${extensions[this.format]}`), format: this.format, columns, rows: batch.rows as EncodeTask['rows'] });
     writeAtomically(path.join(folder, successMarker), '');
     return 'written';

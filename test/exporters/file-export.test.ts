@@ -10,6 +10,7 @@ import { Database } from '../../engine/database.ts';
 import { ErrorCode } from '../../engine/errors.ts';
 import { partitionOf } from '../../engine/execution/hash.ts';
 import { parseExportsConfig } from '../../exporters/config.ts';
+import encodeFile from '../../exporters/file-encode.ts';
 import { expectError } from '../helpers.ts';
 import { exportSchema, exportedFiles, jsonlRowsByPartition, listFiles, temporaryFolder } from './file-helpers.ts';
 
@@ -144,7 +145,7 @@ describe('file export (embedded)', () => {
       const glob = path.join(root, 'readings', '*', '*.parquet');
       const schema = (await duck.runAndReadAll(`DESCRIBE SELECT * FROM read_parquet('${glob}', hive_partitioning = true)`)).getRowObjects();
       expect(schema.map((column) => `${column.column_name}:${column.column_type}`)).toEqual([
-        'meter:BIGINT', 'ts:TIMESTAMP', 'kwh:DOUBLE', 'note:VARCHAR', 'ok:BOOLEAN', 'level:INTEGER', 'price:DOUBLE', 'dt:DATE',
+        'meter:BIGINT', 'ts:TIMESTAMP', 'kwh:DOUBLE', 'note:VARCHAR', 'ok:BOOLEAN', 'level:INTEGER', 'price:DECIMAL(10,4)', 'dt:DATE',
       ]);
       const counts = (await duck.runAndReadAll(`SELECT CAST(dt AS VARCHAR) AS day, COUNT(*)::INTEGER AS n, COUNT(DISTINCT meter)::INTEGER AS meters, SUM(kwh) AS kwh FROM read_parquet('${glob}', hive_partitioning = true) GROUP BY dt ORDER BY dt`)).getRowObjects();
       // 10:00 + 0…839 minutes is the 22nd, the remaining 660 minutes the 23rd (UTC).
@@ -152,8 +153,50 @@ describe('file export (embedded)', () => {
         { day: '2026-11-22', n: 3 * 840, meters: 3, kwh: 3 * ((839 * 840) / 2) },
         { day: '2026-11-23', n: 3 * 660, meters: 3, kwh: 3 * ((1499 * 1500) / 2 - (839 * 840) / 2) },
       ]);
-      const one = (await duck.runAndReadAll(`SELECT meter, epoch_ms(ts) AS ts, note, ok, level, price FROM read_parquet('${glob}') WHERE meter = 2 AND kwh = 4`)).getRowObjects();
+      const one = (await duck.runAndReadAll(`SELECT meter, epoch_ms(ts) AS ts, note, ok, level, price::DOUBLE AS price FROM read_parquet('${glob}') WHERE meter = 2 AND kwh = 4`)).getRowObjects();
       expect(one).toEqual([{ meter: 2n, ts: BigInt(day1 + 4 * 60_000), note: 'n4', ok: true, level: 4, price: 0.5 }]);
+    } finally {
+      duck.closeSync();
+      instance.closeSync();
+    }
+  });
+
+  it('writes DECIMAL columns as Parquet DECIMAL with their precision and scale, values exact', async () => {
+    const folder = temporaryFolder();
+    const file = path.join(folder, 'decimals.parquet');
+    const columns = [
+      { name: 'small', type: { name: 'DECIMAL', precision: 5, scale: 2 } },
+      { name: 'wide', type: { name: 'DECIMAL', precision: 15, scale: 6 } },
+      { name: 'whole', type: { name: 'DECIMAL', precision: 12, scale: 0 } },
+    ] as const;
+    const rows = [
+      [999.99, 999999999.999999, 999999999999],
+      [-999.99, -999999999.999999, -999999999999],
+      [0.01, 0.000001, 0],
+      [1.1, 0.1 + 0.2, 7],
+      [null, null, null],
+    ];
+    encodeFile({ file, format: 'parquet', columns: columns.map((column) => ({ ...column, type: { ...column.type } })), rows });
+    const { DuckDBInstance } = await import('@duckdb/node-api');
+    const instance = await DuckDBInstance.create(':memory:');
+    const duck = await instance.connect();
+    try {
+      const schema = (await duck.runAndReadAll(`DESCRIBE SELECT * FROM read_parquet('${file}')`)).getRowObjects();
+      expect(schema.map((column) => `${column.column_name}:${column.column_type}`)).toEqual(['small:DECIMAL(5,2)', 'wide:DECIMAL(15,6)', 'whole:DECIMAL(12,0)']);
+      const physical = (await duck.runAndReadAll(`SELECT name, type, converted_type, precision, scale FROM parquet_schema('${file}') WHERE type IS NOT NULL ORDER BY name`)).getRowObjects();
+      expect(physical).toEqual([
+        { name: 'small', type: 'INT32', converted_type: 'DECIMAL', precision: 5n, scale: 2n },
+        { name: 'whole', type: 'INT64', converted_type: 'DECIMAL', precision: 12n, scale: 0n },
+        { name: 'wide', type: 'INT64', converted_type: 'DECIMAL', precision: 15n, scale: 6n },
+      ]);
+      const text = (await duck.runAndReadAll(`SELECT small::VARCHAR AS small, wide::VARCHAR AS wide, whole::VARCHAR AS whole FROM read_parquet('${file}')`)).getRowObjects();
+      expect(text).toEqual([
+        { small: '999.99', wide: '999999999.999999', whole: '999999999999' },
+        { small: '-999.99', wide: '-999999999.999999', whole: '-999999999999' },
+        { small: '0.01', wide: '0.000001', whole: '0' },
+        { small: '1.10', wide: '0.300000', whole: '7' },
+        { small: null, wide: null, whole: null },
+      ]);
     } finally {
       duck.closeSync();
       instance.closeSync();

@@ -8,6 +8,12 @@
 #   bash test/services/kafka.sh stop     stop the broker this script started
 #   bash test/services/kafka.sh status   exit 0 when it answers
 #
+# Besides the PLAINTEXT listener the tests share, the broker has an OUTAGE listener whose
+# advertised address is a port nobody listens on until a test puts a TCP proxy there
+# (test/exporters/kafka-outage.test.ts): clients that bootstrap through that proxy are told to
+# reach the broker through it, so cutting the proxy is a broker outage for them alone, producer
+# and metadata alike, while every other test keeps its broker.
+#
 # Idempotent and fast when the broker already runs: the only line on stdout is the env assignment,
 # so callers can `export "$(bash test/services/kafka.sh)"`. Progress goes to stderr.
 set -euo pipefail
@@ -75,16 +81,16 @@ java_run() {
 }
 
 write_config() {
-  local port="$1" controller_port="$2"
+  local port="$1" controller_port="$2" outage_port="$3" outage_proxy_port="$4"
   cat > "$kafka_home/server.properties" <<EOF
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$controller_port
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port,OUTAGE://127.0.0.1:$outage_port
+advertised.listeners=PLAINTEXT://127.0.0.1:$port,OUTAGE://127.0.0.1:$outage_proxy_port
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,OUTAGE:PLAINTEXT
 log.dirs=$data_dir
 num.partitions=1
 auto.create.topics.enable=true
@@ -99,7 +105,7 @@ group.initial.rebalance.delay.ms=0
 group.min.session.timeout.ms=1000
 log.retention.hours=24
 EOF
-  printf '%s\n%s\n' "$port" "$controller_port" > "$ports_file"
+  printf '%s\n%s\n%s\n%s\n' "$port" "$controller_port" "$outage_port" "$outage_proxy_port" > "$ports_file"
 }
 
 wait_until_ready() {
@@ -123,23 +129,30 @@ start() {
   mkdir -p "$kafka_home"
   local pid port
   if pid="$(broker_pid)" && port="$(saved_port)" && port_open "$port"; then
-    echo "SLUICE_TEST_KAFKA_BROKERS=127.0.0.1:$port"
-    return 0
+    if grep -q '^listeners=.*OUTAGE://' "$kafka_home/server.properties" 2>/dev/null; then
+      echo "SLUICE_TEST_KAFKA_BROKERS=127.0.0.1:$port"
+      return 0
+    fi
+    say "the running broker was started without the OUTAGE listener; restarting it"
   fi
   ensure_jars
   [ -n "${pid:-}" ] && stop
 
   # Keep the ports of the last run when they are free (the formatted log keeps working);
   # otherwise take free ones and start from an empty data folder.
-  local controller_port
+  local controller_port outage_port outage_proxy_port
   port="$(saved_port || true)"
   controller_port="$( [ -f "$ports_file" ] && sed -n 2p "$ports_file" || true)"
-  if [ -z "$port" ] || port_open "$port" || port_open "$controller_port"; then
+  outage_port="$( [ -f "$ports_file" ] && sed -n 3p "$ports_file" || true)"
+  outage_proxy_port="$( [ -f "$ports_file" ] && sed -n 4p "$ports_file" || true)"
+  if [ -z "$port" ] || [ -z "$outage_proxy_port" ] || port_open "$port" || port_open "$controller_port" || port_open "$outage_port" || port_open "$outage_proxy_port"; then
     port="$(free_port $preferred_port $(seq 19092 19192))"
     controller_port="$(free_port $(seq 19193 19293))"
+    outage_port="$(free_port $(seq 19294 19394))"
+    outage_proxy_port="$(free_port $(seq 19395 19495))"
     rm -rf "$data_dir"
   fi
-  write_config "$port" "$controller_port"
+  write_config "$port" "$controller_port" "$outage_port" "$outage_proxy_port"
 
   if [ ! -f "$data_dir/meta.properties" ]; then
     say "formatting KRaft storage in $data_dir"
