@@ -62,6 +62,8 @@ interface DayRange {
 
 export class FileTarget implements ExportTarget {
   readonly name: string;
+  /** A redelivered range rewrites the same file name: never a copy. */
+  readonly duplicatesPossible = 0;
   readonly root: string;
   readonly format: FileFormat;
   readonly timeZone: string;

@@ -8,9 +8,17 @@
  *   one meter land on one Kafka partition in order. The `key` setting names another column; a
  *   stream without a partition column is keyed by its Sluice partition number.
  * - value: the row as JSON; timestamp: the row's commit time;
- * - headers `sluice-stream`, `sluice-partition`, `sluice-sequence`: delivery is at least once —
- *   when `deliver` fails (broker down, retries exhausted) the pipeline hands the batch again,
- *   from a new producer, and the broker cannot tell the copies apart; consumers can, by these.
+ * - headers `sluice-stream`, `sluice-partition`, `sluice-sequence`: delivery is at least once.
+ *
+ * When `deliver` fails (broker down, retries exhausted) the pipeline hands the batch again. The
+ * target remembers, per stream partition, the last sequence the broker acknowledged and sends
+ * only what follows it, so produce requests that succeeded before the failure are not repeated.
+ * The request that failed is sent again from a new producer (a new producer id, so the broker
+ * cannot recognise a copy): when its failure leaves open whether the broker appended it (the
+ * connection dropped after sending, a timeout), its records count as `duplicatesPossible`;
+ * when it provably never got in (connection refused, the broker answered with an error) they do
+ * not. Consumers drop real copies by the headers. After a restart the memory is gone and the
+ * pipeline's whole pending range is sent again.
  */
 import { Producer, type MessageToProduce } from '@platformatic/kafka';
 import type { Logger } from 'pino';
@@ -85,8 +93,14 @@ export class KafkaTarget implements ExportTarget {
   private readonly streams = new Map<string, StreamShape>();
   private producer: Producer | undefined;
   private closed = false;
-  /** Records acknowledged since the target was created (a redelivered batch counts again). */
+  /** Records acknowledged since the target was created. */
   produced = 0;
+  /** Records sent again after a failed request that the broker may have appended (see above). */
+  duplicatesPossible = 0;
+  /** Per `stream\0partition`: the last sequence the broker acknowledged. */
+  private readonly acknowledged = new Map<string, number>();
+  /** Per `stream\0partition`: the last sequence of a failed request the broker may have appended. */
+  private readonly uncertain = new Map<string, number>();
 
   constructor(config: TargetConfig, context: NetworkTargetContext = {}) {
     this.name = config.name;
@@ -106,7 +120,11 @@ export class KafkaTarget implements ExportTarget {
         [Buffer.from('sluice-sequence'), Buffer.from(String(sequence))],
       ]);
     const step = this.settings.recordsPerSendMax;
-    for (let start = 0; start < batch.rows.length; start += step) {
+    const lane = `${batch.stream}\u0000${batch.partition}`;
+    const acknowledged = this.acknowledged.get(lane) ?? 0;
+    const uncertainLast = this.uncertain.get(lane) ?? 0;
+    const resumeAt = acknowledged >= batch.firstSequence ? acknowledged - batch.firstSequence + 1 : 0;
+    for (let start = resumeAt; start < batch.rows.length; start += step) {
       const messages: MessageToProduce[] = [];
       for (let i = start; i < Math.min(batch.rows.length, start + step); i++) {
         const row = batch.rows[i];
@@ -120,14 +138,22 @@ export class KafkaTarget implements ExportTarget {
           timestamp: committedAt === undefined ? undefined : BigInt(committedAt),
         });
       }
+      const firstSequence = batch.firstSequence + start;
+      const lastSequence = firstSequence + messages.length - 1;
       try {
         await producer.send({ messages });
       } catch (error) {
         // A fresh producer (new producer id) for the redelivery: this one's sequence state is unknown.
         this.discard(producer);
+        if (!provablyNotAppended(error)) this.uncertain.set(lane, Math.max(uncertainLast, lastSequence));
         throw new Error(`kafka target '${this.name}': producing to topic ${this.settings.topic} at ${this.settings.brokers.join(',')} failed after ${start} of ${batch.rows.length} records of ${batch.stream} partition ${batch.partition} (from sequence ${batch.firstSequence}): ${describe(error)}`);
       }
       this.produced += messages.length;
+      this.acknowledged.set(lane, lastSequence);
+      if (uncertainLast >= firstSequence) {
+        this.duplicatesPossible += Math.min(uncertainLast, lastSequence) - firstSequence + 1;
+        if (uncertainLast <= lastSequence) this.uncertain.delete(lane);
+      }
     }
   }
 
@@ -177,6 +203,23 @@ export class KafkaTarget implements ExportTarget {
 function partitionColumnName(stream: StreamShape | undefined): string | undefined {
   if (stream === undefined || stream.partitionColumn === undefined) return undefined;
   return stream.columns[stream.partitionColumn]?.name.toLowerCase();
+}
+
+/**
+ * Whether a failed produce certainly left nothing at the broker: every attempt was refused a
+ * connection or answered with an error. A dropped connection or a timeout after the request went
+ * out leaves it open (the broker may have appended and its answer got lost).
+ */
+const brokerAnswersAfterAppend = new Set(['NOT_ENOUGH_REPLICAS_AFTER_APPEND', 'REQUEST_TIMED_OUT']);
+
+function provablyNotAppended(error: unknown): boolean {
+  if (!(error instanceof Error)) return false;
+  const nested = (error as Error & { errors?: unknown[] }).errors;
+  if (Array.isArray(nested) && nested.length > 0) return nested.every(provablyNotAppended);
+  const code = (error as Error & { code?: unknown }).code;
+  if (code === 'ECONNREFUSED') return true;
+  if (code === 'PLT_KFK_PROTOCOL') return !brokerAnswersAfterAppend.has(String((error as Error & { apiId?: unknown }).apiId));
+  return error.cause !== undefined && provablyNotAppended(error.cause);
 }
 
 /** The library nests the real cause (a refused connection, an unknown topic) in `errors`/`cause`. */

@@ -72,6 +72,10 @@ export interface TargetStatistics {
   deliveries: number;
   failures: number;
   duplicatesDropped: number;
+  /** Rows handed to the target again after a failed delivery. */
+  rowsRedelivered: number;
+  /** Of those, rows the receiver may now hold twice (ExportTarget.duplicatesPossible). */
+  duplicatesPossible: number;
   lastError: string | null;
   /** Seconds since the oldest undelivered row committed; 0 when nothing is pending. */
   lagSeconds: number;
@@ -102,6 +106,7 @@ interface TargetSlot {
   deliveries: number;
   failures: number;
   duplicatesDropped: number;
+  rowsRedelivered: number;
   lastError: string | null;
   watermarking: boolean;
 }
@@ -258,6 +263,7 @@ export class ExportPipeline {
       deliveries: 0,
       failures: 0,
       duplicatesDropped: 0,
+      rowsRedelivered: 0,
       lastError: target === undefined ? `target ${name} is not configured in the deployment file` : null,
       watermarking: false,
     });
@@ -441,6 +447,7 @@ export class ExportPipeline {
     const last = lane.inflight;
     try {
       await this.store.putInflight(lane.stream, lane.partition, last);
+      if (lane.attempts > 0) slot.rowsRedelivered += last - lane.acked;
       const batch = this.batch(lane, last);
       await slot.target!.deliver(batch);
     } catch (error) {
@@ -586,6 +593,8 @@ export class ExportPipeline {
         deliveries: slot.deliveries,
         failures: slot.failures,
         duplicatesDropped: slot.duplicatesDropped,
+        rowsRedelivered: slot.rowsRedelivered,
+        duplicatesPossible: slot.target?.duplicatesPossible ?? slot.rowsRedelivered,
         lastError: slot.lastError,
         lagSeconds: oldest === Infinity ? 0 : Math.max(0, (now - oldest) / 1000),
         partitionsFull,

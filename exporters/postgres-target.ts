@@ -80,6 +80,8 @@ function arrayType(type: SqlType): string {
 
 export class PostgresTarget implements ExportTarget {
   readonly name: string;
+  /** A redelivered row is skipped by its stored position: never a copy. */
+  readonly duplicatesPossible = 0;
   private readonly pool: pg.Pool;
   private readonly schema: string;
   private readonly tableTemplate: string | undefined;

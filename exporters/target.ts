@@ -69,6 +69,13 @@ export interface ExportTarget {
    * 'already' when that job's day is already there, in which case it changes nothing.
    */
   writeDay?(batch: DayBatch): Promise<'written' | 'already'>;
+  /**
+   * Optional: rows this target sent again that its receiver may already have held, so possible
+   * copies downstream. Idempotent targets (PostgreSQL positions, file names) say 0; Kafka counts
+   * the records of failed requests whose outcome is unknown. Absent, @Statistics assumes every
+   * redelivered row may be a copy (MQTT, HTTP).
+   */
+  readonly duplicatesPossible?: number;
   /** Flushes what it holds (a file being rolled) and releases connections. */
   close(): Promise<void>;
 }

@@ -67,13 +67,17 @@ export { uniqueName } from '../services/env.ts';
  */
 export interface TcpProxy {
   readonly port: number;
+  /** While on, the service's answers are thrown away: requests arrive, nobody hears back. */
+  muteAnswers(on: boolean): void;
   cut(): Promise<void>;
   restore(): Promise<void>;
   close(): Promise<void>;
 }
 
-export async function startTcpProxy(host: string, port: number): Promise<TcpProxy> {
+/** `listenPort` 0 takes a free port; a fixed one is for a port a broker advertises (kafka.sh OUTAGE). */
+export async function startTcpProxy(host: string, port: number, listenPort = 0): Promise<TcpProxy> {
   const sockets = new Set<net.Socket>();
+  let muted = false;
   const server = net.createServer((client) => {
     const upstream = net.connect(port, host);
     sockets.add(client);
@@ -87,7 +91,9 @@ export async function startTcpProxy(host: string, port: number): Promise<TcpProx
     client.on('error', forget).on('close', forget);
     upstream.on('error', forget).on('close', forget);
     client.pipe(upstream);
-    upstream.pipe(client);
+    upstream.on('data', (chunk: Buffer) => {
+      if (!muted) client.write(chunk);
+    });
   });
   const listen = (at: number): Promise<number> =>
     new Promise((resolve, reject) => {
@@ -97,7 +103,7 @@ export async function startTcpProxy(host: string, port: number): Promise<TcpProx
         resolve((server.address() as net.AddressInfo).port);
       });
     });
-  const proxyPort = await listen(0);
+  const proxyPort = await listen(listenPort);
   const stop = (): Promise<void> =>
     new Promise((resolve) => {
       for (const socket of sockets) socket.destroy();
@@ -105,7 +111,7 @@ export async function startTcpProxy(host: string, port: number): Promise<TcpProx
       if (!server.listening) resolve();
       else server.close(() => resolve());
     });
-  return { port: proxyPort, cut: stop, restore: async () => void (await listen(proxyPort)), close: stop };
+  return { port: proxyPort, muteAnswers: (on) => void (muted = on), cut: stop, restore: async () => void (await listen(proxyPort)), close: stop };
 }
 
 /**

@@ -120,6 +120,20 @@ describeWithService(kafkaBrokersVariable, 'bash test/services/kafka.sh', 'kafka 
     expect(duplicates).toBe(records.length - 100);
   });
 
+  it('sends a redelivered range only from after what the broker acknowledged', async () => {
+    const name = await topic();
+    const alerts = target(name, { recordsPerSendMax: 20 });
+    await alerts.deliver(batchOf(def, 0, 1, range(1, 50).map((n) => alertRow(5, n))));
+    // The pipeline hands a range again after a failure; what the broker took is not repeated.
+    await alerts.deliver(batchOf(def, 0, 1, range(1, 80).map((n) => alertRow(5, n))));
+    await alerts.deliver(batchOf(def, 0, 31, range(31, 60).map((n) => alertRow(5, n))));
+    expect(alerts.produced).toBe(90);
+    expect(alerts.duplicatesPossible).toBe(0);
+    const records = await consume(name);
+    expect(await eventually(() => records.length >= 90, 30_000), `consumed ${records.length} of 90`).toBe(true);
+    expect(records.map((r) => r.sequence)).toEqual(range(1, 90));
+  });
+
   it('fails clearly when no broker answers', async () => {
     const proxy = await startTcpProxy('127.0.0.1', 1);
     cleanup.push(() => proxy.close());

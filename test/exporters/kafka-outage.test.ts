@@ -1,0 +1,186 @@
+/**
+ * A Kafka broker outage, for the kafka target alone and behind the export pipeline of a running
+ * server. The shared test broker
+ * (test/services/kafka.sh) has an OUTAGE listener that advertises a port only this test's TCP
+ * proxy listens on: the export target bootstraps through the proxy and is told to stay on it, so
+ * cutting the proxy takes the broker away from the target — metadata and produce alike — while
+ * the test's consumer and every other test keep reaching it directly. After the broker returns,
+ * every committed row is in the topic once, in order per key, and @Statistics tells the failures,
+ * the redelivered rows, and that none of them can be a copy. A request the broker appended but
+ * whose answer was lost is the one source of copies, and the target counts it.
+ */
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { Admin, ConfigResourceTypes, Consumer, type Message } from '@platformatic/kafka';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { TargetStatistics } from '../../exporters/pipeline.ts';
+import type raiseAlert from '../fixtures/alerts/raise-alert.ts';
+import { inCi, kafkaBrokers } from '../services/env.ts';
+import { client, serve } from '../server-helpers.ts';
+import { KafkaTarget } from '../../exporters/kafka.ts';
+import { alertRow, batchOf, dedupe, eventually, range, startTcpProxy, streamDef, uniqueName } from './helpers.ts';
+
+type AlertsApp = { RaiseAlert: typeof raiseAlert };
+
+const cleanup: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  while (cleanup.length > 0) await cleanup.pop()!();
+});
+
+/** The OUTAGE listener's real port and the port it advertises, from the broker's own config. */
+async function outageListener(brokers: string[]): Promise<{ port: number; advertisedPort: number } | undefined> {
+  const admin = new Admin({ clientId: uniqueName('outage-probe'), bootstrapBrokers: brokers });
+  try {
+    const metadata = await admin.metadata({ topics: [] });
+    const [nodeId] = metadata.brokers.keys();
+    const [description] = await admin.describeConfigs({ resources: [{ resourceType: ConfigResourceTypes.BROKER, resourceName: String(nodeId), configurationKeys: ['listeners', 'advertised.listeners'] }] });
+    const portOf = (key: string): number | undefined => {
+      const value = description.configs.find((config) => config.name === key)?.value ?? '';
+      const match = /OUTAGE:\/\/[^,:]+:(\d+)/.exec(value);
+      return match === null ? undefined : Number(match[1]);
+    };
+    const port = portOf('listeners');
+    const advertisedPort = portOf('advertised.listeners');
+    return port === undefined || advertisedPort === undefined ? undefined : { port, advertisedPort };
+  } finally {
+    await admin.close();
+  }
+}
+
+const brokers = kafkaBrokers();
+const outage = brokers === undefined ? undefined : await outageListener(brokers);
+if (brokers !== undefined && outage === undefined) {
+  const reason = `the Kafka broker at ${brokers.join(',')} has no OUTAGE listener (started by an older test/services/kafka.sh); run \`bash test/services/kafka.sh\` again, it restarts the broker with one`;
+  if (inCi) throw new Error(reason);
+  console.warn(`skipping: ${reason}`);
+}
+
+interface Received {
+  meter: number;
+  partition: number;
+  sequence: number;
+}
+
+/** Reads the topic from the start, straight from the broker (not through the proxy). */
+async function consume(topic: string): Promise<Received[]> {
+  const consumer = new Consumer({ groupId: uniqueName('outage-group'), clientId: uniqueName('outage-consumer'), bootstrapBrokers: brokers! });
+  const stream = await consumer.consume({ topics: [topic], mode: 'earliest', autocommit: false, sessionTimeout: 10_000, heartbeatInterval: 500 });
+  cleanup.push(async () => {
+    await stream.close();
+    await consumer.close(true);
+  });
+  const received: Received[] = [];
+  stream.on('data', (message: Message<Buffer, Buffer, Buffer, Buffer>) => {
+    const header = (name: string): number => {
+      for (const [key, value] of message.headers) if (key.toString() === name) return Number(value.toString());
+      return Number.NaN;
+    };
+    received.push({ meter: Number(message.key.toString()), partition: header('sluice-partition'), sequence: header('sluice-sequence') });
+  });
+  return received;
+}
+
+async function createTopic(partitions: number): Promise<string> {
+  const topic = uniqueName('sluice-outage');
+  const admin = new Admin({ clientId: uniqueName('outage-admin'), bootstrapBrokers: brokers! });
+  cleanup.push(async () => {
+    await admin.deleteTopics({ topics: [topic] }).catch(() => undefined);
+    await admin.close();
+  });
+  await admin.createTopics({ topics: [topic], partitions, replicas: 1 });
+  return topic;
+}
+
+// Both tests listen on the one advertised port, so they run one after the other, in this file.
+describe.skipIf(outage === undefined)('kafka broker outage', () => {
+  it('counts a request whose answer was lost as possible copies, and the copies are there', async () => {
+    const { port, advertisedPort } = outage!;
+    const topic = await createTopic(1);
+    const proxy = await startTcpProxy('127.0.0.1', port, advertisedPort);
+    cleanup.push(() => proxy.close());
+    const def = streamDef();
+    const alerts = new KafkaTarget({ name: 'lossy', type: 'kafka', brokers: [`127.0.0.1:${advertisedPort}`], topic, retriesMax: 2, retryDelayMs: 50, requestTimeoutMs: 1000 }, { streams: [def] });
+    cleanup.push(() => alerts.close());
+    await alerts.deliver(batchOf(def, 0, 1, range(1, 10).map((n) => alertRow(3, n))));
+    // The broker appends the next request, but its acknowledgement never comes back.
+    proxy.muteAnswers(true);
+    const lost = batchOf(def, 0, 11, range(11, 5).map((n) => alertRow(3, n)));
+    await expect(alerts.deliver(lost)).rejects.toThrow(/kafka target 'lossy': producing to topic .* failed after 0 of 5 records/);
+    await proxy.cut();
+    proxy.muteAnswers(false);
+    await proxy.restore();
+    await alerts.deliver(lost);
+    expect(alerts.duplicatesPossible).toBe(5);
+    const received = await consume(topic);
+    expect(await eventually(() => received.length >= 20, 30_000), `consumed ${received.length} of 20`).toBe(true);
+    const { unique, duplicates } = dedupe(received.map((r) => r.sequence));
+    expect(unique).toEqual(range(1, 15));
+    expect(duplicates).toBe(5);
+  });
+
+  it('delivers every row once and in order after the broker returns, and counts redeliveries and possible copies', async () => {
+    const { port, advertisedPort } = outage!;
+    const topic = await createTopic(2);
+    const proxy = await startTcpProxy('127.0.0.1', port, advertisedPort);
+    cleanup.push(() => proxy.close());
+
+    const data = await mkdtemp(path.join(os.tmpdir(), 'sluice-outage-'));
+    cleanup.push(() => rm(data, { recursive: true, force: true }));
+    const schema = (await readFile('test/fixtures/alerts/ddl.sql', 'utf8')).replace('CREATE STREAM meter_alerts PARTITION ON COLUMN meter_id (', 'CREATE STREAM meter_alerts PARTITION ON COLUMN meter_id EXPORT TO TARGET alerts (');
+    const server = await serve({
+      schema,
+      procedures: 'test/fixtures/alerts',
+      partitions: 2,
+      data,
+      exports: { targets: [{ name: 'alerts', type: 'kafka', brokers: [`127.0.0.1:${advertisedPort}`], topic, retriesMax: 2, retryDelayMs: 50, requestTimeoutMs: 1000, backoffMsMin: 50, backoffMsMax: 300 }] },
+    });
+    const sdk = await client<AlertsApp>(server);
+    const statistics = async (): Promise<TargetStatistics> => ((await server.router.call('@Statistics')) as { exports: TargetStatistics[] }).exports[0];
+    const raise = async (first: number, count: number): Promise<void> => {
+      // Six meters, so each key carries rows of every phase and its order can be checked.
+      await Promise.all(range(first, count).map((n) => sdk.call('RaiseAlert', (n % 6) + 1, 'north', `k${n}`)));
+    };
+
+    const received = await consume(topic);
+
+    await raise(1, 20);
+    expect(await eventually(() => received.length >= 20, 30_000), `received ${received.length} of 20 before the outage`).toBe(true);
+
+    await proxy.cut();
+    await raise(21, 20);
+    let during: TargetStatistics | undefined;
+    const failing = async (): Promise<boolean> => {
+      during = await statistics();
+      return during.failures >= 2;
+    };
+    for (let i = 0; i < 300 && !(await failing()); i++) await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(during!.failures, 'deliveries failed while the broker was away').toBeGreaterThanOrEqual(2);
+    expect(during!.rowsPending).toBe(20);
+    expect(during!.lastError).toMatch(new RegExp(`kafka target 'alerts': producing to topic ${topic} at 127\\.0\\.0\\.1:${advertisedPort} failed`));
+    expect(received).toHaveLength(20);
+
+    await proxy.restore();
+    await raise(41, 20);
+    expect(await eventually(() => new Set(received.map((r) => `${r.partition}/${r.sequence}`)).size >= 60, 60_000), `received ${received.length} of 60 after the broker returned`).toBe(true);
+
+    const after = await statistics();
+    expect(after).toMatchObject({ rowsPending: 0, rowsDelivered: 60, duplicatesPossible: 0, lastError: null });
+    expect(after.failures).toBeGreaterThanOrEqual(2);
+    expect(after.rowsRedelivered).toBeGreaterThanOrEqual(1);
+    let total = 0;
+    for (const partition of [0, 1]) {
+      const { unique, duplicates } = dedupe(received.filter((r) => r.partition === partition).map((r) => r.sequence));
+      expect(unique.toSorted((a, b) => a - b)).toEqual(range(1, unique.length));
+      expect(duplicates, `copies of partition ${partition}'s rows`).toBe(0);
+      total += unique.length;
+    }
+    expect(total).toBe(60);
+    // Kafka keeps order per key (a meter lives on one Sluice partition and one Kafka partition).
+    for (const meter of range(1, 6)) {
+      const sequences = received.filter((r) => r.meter === meter).map((r) => r.sequence);
+      expect(sequences, `meter ${meter}`).toHaveLength(10);
+      expect(sequences, `meter ${meter}`).toEqual(sequences.toSorted((a, b) => a - b));
+    }
+  });
+});
