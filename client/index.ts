@@ -125,6 +125,7 @@ interface PendingCall {
   name: string;
   params: unknown[];
   timeoutMs: number;
+  deadline: number;
   detailed: boolean;
   sent: boolean;
   resolve: (value: unknown) => void;
@@ -161,9 +162,13 @@ export class Client<App extends AppShape = UntypedApp> {
   private readonly out: unknown[] = [FrameKind.CALLS];
   private flushScheduled = false;
   private readonly flushBound = (): void => this.flush();
-  /** Timeout buckets: call ids by the tick their deadline falls in. */
-  private readonly deadlines = new Map<number, number[]>();
-  private sweptTick = 0;
+  /**
+   * Calls by timeout, each queue in submission order, so deadlines within a queue only grow and a
+   * sweep stops at the first call still running. A queue holds a call only until it is answered
+   * and reaches the front: bucketing ids by deadline instead kept every id of the last `timeoutMs`
+   * (millions at high rates) alive, and the scavenger copied them all.
+   */
+  private readonly deadlines = new Map<number, { calls: PendingCall[]; head: number }>();
   private timer: NodeJS.Timeout | undefined;
   private reconnectDelay = reconnectDelayMinMs;
   private readonly subscriptions = new SubscriptionRegistry((frame) => this.sendNow(frame), () => this.protocolVersion);
@@ -179,7 +184,6 @@ export class Client<App extends AppShape = UntypedApp> {
     };
     this.credentials = { user: options.user, password: options.password };
     this.ca = options.ca;
-    this.sweptTick = Math.floor(Date.now() / timeoutTickMs);
   }
 
   /** Calls a procedure; resolves with its result, rejects with a SluiceClientError. */
@@ -352,13 +356,11 @@ export class Client<App extends AppShape = UntypedApp> {
     }
     return new Promise((resolve, reject) => {
       const id = this.nextId++;
-      const deadline = Date.now() + timeoutMs;
-      const call: PendingCall = { id, name, params, timeoutMs, detailed, sent: false, resolve, reject };
+      const call: PendingCall = { id, name, params, timeoutMs, deadline: Date.now() + timeoutMs, detailed, sent: false, resolve, reject };
       this.pending.set(id, call);
-      const tick = Math.ceil(deadline / timeoutTickMs);
-      const bucket = this.deadlines.get(tick);
-      if (bucket === undefined) this.deadlines.set(tick, [id]);
-      else bucket.push(id);
+      const queue = this.deadlines.get(timeoutMs);
+      if (queue === undefined) this.deadlines.set(timeoutMs, { calls: [call], head: 0 });
+      else queue.calls.push(call);
       if (this.connected && this.inFlight < this.options.callsInFlightMax && this.waitingHead === this.waiting.length) this.send(call);
       else this.waiting.push(call);
     });
@@ -438,20 +440,32 @@ export class Client<App extends AppShape = UntypedApp> {
 
   private sweepTimeouts(): void {
     const now = Date.now();
-    const nowTick = Math.floor(now / timeoutTickMs);
-    for (let tick = this.sweptTick + 1; tick <= nowTick; tick++) {
-      const bucket = this.deadlines.get(tick);
-      if (bucket === undefined) continue;
-      this.deadlines.delete(tick);
-      for (const id of bucket) {
-        const call = this.pending.get(id);
-        if (call === undefined) continue;
-        this.pending.delete(id);
+    for (const [timeoutMs, queue] of this.deadlines) {
+      const calls = queue.calls;
+      let head = queue.head;
+      for (; head < calls.length; head++) {
+        const call = calls[head];
+        if (this.pending.get(call.id) !== call) continue; // Answered (or failed) already.
+        if (call.deadline > now) break;
+        this.pending.delete(call.id);
         if (call.sent) this.inFlight--;
         call.reject(new SluiceClientError(Status.TIMEOUT, ProtocolCode.TIMEOUT, `call ${call.name} got no answer within ${call.timeoutMs} ms; it ${call.sent ? 'may still commit' : 'was never sent'}`));
       }
+      if (head === calls.length) {
+        this.deadlines.delete(timeoutMs);
+        continue;
+      }
+      // A slow call at the front holds back the answered ones behind it: drop those now and then.
+      if (calls.length - head > 2 * this.pending.size + 1024) {
+        queue.calls = calls.slice(head).filter((call) => this.pending.get(call.id) === call);
+        head = 0;
+      } else if (head > 1024 && head * 2 > calls.length) {
+        calls.splice(0, head);
+        head = 0;
+      }
+      queue.head = head;
     }
-    this.sweptTick = nowTick;
     if (this.waitingHead < this.waiting.length) this.pump();
   }
+
 }

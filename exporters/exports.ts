@@ -12,6 +12,7 @@ import { ErrorCode, SluiceError } from '../engine/errors.ts';
 import type { ExportHold, Router, RouterOptions } from '../engine/execution/router.ts';
 import { Op, errorPayload } from '../engine/execution/messages.ts';
 import type { Value } from '../engine/types.ts';
+import { decodeStreamChunk, streamChunkStride } from '../engine/storage/stream-chunk.ts';
 import { parseExportsConfig, type ExportsConfig } from './config.ts';
 import { DailyJobs, type DailyRunResult } from './daily.ts';
 import { ExportPipeline, type PartitionHold, type TargetStatistics } from './pipeline.ts';
@@ -50,17 +51,15 @@ export function streamRowsOptions(ddl: string, exports: ServerExports | undefine
       pipeline?.accept(partition, chunks);
       const to = subscriber();
       if (to === undefined) return;
-      let i = 0;
-      while (i < chunks.length) {
+      for (let i = 0; i < chunks.length; i += streamChunkStride) {
         const stream = chunks[i] as string;
+        if (!to.wants(stream)) continue;
         const first = chunks[i + 1] as number;
         const count = chunks[i + 2] as number;
         const width = widths.get(stream)!;
-        const start = i + 4;
-        i = start + count * width;
-        if (!to.wants(stream)) continue;
+        const { values } = decodeStreamChunk(chunks[i + 4] as Uint8Array);
         const rows = new Array<Value[]>(count);
-        for (let r = 0; r < count; r++) rows[r] = chunks.slice(start + r * width, start + (r + 1) * width) as Value[];
+        for (let r = 0; r < count; r++) rows[r] = values.slice(r * width, (r + 1) * width);
         to.publish(stream, partition, first, rows);
       }
     },

@@ -10,6 +10,7 @@ import path from 'node:path';
 import { stringify } from 'csv-stringify/sync';
 import { parquetWriteBuffer, schemaFromColumnData } from 'hyparquet-writer';
 import { decimalDefaultPrecision, decimalDefaultScale, type SqlType, type TypeName, type Value } from '../engine/types.ts';
+import { decodeStreamChunk } from '../engine/storage/stream-chunk.ts';
 
 export type FileFormat = 'parquet' | 'csv' | 'jsonl';
 
@@ -18,7 +19,9 @@ export interface EncodeTask {
   file: string;
   format: FileFormat;
   columns: { name: string; type: SqlType }[];
-  rows: Value[][];
+  /** The rows, or (from the export buffer) the encoded chunks holding them, decoded here. */
+  rows?: Value[][];
+  encoded?: { width: number; chunks: { data: Uint8Array; skip: number; count: number }[] };
 }
 
 export interface EncodeResult {
@@ -37,14 +40,15 @@ export default function encodeFile(task: EncodeTask): EncodeResult {
 }
 
 export function encode(task: EncodeTask): Uint8Array {
+  const rows = task.rows ?? decodeRows(task.encoded!);
   switch (task.format) {
     case 'parquet':
-      return encodeParquet(task);
+      return encodeParquet(task, rows);
     case 'csv':
-      return Buffer.from(stringify(task.rows.map((row) => row.map((value, c) => textValue(value, task.columns[c].type.name))), { header: true, columns: task.columns.map((column) => column.name) }));
+      return Buffer.from(stringify(rows.map((row) => row.map((value, c) => textValue(value, task.columns[c].type.name))), { header: true, columns: task.columns.map((column) => column.name) }));
     case 'jsonl': {
       let text = '';
-      for (const row of task.rows) {
+      for (const row of rows) {
         const object: Record<string, unknown> = {};
         for (let c = 0; c < task.columns.length; c++) object[task.columns[c].name] = jsonValue(row[c], task.columns[c].type.name);
         text += JSON.stringify(object) + '\n';
@@ -54,13 +58,23 @@ export function encode(task: EncodeTask): Uint8Array {
   }
 }
 
+function decodeRows(encoded: NonNullable<EncodeTask['encoded']>): Value[][] {
+  const rows: Value[][] = [];
+  const width = encoded.width;
+  for (const chunk of encoded.chunks) {
+    const { values } = decodeStreamChunk(chunk.data);
+    for (let r = chunk.skip; r < chunk.skip + chunk.count; r++) rows.push(values.slice(r * width, (r + 1) * width));
+  }
+  return rows;
+}
+
 /**
  * DECIMAL columns get a schema element of their own (the library's basic types have no DECIMAL):
  * the DECIMAL logical type with the column's precision and scale over INT32 (p ≤ 9) or INT64, so
  * readers get exact decimals, not doubles. Every other column keeps the library's element.
  */
-function encodeParquet(task: EncodeTask): Uint8Array {
-  const columnData = task.columns.map((column, c) => parquetColumn(column.name, column.type.name, task.rows, c));
+function encodeParquet(task: EncodeTask, rows: Value[][]): Uint8Array {
+  const columnData = task.columns.map((column, c) => parquetColumn(column.name, column.type.name, rows, c));
   const schema = schemaFromColumnData({ columnData });
   for (let c = 0; c < task.columns.length; c++) {
     const type = task.columns[c].type;

@@ -19,6 +19,7 @@ import { DateTime } from 'luxon';
 import { Piscina } from 'piscina';
 import type { Logger } from 'pino';
 import type { TableDef } from '../engine/catalog/schema.ts';
+import type { Value } from '../engine/types.ts';
 import { configError, describe, nonNegativeInteger, validTimeZone } from './config.ts';
 import type { EncodeResult, EncodeTask, FileFormat } from './file-encode.ts';
 import type { TargetContext } from './registry.ts';
@@ -103,33 +104,56 @@ export class FileTarget implements ExportTarget {
 
   async deliver(batch: ExportBatch): Promise<void> {
     if (this.closed) throw new Error(`file target ${this.name} is closed`);
+    const columns = batch.columns.map((column) => ({ name: column.name, type: column.type }));
+    const writes: Promise<EncodeResult>[] = [];
+    for (const group of this.groupByDay(batch)) {
+      const folder = path.join(this.root, batch.stream, `dt=${group.range.day}`);
+      if (!this.openDays.has(folder) && existsSync(path.join(folder, successMarker))) {
+        this.logger?.warn({ target: this.name, folder }, `rows for the closed day ${group.range.day} of stream ${batch.stream} arrived late; written beside its ${successMarker}`);
+      }
+      const file = path.join(folder, `part-p${String(batch.partition).padStart(4, '0')}-${pad(group.first)}-${pad(group.last)}.${extensions[this.format]}`);
+      writes.push(this.pool.run({ file, format: this.format, columns, ...group.rows }));
+      if (!existsSync(path.join(folder, successMarker))) this.openDays.set(folder, group.range.end);
+    }
+    await Promise.all(writes);
+  }
+
+  /**
+   * Rows of one day keep their order; a batch touching several days makes one file per day. Filed
+   * by commit time, a chunk's rows share one day, so they go to the encoder thread still encoded;
+   * filed by a day column, each row is looked at here.
+   */
+  private groupByDay(batch: ExportBatch): { range: DayRange; first: number; last: number; rows: Pick<EncodeTask, 'rows' | 'encoded'> }[] {
     const dayColumn = this.dayColumns.get(batch.stream);
-    // Rows of one day keep their order; a batch touching several days makes one file per day.
-    const groups = new Map<string, { range: DayRange; rows: (readonly unknown[])[]; first: number; last: number }>();
+    const groups = new Map<string, { range: DayRange; first: number; last: number; rows: Pick<EncodeTask, 'rows' | 'encoded'> }>();
+    if (dayColumn === undefined && batch.encoded !== undefined) {
+      let sequence = batch.firstSequence;
+      for (const chunk of batch.encoded.chunks) {
+        const range = this.dayOf(chunk.timestamp);
+        let group = groups.get(range.day);
+        if (group === undefined) {
+          group = { range, first: sequence, last: 0, rows: { encoded: { width: batch.encoded.width, chunks: [] } } };
+          groups.set(range.day, group);
+        }
+        group.rows.encoded!.chunks.push({ data: ownBytes(chunk.data), skip: chunk.skip, count: chunk.count });
+        sequence += chunk.count;
+        group.last = sequence - 1;
+      }
+      return [...groups.values()];
+    }
     for (let i = 0; i < batch.rows.length; i++) {
       const row = batch.rows[i];
       const when = dayColumn !== undefined && row[dayColumn] !== null ? (row[dayColumn] as number) : batch.commitTimestamps[i];
       const range = this.dayOf(when);
       let group = groups.get(range.day);
       if (group === undefined) {
-        group = { range, rows: [], first: batch.firstSequence + i, last: 0 };
+        group = { range, first: batch.firstSequence + i, last: 0, rows: { rows: [] } };
         groups.set(range.day, group);
       }
-      group.rows.push(row);
+      group.rows.rows!.push(row as Value[]);
       group.last = batch.firstSequence + i;
     }
-    const columns = batch.columns.map((column) => ({ name: column.name, type: column.type }));
-    const writes: Promise<EncodeResult>[] = [];
-    for (const group of groups.values()) {
-      const folder = path.join(this.root, batch.stream, `dt=${group.range.day}`);
-      if (!this.openDays.has(folder) && existsSync(path.join(folder, successMarker))) {
-        this.logger?.warn({ target: this.name, folder }, `rows for the closed day ${group.range.day} of stream ${batch.stream} arrived late; written beside its ${successMarker}`);
-      }
-      const file = path.join(folder, `part-p${String(batch.partition).padStart(4, '0')}-${pad(group.first)}-${pad(group.last)}.${extensions[this.format]}`);
-      writes.push(this.pool.run({ file, format: this.format, columns, rows: group.rows as EncodeTask['rows'] }));
-      if (!existsSync(path.join(folder, successMarker))) this.openDays.set(folder, group.range.end);
-    }
-    await Promise.all(writes);
+    return [...groups.values()];
   }
 
   /** Closes (writes `_SUCCESS` into) every open day that ended `closeGraceMs` before the watermark. */
@@ -187,6 +211,11 @@ function dayColumnOf(table: TableDef, name: string, at: (string | number)[]): nu
   if (column === undefined) throw configError(at, `stream ${table.name} has no column ${name}`);
   if (column.type.name !== 'TIMESTAMP') throw configError(at, `column ${table.name}.${name} is ${column.type.name}; a day column must be TIMESTAMP`);
   return column.position;
+}
+
+/** The bytes in memory of their own: a view into a larger buffer would be copied whole to the encoder thread. */
+function ownBytes(data: Uint8Array): Uint8Array {
+  return data.byteOffset === 0 && data.byteLength === data.buffer.byteLength ? data : data.slice();
 }
 
 function pad(sequence: number): string {

@@ -23,7 +23,8 @@ import { assert } from '../engine/assert.ts';
 import { backoffMsMaxDefault, backoffMsMinDefault, batchBytesMaxDefault, batchRowsMaxDefault, parseExportsConfig, type ExportsConfig, type OnFull } from './config.ts';
 import { targetFactory, type TargetContext } from './registry.ts';
 import { ExportStore } from './store.ts';
-import type { ExportBatch, ExportTarget, TargetConfig } from './target.ts';
+import type { EncodedRows, ExportBatch, ExportTarget, TargetConfig } from './target.ts';
+import { decodeStreamChunk, encodeStreamChunk, streamChunkStride } from '../engine/storage/stream-chunk.ts';
 import './targets.ts';
 
 /** A full lane takes calls again once its undelivered bytes fall below this share of bytesMax. */
@@ -88,8 +89,8 @@ interface Chunk {
   readonly count: number;
   readonly timestamp: number;
   readonly bytes: number;
-  /** The encoded chunk while it is resident; undefined once evicted (read back from LMDB). */
-  data: Buffer | undefined;
+  /** The encoded chunk (stream-chunk.ts) while it is resident; undefined once evicted (read back from LMDB). */
+  data: Uint8Array | undefined;
 }
 
 interface TargetSlot {
@@ -293,7 +294,7 @@ export class ExportPipeline {
     }
     for (const chunk of this.store.chunks()) {
       const lane = this.lane(chunk.stream, chunk.partition);
-      const { timestamp, values } = ExportStore.decodeChunk(chunk.data);
+      const { timestamp, values } = decodeStreamChunk(chunk.data);
       const width = lane.width > 0 ? lane.width : 1;
       const count = Math.floor(values.length / width);
       if (chunk.first + count - 1 <= lane.acked) {
@@ -343,26 +344,19 @@ export class ExportPipeline {
 
   /**
    * Takes one message of committed stream rows from `partition` (chunks as StreamBuffer
-   * takeCommitted lays them out). Hot path: one slice and one msgpack encoding per chunk.
+   * takeCommitted lays them out). Hot path: the encoded rows are stored as they came.
    */
   accept(partition: number, chunks: readonly unknown[]): void {
     if (this.closed) return;
-    let i = 0;
-    while (i < chunks.length) {
+    for (let i = 0; i < chunks.length; i += streamChunkStride) {
       const stream = chunks[i] as string;
+      // A stream without a target (it feeds views or subscribers) is not this pipeline's.
+      if (!this.exported.has(stream)) continue;
       const first = chunks[i + 1] as number;
       const count = chunks[i + 2] as number;
       const timestamp = chunks[i + 3] as number;
-      const start = i + 4;
-      if (!this.exported.has(stream)) {
-        // A stream without a target (it feeds views or subscribers): not this pipeline's rows.
-        i = start + count * (this.catalog.tables.get(stream)?.columns.length ?? 0);
-        continue;
-      }
+      let data = chunks[i + 4] as Uint8Array;
       const lane = this.lane(stream, partition);
-      const width = lane.width;
-      i = start + count * width;
-      assert(i <= chunks.length, 'a stream chunk holds row count × column count values');
       // Command-log replay regenerates rows the buffer already has: same sequence, same row.
       const skip = first <= lane.stored ? Math.min(count, lane.stored - first + 1) : 0;
       if (skip > 0) lane.slot.duplicatesDropped += skip;
@@ -372,12 +366,12 @@ export class ExportPipeline {
         this.logger?.error({ stream, partition, expected: lane.stored + 1, got: from }, `stream ${stream} partition ${partition}: rows ${lane.stored + 1}…${from - 1} never reached the export buffer (a restart without the command log?); continuing from ${from}`);
         if (lane.acked === lane.stored) lane.acked = from - 1;
       }
-      this.append(lane, from, count - skip, timestamp, chunks.slice(start + skip * width, i));
+      if (skip > 0) data = encodeStreamChunk(timestamp, decodeStreamChunk(data).values.slice(skip * lane.width));
+      this.append(lane, from, count - skip, timestamp, data);
     }
   }
 
-  private append(lane: Lane, first: number, count: number, timestamp: number, values: unknown[]): void {
-    const data = ExportStore.encodeChunk(timestamp, values);
+  private append(lane: Lane, first: number, count: number, timestamp: number, data: Uint8Array): void {
     const chunk: Chunk = { first, count, timestamp, bytes: data.length, data };
     if (lane.rowsPending === 0) lane.lingerSince = Date.now();
     lane.chunks.push(chunk);
@@ -490,26 +484,21 @@ export class ExportPipeline {
   /** The rows acked+1 … last, decoded from the lane's chunks (read back from disk if evicted). */
   private batch(lane: Lane, last: number): ExportBatch {
     const from = lane.acked + 1;
-    const rows: Value[][] = [];
-    const commitTimestamps: number[] = [];
-    const width = lane.width;
-    for (let c = lane.head; c < lane.chunks.length && rows.length < last - from + 1; c++) {
+    const chunks: EncodedRows[] = [];
+    let rows = 0;
+    for (let c = lane.head; c < lane.chunks.length && rows < last - from + 1; c++) {
       const chunk = lane.chunks[c];
       const chunkLast = chunk.first + chunk.count - 1;
       if (chunkLast < from) continue;
       const data = chunk.data ?? this.store.getChunk(lane.stream, lane.partition, chunk.first);
       if (data === undefined) throw new SluiceError(ErrorCode.EXPORT_FAILED, `chunk ${chunk.first} of stream ${lane.stream} partition ${lane.partition} is missing from ${this.store.file}`);
-      const { values } = ExportStore.decodeChunk(data);
-      const begin = Math.max(from, chunk.first);
-      const end = Math.min(last, chunkLast);
-      for (let sequence = begin; sequence <= end; sequence++) {
-        const offset = (sequence - chunk.first) * width;
-        rows.push(values.slice(offset, offset + width));
-        commitTimestamps.push(chunk.timestamp);
-      }
+      const skip = Math.max(from, chunk.first) - chunk.first;
+      const count = Math.min(last, chunkLast) - chunk.first + 1 - skip;
+      chunks.push({ timestamp: chunk.timestamp, data, skip, count });
+      rows += count;
     }
-    assert(rows.length === last - from + 1, 'a delivery covers its range without gaps');
-    return { stream: lane.stream, partition: lane.partition, columns: visible(lane.def!), firstSequence: from, rows, commitTimestamps };
+    assert(rows === last - from + 1, 'a delivery covers its range without gaps');
+    return new StoredBatch(lane.stream, lane.partition, visible(lane.def!), from, lane.width, chunks);
   }
 
   // --- backpressure ---------------------------------------------------------------------------
@@ -657,6 +646,48 @@ export class ExportPipeline {
 
 function isParsed(config: unknown): config is ExportsConfig {
   return typeof config === 'object' && config !== null && 'empty' in config && 'buffer' in config && Array.isArray((config as ExportsConfig).daily);
+}
+
+/** A delivery read from the buffer: rows are decoded only if the target reads them. */
+class StoredBatch implements ExportBatch {
+  readonly stream: string;
+  readonly partition: number;
+  readonly columns: readonly ColumnDef[];
+  readonly firstSequence: number;
+  readonly encoded: { readonly width: number; readonly chunks: readonly EncodedRows[] };
+  private decoded: { rows: Value[][]; commitTimestamps: number[] } | undefined;
+
+  constructor(stream: string, partition: number, columns: readonly ColumnDef[], firstSequence: number, width: number, chunks: EncodedRows[]) {
+    this.stream = stream;
+    this.partition = partition;
+    this.columns = columns;
+    this.firstSequence = firstSequence;
+    this.encoded = { width, chunks };
+  }
+
+  get rows(): readonly (readonly Value[])[] {
+    return this.decode().rows;
+  }
+
+  get commitTimestamps(): readonly number[] {
+    return this.decode().commitTimestamps;
+  }
+
+  private decode(): { rows: Value[][]; commitTimestamps: number[] } {
+    if (this.decoded !== undefined) return this.decoded;
+    const { width, chunks } = this.encoded;
+    const rows: Value[][] = [];
+    const commitTimestamps: number[] = [];
+    for (const chunk of chunks) {
+      const { values } = decodeStreamChunk(chunk.data);
+      for (let r = chunk.skip; r < chunk.skip + chunk.count; r++) {
+        rows.push(values.slice(r * width, (r + 1) * width));
+        commitTimestamps.push(chunk.timestamp);
+      }
+    }
+    this.decoded = { rows, commitTimestamps };
+    return this.decoded;
+  }
 }
 
 const visibleCache = new WeakMap<TableDef, readonly ColumnDef[]>();

@@ -1,7 +1,7 @@
 /**
  * The export pipeline's disk: one LMDB file, `<data>/export/buffer.mdb`, holding
  * - chunks of committed stream rows not yet acknowledged by their target, keyed
- *   ['c', stream, partition, firstSequence] → msgpack [commitTimestamp, values…] (rows flat);
+ *   ['c', stream, partition, firstSequence] → the encoded chunk (engine/storage/stream-chunk.ts);
  * - per stream partition, the last acknowledged sequence ['a', stream, partition] and, while a
  *   delivery is under way, its last sequence ['i', stream, partition] (so a retry after a crash
  *   re-sends exactly the same batch and a file target overwrites the same file);
@@ -14,11 +14,6 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { open, type Key, type RootDatabase } from 'lmdb';
-import { Packr } from 'msgpackr';
-import type { Value } from '../engine/types.ts';
-
-/** Explicit msgpack options: no records extension, 64-bit floats, binaries copied out of LMDB. */
-const packr = new Packr({ useRecords: false, moreTypes: false, int64AsType: 'number', copyBuffers: true, useFloat32: 0 });
 
 export interface StoredChunk {
   readonly stream: string;
@@ -56,17 +51,8 @@ export class ExportStore {
     return new ExportStore(db as RootDatabase<unknown, Key>, file);
   }
 
-  /** Encodes a chunk's commit timestamp and values: what `putChunk` stores and `decodeChunk` reads. */
-  static encodeChunk(timestamp: number, values: readonly unknown[]): Buffer {
-    return packr.pack([timestamp, values]);
-  }
-
-  static decodeChunk(data: Buffer): { timestamp: number; values: Value[] } {
-    const [timestamp, values] = packr.unpack(data) as [number, Value[]];
-    return { timestamp, values };
-  }
-
-  putChunk(stream: string, partition: number, first: number, data: Buffer): Promise<boolean> {
+  /** `data` is a chunk as engine/storage/stream-chunk.ts encodes it. */
+  putChunk(stream: string, partition: number, first: number, data: Uint8Array): Promise<boolean> {
     return this.db.put(['c', stream, partition, first], data);
   }
 

@@ -27,6 +27,21 @@ export interface ExportBatch {
    * few milliseconds): what a file target files a row under when it has no day column.
    */
   readonly commitTimestamps: readonly number[];
+  /**
+   * The same rows as the buffer stores them, undecoded: for a target that hands them to another
+   * thread (the file target's encoders) instead of reading `rows` on the main thread. `width`
+   * values per row (hidden columns last).
+   */
+  readonly encoded?: { readonly width: number; readonly chunks: readonly EncodedRows[] };
+}
+
+/** Rows `skip … skip+count-1` of one encoded chunk (engine/storage/stream-chunk.ts). */
+export interface EncodedRows {
+  /** Commit time of the chunk's transactions (to within one worker batch). */
+  readonly timestamp: number;
+  readonly data: Uint8Array;
+  readonly skip: number;
+  readonly count: number;
 }
 
 /** One end-of-day batch: the whole result of a daily job for one day, written all or nothing. */

@@ -4,15 +4,19 @@
  * Each committed row has a sequence number (per stream partition), the basis of idempotent export.
  *
  * Streams with an export target are emptied after every batch of transactions: `takeCommitted`
- * appends their committed rows to a flat array that crosses to the export pipeline in one message
- * (exporters/pipeline.ts keeps them on disk). Streams without one (they feed views only) are
+ * encodes their committed rows (stream-chunk.ts) into a list that crosses to the export pipeline
+ * in one message (exporters/pipeline.ts keeps them on disk). Streams without one (they feed views only) are
  * emptied with `discardCommitted`. Embedded databases without an export pipeline leave rows here
  * for `drain` (tests); only there can `streamBufferRowsMax` drop the oldest rows (`overflowed`).
  */
 import type { TableDef } from '../catalog/schema.ts';
 import type { Row } from '../types.ts';
+import { encodeStreamChunk } from './stream-chunk.ts';
 
 export const streamBufferRowsMax = 1_000_000;
+
+/** The rows of the chunk being encoded, flat; reused. */
+const scratchValues: unknown[] = [];
 
 export class StreamBuffer {
   readonly def: TableDef;
@@ -71,19 +75,20 @@ export class StreamBuffer {
 
   /**
    * Appends one export chunk to `out` and removes its rows from the buffer:
-   * `stream name, first sequence, row count, commit timestamp, ...values` (row after row, each
-   * with the stream's column count). Flat primitives: the cheapest shape to post between threads.
-   * Returns the number of rows taken (0 appends nothing).
+   * `stream name, first sequence, row count, commit timestamp, encoded rows` (stream-chunk.ts;
+   * `streamChunkStride` values). Returns the number of rows taken (0 appends nothing).
    */
   takeCommitted(out: unknown[]): number {
     const count = this.committedCount;
     if (count === 0) return 0;
-    out.push(this.def.name, this.firstSequence, count, this.lastCommitTimestamp);
     const width = this.def.columns.length;
+    const values = scratchValues;
     for (let r = 0; r < count; r++) {
       const row = this.rows[r];
-      for (let c = 0; c < width; c++) out.push(row[c]);
+      for (let c = 0; c < width; c++) values.push(row[c]);
     }
+    out.push(this.def.name, this.firstSequence, count, this.lastCommitTimestamp, encodeStreamChunk(this.lastCommitTimestamp, values));
+    values.length = 0;
     this.forget(count);
     return count;
   }

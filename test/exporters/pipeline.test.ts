@@ -8,6 +8,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { applyDdl } from '../../engine/catalog/ddl.ts';
 import { ExportPipeline } from '../../exporters/pipeline.ts';
+import { encodeStreamChunk } from '../../engine/storage/stream-chunk.ts';
 import { exportedFiles, jsonlRowsByPartition, temporaryFolder } from './file-helpers.ts';
 
 const catalog = applyDdl('CREATE STREAM events PARTITION ON COLUMN id EXPORT TO TARGET out (id BIGINT NOT NULL, label VARCHAR(10));');
@@ -15,9 +16,9 @@ const committedAt = Date.UTC(2026, 10, 22, 12, 0, 0);
 
 /** A worker chunk of rows first…first+count-1 of partition 0. */
 function chunk(first: number, count: number): unknown[] {
-  const out: unknown[] = ['events', first, count, committedAt];
-  for (let sequence = first; sequence < first + count; sequence++) out.push(sequence, `row ${sequence}`);
-  return out;
+  const values: unknown[] = [];
+  for (let sequence = first; sequence < first + count; sequence++) values.push(sequence, `row ${sequence}`);
+  return ['events', first, count, committedAt, encodeStreamChunk(committedAt, values)];
 }
 
 function open(exportDir: string, root: string, extra: Record<string, unknown> = {}): Promise<ExportPipeline> {
