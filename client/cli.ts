@@ -56,7 +56,7 @@ interface Deployment {
   };
   /** Data directory (command log, snapshots, export buffers); relative to the deployment file. */
   data?: string;
-  durability?: { mode?: 'sync' | 'async' | 'off'; groupCommitMs?: number; asyncFlushMs?: number; snapshotIntervalMinutes?: number; snapshotOnShutdown?: boolean };
+  durability?: { mode?: 'sync' | 'async' | 'off'; groupCommitMs?: number; asyncFlushMs?: number; snapshotIntervalMinutes?: number; snapshotOnShutdown?: boolean; segmentBytesMax?: number; segmentRecordsMax?: number };
   /** Kafka and MQTT importers (docs/importers.md), checked by importers/config.ts. */
   importers?: unknown[];
   /** Export targets, buffer bound and end-of-day jobs (docs/exporters.md); checked by the server. */

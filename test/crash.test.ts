@@ -17,6 +17,7 @@ const quick: Omit<CrashOptions, 'mode' | 'kills'> = {
   window: 100,
   partitions: 2,
   snapshotIntervalMinutes: 0.01,
+  segmentRecordsMax: 2000,
   startupKillShare: 0.3,
   log: () => {},
 };

@@ -1,8 +1,15 @@
 /**
  * The command log: every transaction's invocation (procedure, parameters, transaction id,
- * timestamp, partition or -1 for multi-partition, catalog version), in execution order, in one
- * LMDB file keyed by transaction id. Recovery loads the newest snapshot and replays the records
- * after it; the determinism rule (design.md) makes replay reach the same state.
+ * timestamp, partition or -1 for multi-partition, catalog version), in execution order, keyed by
+ * transaction id. Recovery loads the newest snapshot and replays the records after it; the
+ * determinism rule (design.md) makes replay reach the same state.
+ *
+ * The log is a folder of segments, each its own LMDB file `segment-<first transaction id>.mdb`:
+ * records go to the newest segment until it passes `segmentBytesMax` or `segmentRecordsMax`, then
+ * a new one starts. An LMDB file never shrinks, so space comes back by deleting whole segments
+ * once a complete snapshot covers them (`truncateBefore`). Each segment opens with a link record
+ * (key 0) naming the segment before it and that segment's last transaction id, so a segment
+ * missing in the middle, or one cut short, is detected instead of silently skipped.
  *
  * Modes and what `append` promises (docs/durability.md has the loss windows):
  * - sync: resolves after the LMDB transaction holding the record is committed and fsynced.
@@ -14,9 +21,11 @@
  *
  * Each record is a frame (framing.ts): CRC32 + msgpack. The frame is checked just before the
  * write and again when read back; `read` tells a torn last record (truncated, with a warning)
- * from damage in the middle (stops with LOG_CORRUPT naming the transaction id and position).
+ * from damage in the middle (stops with LOG_CORRUPT naming the segment, transaction id and
+ * position). Only the last record of the last segment can be a torn tail: damage in an older
+ * segment is damage in the middle.
  */
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { open, type RootDatabase } from 'lmdb';
 import { assert, VERIFY } from '../assert.ts';
@@ -40,8 +49,8 @@ export interface InvocationRecord {
 }
 
 export interface CommandLogOptions {
-  /** The LMDB file of the log (a file name; its lock file sits beside it as `<path>-lock`). */
-  path: string;
+  /** The log's folder: its segment files (and each one's LMDB lock file `<segment>-lock`). */
+  folder: string;
   mode: DurabilityMode;
   /** Window in which sync appends share one LMDB transaction and one fsync. Default 1 ms. */
   groupCommitMs?: number;
@@ -61,14 +70,32 @@ export interface CommandLogOptions {
    * fails as a full disk would (ENOSPC), to show that nothing unwritten is acknowledged.
    */
   failWriteAtRecord?: number;
+  /** A new segment starts once the current one holds this many frame bytes. Default segmentBytesMaxDefault. */
+  segmentBytesMax?: number;
+  /** A new segment starts once the current one holds this many records. Default segmentRecordsMaxDefault. */
+  segmentRecordsMax?: number;
 }
 
 export const groupCommitMsDefault = 1;
 export const asyncFlushMsDefault = 100;
 /** Bounds the memory and the LMDB transaction of one group; a full group is written at once. */
 export const groupRecordsMax = 8192;
-/** Bounds one LMDB transaction of truncateBefore, so truncation never holds up group commits long. */
-export const truncateBatchRecordsMax = 10_000;
+/**
+ * Segment size: small enough that deleting covered segments returns space within a snapshot
+ * interval or two, large enough that rolling (opening an LMDB file, ~1 ms) is rare: 64 MiB is
+ * about a million Vote-sized records, a few seconds of the log's top append rate.
+ */
+export const segmentBytesMaxDefault = 64 * 1024 * 1024;
+export const segmentRecordsMaxDefault = 1_000_000;
+/** Format of a segment's link record (key 0): [segmentLinkVersion, previous first id, previous last id]. */
+export const segmentLinkVersion = 1;
+/** The file name of a segment whose first record may be `first` (or later). */
+export function segmentFileName(first: number): string {
+  return `segment-${String(first).padStart(16, '0')}.mdb`;
+}
+const segmentFilePattern = /^segment-(\d{16})\.mdb$/;
+/** The single-file log of earlier versions: adopted as segment 0 (no link record) at open. */
+const legacyFileName = 'command-log.mdb';
 
 export interface ReadOptions {
   /** Called once if the last record is torn and has been removed. */
@@ -80,6 +107,28 @@ export interface CommandLogStats {
   records: number;
   /** Group commits: LMDB write transactions issued by append. */
   groups: number;
+  bytes: number;
+  /** Segments started since open (the one opened or created at open not counted). */
+  segmentsStarted: number;
+}
+
+/** What truncateBefore removed. */
+export interface TruncateResult {
+  segmentsRemoved: number;
+  /** Size on disk of the removed segment files. */
+  bytesRemoved: number;
+}
+
+/** One segment file; `first` is from its name: every key in it is ≥ first and < the next one's first. */
+interface Segment {
+  readonly first: number;
+  readonly file: string;
+}
+
+/** The segment being appended to. */
+interface OpenSegment extends Segment {
+  readonly store: RootDatabase<Buffer, number>;
+  records: number;
   bytes: number;
 }
 
@@ -97,19 +146,28 @@ interface Deferred {
 const resolved: Promise<void> = Promise.resolve();
 
 export class CommandLog {
-  readonly path: string;
+  readonly folder: string;
   readonly mode: DurabilityMode;
   readonly groupCommitMs: number;
   readonly asyncFlushMs: number;
   readonly groupRecordsMax: number;
-  /** The LMDB store: exposed for recovery tooling and tests, not for writing. */
-  readonly store: RootDatabase<Buffer, number>;
-  readonly stats: CommandLogStats = { records: 0, groups: 0, bytes: 0 };
+  readonly segmentBytesMax: number;
+  readonly segmentRecordsMax: number;
+  readonly stats: CommandLogStats = { records: 0, groups: 0, bytes: 0, segmentsStarted: 0 };
+  private current: OpenSegment;
+  /** Segments before the current one, oldest first; none of them is open except while retiring. */
+  private older: Segment[];
+  /** Older segments still flushing their last groups before their file is closed. */
+  private readonly retiring = new Map<string, Promise<void>>();
   private pending: Pending[] = [];
   /** Settles when the current (unwritten) group is durable per the mode; sync mode only. */
   private groupDone: Deferred | undefined;
   private timer: NodeJS.Timeout | undefined;
+  /** Set while the pending group waits for the full segment to flush before a new one starts. */
+  private rolling: Promise<void> | undefined;
   private lastAppendedId: number;
+  /** The last transaction id handed to LMDB: the link record of the next segment names it. */
+  private lastWrittenId: number;
   /** The last write issued; groups commit in order, so it settling means all earlier have. */
   private lastWrite: Promise<void> = resolved;
   private failure: SluiceError | undefined;
@@ -118,22 +176,28 @@ export class CommandLog {
   private readonly onFailure: ((error: SluiceError) => void) | undefined;
   private readonly failWriteAtRecord: number;
 
-  private constructor(options: CommandLogOptions, store: RootDatabase<Buffer, number>) {
-    this.path = options.path;
+  private constructor(options: CommandLogOptions, older: Segment[], current: OpenSegment) {
+    this.folder = options.folder;
     this.mode = options.mode;
     this.groupCommitMs = options.groupCommitMs ?? groupCommitMsDefault;
     this.asyncFlushMs = options.asyncFlushMs ?? asyncFlushMsDefault;
     this.groupRecordsMax = options.groupRecordsMax ?? groupRecordsMax;
-    this.store = store;
-    const last = lastKey(store);
-    this.lastAppendedId = last ?? 0;
+    this.segmentBytesMax = options.segmentBytesMax ?? segmentBytesMaxDefault;
+    this.segmentRecordsMax = options.segmentRecordsMax ?? segmentRecordsMaxDefault;
+    this.older = older;
+    this.current = current;
+    this.lastAppendedId = lastRecordKey(current.store) ?? current.first - 1;
+    this.lastWrittenId = this.lastAppendedId;
     this.onDurable = options.onDurable;
     this.onFailure = options.onFailure;
     this.failWriteAtRecord = options.failWriteAtRecord ?? 0;
   }
 
   /**
-   * Opens (or creates) the log. The LMDB options are all chosen here, not inherited:
+   * Opens (or creates) the log in `folder`: the newest segment becomes the one appended to (a
+   * trailing segment without records, left by a crash between creating it and its first commit,
+   * is removed first); an empty folder gets its first segment. The LMDB options of every
+   * segment are all chosen here and in openSegmentStore, not inherited:
    * - noSync false: commits are fsynced; without it nothing is ever promised durable.
    * - overlappingSync true: LMDB commits (makes visible) first and fsyncs after, outside the
    *   write lock, so group N+1 is committed while group N is being synced. Durability is then
@@ -164,14 +228,42 @@ export class CommandLog {
         `groupCommitMs must be 0 to 1000 and asyncFlushMs 1 to 60000, got ${groupCommitMs} and ${asyncFlushMs}`,
       );
     }
-    mkdirSync(path.dirname(options.path), { recursive: true });
-    const store = open<Buffer, number>({
-      ...durableLmdbOptions,
-      path: options.path,
-      separateFlushed: true,
-      safeRestore: false,
-    } as Parameters<typeof open>[0] & { safeRestore: boolean });
-    return new CommandLog(options, store);
+    const bytesMax = options.segmentBytesMax ?? segmentBytesMaxDefault;
+    const recordsMax = options.segmentRecordsMax ?? segmentRecordsMaxDefault;
+    if (!(bytesMax >= 1) || !(recordsMax >= 1)) {
+      throw durabilityError(DurabilityErrorCode.DURABILITY_FAILED, `segmentBytesMax and segmentRecordsMax must be at least 1, got ${bytesMax} and ${recordsMax}`);
+    }
+    mkdirSync(options.folder, { recursive: true });
+    adoptLegacyLog(options.folder);
+    const segments = listSegments(options.folder);
+    for (;;) {
+      const last = segments.at(-1);
+      if (last === undefined) {
+        // A new log: its first segment has no predecessor (link 0, 0).
+        const store = openSegmentStore(path.join(options.folder, segmentFileName(1)));
+        store.putSync(0, encodeFrame([segmentLinkVersion, 0, 0]));
+        return new CommandLog(options, [], { first: 1, file: path.join(options.folder, segmentFileName(1)), store, records: 0, bytes: 0 });
+      }
+      const store = openSegmentStore(last.file);
+      if (lastRecordKey(store) === undefined && segments.length > 1) {
+        await store.close();
+        removeSegmentFiles(last.file);
+        segments.pop();
+        continue;
+      }
+      const records = store.getKeysCount({ start: 1 });
+      return new CommandLog(options, segments.slice(0, -1), { ...last, store, records, bytes: statSync(last.file).size });
+    }
+  }
+
+  /** The LMDB store of the segment appended to: for recovery tooling and tests, not for writing. */
+  get store(): RootDatabase<Buffer, number> {
+    return this.current.store;
+  }
+
+  /** Every segment file, oldest first. */
+  get segmentFiles(): string[] {
+    return [...this.older.map((segment) => segment.file), this.current.file];
   }
 
   /** The highest transaction id in the log or appended since it opened; 0 for an empty log. */
@@ -211,13 +303,43 @@ export class CommandLog {
 
   /**
    * Writes the pending group as one LMDB transaction and settles its appends. Each frame is
-   * checked just before the write (the writer's side of the boundary). In sync mode the
-   * appends resolve on the commit's flush promise, i.e. after the fsync, not on the commit,
-   * which with overlappingSync only means "visible".
+   * checked just before the write (the writer's side of the boundary). In sync mode the appends
+   * resolve on the commit's flush promise, i.e. after the fsync, not on the commit, which with
+   * overlappingSync only means "visible".
+   *
+   * When the current segment is full, the group waits (appends keep joining it) until every
+   * earlier group is flushed, and then starts a new segment. Segments are separate files that
+   * flush independently: without the wait an OS crash could keep a newer segment's commit and
+   * lose an older one's, and recovery would find records missing in the middle.
    */
   private commitGroup(): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
+    if (this.rolling !== undefined) return;
+    const first = this.pending[0]?.key;
+    if (first !== undefined && (this.current.records >= this.segmentRecordsMax || this.current.bytes >= this.segmentBytesMax)) {
+      const full = this.current.store;
+      this.rolling = this.lastWrite
+        .then(() => full.flushed)
+        .then(
+          () => {
+            this.rolling = undefined;
+            if (this.failure !== undefined) return;
+            try {
+              this.startSegment(first);
+            } catch (error) {
+              this.fail(error, this.groupDone);
+              return;
+            }
+            this.commitGroup();
+          },
+          (error: unknown) => {
+            this.rolling = undefined;
+            this.fail(error, this.groupDone);
+          },
+        );
+      return;
+    }
     const records = this.pending;
     const done = this.groupDone;
     this.pending = [];
@@ -228,6 +350,7 @@ export class CommandLog {
     }
     let write: Promise<boolean> | undefined;
     const lastId = records[records.length - 1].key;
+    const segment = this.current;
     try {
       if (this.failWriteAtRecord > 0 && this.stats.records + records.length >= this.failWriteAtRecord) {
         throw Object.assign(new Error('ENOSPC: no space left on device (injected by failWriteAtRecord)'), { code: 'ENOSPC' });
@@ -237,13 +360,16 @@ export class CommandLog {
         const damage = frameDamage(frame);
         assert(damage === undefined, `a command-log frame is whole before it is written (${damage})`);
         if (VERIFY) assert(decodeRecord(decodeFrame(frame), key).record !== undefined, 'a command-log frame decodes to its record');
-        write = this.store.put(key, frame);
+        write = segment.store.put(key, frame);
+        segment.bytes += frame.length;
         this.stats.bytes += frame.length;
       }
     } catch (error) {
       this.fail(error, done);
       return;
     }
+    segment.records += records.length;
+    this.lastWrittenId = lastId;
     this.stats.records += records.length;
     this.stats.groups++;
     const commit = write!;
@@ -259,12 +385,32 @@ export class CommandLog {
     );
   }
 
+  /**
+   * Starts segment `first` (the key of the group about to be written), once the current one is
+   * flushed: its link record names the current segment and the last id written to it, and goes
+   * into the same LMDB transaction as the group (same event turn). The full segment's file closes.
+   */
+  private startSegment(first: number): void {
+    assert(first > this.lastWrittenId, 'a new segment starts after every record written');
+    const file = path.join(this.folder, segmentFileName(first));
+    const store = openSegmentStore(file);
+    // The group's own write, in the same LMDB transaction, reports a failure of this one.
+    store.put(0, encodeFrame([segmentLinkVersion, this.current.first, this.lastWrittenId])).catch(() => undefined);
+    const previous = this.current;
+    this.older.push({ first: previous.first, file: previous.file });
+    this.current = { first, file, store, records: 0, bytes: 0 };
+    this.stats.segmentsStarted++;
+    const closing = previous.store.close();
+    this.retiring.set(previous.file, closing);
+    void closing.finally(() => this.retiring.delete(previous.file));
+  }
+
   private fail(error: unknown, done: Deferred | undefined): void {
     const first = this.failure === undefined;
     this.failure ??= durabilityError(
       DurabilityErrorCode.DURABILITY_FAILED,
-      `the command log ${this.path} failed to write: ${(error as Error)?.message ?? String(error)}`,
-      { object: this.path },
+      `the command log in ${this.folder} failed to write: ${(error as Error)?.message ?? String(error)}`,
+      { object: this.current.file },
     );
     done?.reject(this.failure);
     // Appends already waiting on a later group are rejected too: their records follow a hole.
@@ -280,88 +426,222 @@ export class CommandLog {
   }
 
   /**
-   * The records from `fromTransactionId` on, in order, each checked after it is read (the
-   * reader's side of the boundary). A record that fails its checksum or shape check:
-   * - when it is the last record of the log, is a torn tail (a crash mid-write): it is removed,
-   *   `onTornTail` is told, and iteration ends;
-   * - otherwise throws LOG_CORRUPT naming the transaction id and the record's position in this
-   *   read: replaying past a damaged record would silently skip a transaction.
+   * The records from `fromTransactionId` on, in order, segment after segment, each checked after
+   * it is read (the reader's side of the boundary). A record that fails its checksum or shape check:
+   * - when it is the last record of the last segment, is a torn tail (a crash mid-write): it is
+   *   removed, `onTornTail` is told, and iteration ends;
+   * - otherwise throws LOG_CORRUPT naming the segment, the transaction id and the record's
+   *   position: replaying past a damaged record would silently skip a transaction.
+   * Each segment read must link to the one before it (its link record names that segment and its
+   * last transaction id), and the first one read must not follow records at or after
+   * `fromTransactionId`: otherwise a segment is missing or cut short, and LOG_CORRUPT names it.
    * Call it only while no appends are pending (at recovery, before the log takes records).
    */
   *read(fromTransactionId = 0, options: ReadOptions = {}): Generator<InvocationRecord> {
     assert(this.pending.length === 0, 'the command log is read only while no appends are pending');
+    const from = Math.max(fromTransactionId, 1);
+    const segments = this.segmentsFrom(from);
     let position = 0;
     let previousKey = -Infinity;
-    let torn: { key: number; problem: string } | undefined;
-    for (const { key, value } of this.store.getRange({ start: fromTransactionId })) {
-      position++;
-      assert(typeof key !== 'number' || key > previousKey, 'LMDB returns command-log keys in increasing order');
-      const problem = typeof key !== 'number' || !Number.isSafeInteger(key) ? `key ${String(key)} is not a transaction id` : undefined;
-      const decoded = problem === undefined ? checkFrame(value, key) : { problem };
-      if (decoded.record !== undefined) {
-        previousKey = key;
-        yield decoded.record;
-        continue;
+    let before: { segment: Segment; lastKey: number | undefined } | undefined;
+    for (let s = 0; s < segments.length; s++) {
+      const segment = segments[s];
+      const isLast = segment === this.current;
+      const store = isLast ? this.current.store : openSegmentStore(segment.file);
+      try {
+        this.checkLink(segment, store, before, from);
+        let positionInSegment = 0;
+        let torn: { key: number; problem: string } | undefined;
+        for (const { key, value } of store.getRange({ start: from })) {
+          position++;
+          positionInSegment++;
+          assert(typeof key !== 'number' || key > previousKey, 'LMDB returns command-log keys in increasing order');
+          const problem = typeof key !== 'number' || !Number.isSafeInteger(key) ? `key ${String(key)} is not a transaction id` : undefined;
+          const decoded = problem === undefined ? checkFrame(value, key) : { problem };
+          if (decoded.record !== undefined) {
+            previousKey = key;
+            yield decoded.record;
+            continue;
+          }
+          if (isLast && isLastKey(store, key)) {
+            torn = { key, problem: decoded.problem! };
+            break;
+          }
+          throw durabilityError(
+            DurabilityErrorCode.LOG_CORRUPT,
+            `command log ${segment.file} is damaged at record ${positionInSegment} of that segment, record ${position} from transaction ${fromTransactionId} ` +
+              `(key ${String(key)}, after transaction ${previousKey === -Infinity ? 'none' : previousKey}): ${decoded.problem}; ` +
+              (isLast ? 'good records follow it' : 'it is in an older segment, and newer segments follow') +
+              ', so this is not a torn write; recovery stops rather than skip a transaction',
+            { object: `${segment.file}#${String(key)}` },
+          );
+        }
+        if (torn) {
+          store.removeSync(torn.key);
+          if (this.lastAppendedId === torn.key) this.lastAppendedId = lastRecordKey(store) ?? segment.first - 1;
+          this.lastWrittenId = this.lastAppendedId;
+          options.onTornTail?.(
+            `command log ${segment.file}: the last record (key ${torn.key}, record ${position} from transaction ${fromTransactionId}) ` +
+              `is torn (${torn.problem}), probably by a crash while it was written; it was removed`,
+          );
+          return;
+        }
+        before = { segment, lastKey: lastRecordKey(store) };
+      } finally {
+        if (!isLast) void store.close();
       }
-      if (this.isLastKey(key)) {
-        torn = { key, problem: decoded.problem! };
-        break;
-      }
-      throw durabilityError(
-        DurabilityErrorCode.LOG_CORRUPT,
-        `command log ${this.path} is damaged at record ${position} from transaction ${fromTransactionId} ` +
-          `(key ${String(key)}, after transaction ${previousKey === -Infinity ? 'none' : previousKey}): ${decoded.problem}; ` +
-          'good records follow it, so this is not a torn write; recovery stops rather than skip a transaction',
-        { object: `${this.path}#${String(key)}` },
-      );
-    }
-    if (torn) {
-      this.store.removeSync(torn.key);
-      if (this.lastAppendedId === torn.key) this.lastAppendedId = previousKey === -Infinity ? (lastKey(this.store) ?? 0) : previousKey;
-      options.onTornTail?.(
-        `command log ${this.path}: the last record (key ${torn.key}, record ${position} from transaction ${fromTransactionId}) ` +
-          `is torn (${torn.problem}), probably by a crash while it was written; it was removed`,
-      );
     }
   }
 
   /** How many records `read(fromTransactionId)` would visit: for progress bars. */
   count(fromTransactionId = 0): number {
-    return this.store.getKeysCount({ start: fromTransactionId });
+    const from = Math.max(fromTransactionId, 1);
+    let count = 0;
+    for (const segment of this.segmentsFrom(from)) {
+      if (segment === this.current) {
+        count += this.current.store.getKeysCount({ start: from });
+        continue;
+      }
+      const store = openSegmentStore(segment.file);
+      try {
+        count += store.getKeysCount({ start: from });
+      } finally {
+        void store.close();
+      }
+    }
+    return count;
   }
 
   /**
-   * Removes every record with a transaction id below `transactionId`: those a complete snapshot
-   * already contains. Works in LMDB transactions of at most truncateBatchRecordsMax removals.
-   * Returns how many records it removed. LMDB reuses the freed pages; the file does not shrink.
+   * Deletes every segment whose records all have transaction ids below `transactionId` (those a
+   * complete snapshot already contains): a segment goes when the next one starts at or before
+   * `transactionId`. The segment being appended to is never deleted, so records older than
+   * `transactionId` may remain in it until it is full; `read` skips them.
    */
-  async truncateBefore(transactionId: number): Promise<number> {
-    let removed = 0;
-    for (;;) {
-      if (this.closed) throw durabilityError(DurabilityErrorCode.LOG_CLOSED, 'the command log is closed');
-      const keys = Array.from(this.store.getKeys({ end: transactionId, limit: truncateBatchRecordsMax }));
-      if (keys.length === 0) return removed;
-      let last: Promise<boolean> = Promise.resolve(true);
-      for (const key of keys) last = this.store.remove(key);
-      await last;
-      removed += keys.length;
+  async truncateBefore(transactionId: number): Promise<TruncateResult> {
+    if (this.closed) throw durabilityError(DurabilityErrorCode.LOG_CLOSED, 'the command log is closed');
+    const result: TruncateResult = { segmentsRemoved: 0, bytesRemoved: 0 };
+    const all = [...this.older, this.current];
+    let keep = 0;
+    while (keep < this.older.length && all[keep + 1].first <= transactionId) keep++;
+    for (const segment of this.older.slice(0, keep)) {
+      // A segment that was just rolled over may still be flushing its last groups.
+      await this.retiring.get(segment.file);
+      result.bytesRemoved += removeSegmentFiles(segment.file);
+      result.segmentsRemoved++;
     }
+    this.older = this.older.slice(keep);
+    return result;
   }
 
-  /** Writes what is pending, waits until every write is on disk, and closes the file. */
+  /** Writes what is pending, waits until every write is on disk, and closes the files. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.commitGroup();
     this.closed = true;
+    await this.rolling;
     await this.lastWrite;
-    await this.store.flushed;
-    await this.store.close();
+    await Promise.all(this.retiring.values());
+    await this.current.store.flushed;
+    await this.current.store.close();
   }
 
-  private isLastKey(key: number): boolean {
-    for (const next of this.store.getKeys({ start: key, limit: 2 })) if (next !== key) return false;
-    return true;
+  /** The segments `read(from)` visits: from the last one starting at or before `from`. */
+  private segmentsFrom(from: number): Segment[] {
+    const all: Segment[] = [...this.older, this.current];
+    let start = 0;
+    while (start + 1 < all.length && all[start + 1].first <= from) start++;
+    return all.slice(start);
   }
+
+  /**
+   * Checks a segment's link record against what was read before it: the segment before it in
+   * the folder and that segment's last key; or, for the first segment read, that nothing it
+   * follows holds records still needed (ids at or after `from`).
+   */
+  private checkLink(segment: Segment, store: RootDatabase<Buffer, number>, before: { segment: Segment; lastKey: number | undefined } | undefined, from: number): void {
+    const name = path.basename(segment.file);
+    const corrupt = (problem: string): never => {
+      throw durabilityError(DurabilityErrorCode.LOG_CORRUPT, `command log ${segment.file}: ${problem}; recovery stops rather than skip transactions`, { object: segment.file });
+    };
+    if (segment.first === 0) {
+      // The adopted single-file log of earlier versions: the first segment, no link record.
+      if (before !== undefined) corrupt('the adopted single-file log is not the first segment');
+      return;
+    }
+    const frame = store.getBinary(0);
+    const damage = frameDamage(frame);
+    if (damage !== undefined) return corrupt(`its link record (key 0) is damaged: ${damage}`);
+    const link = decodeFrame(frame!) as unknown;
+    if (!Array.isArray(link) || link[0] !== segmentLinkVersion || !Number.isSafeInteger(link[1]) || !Number.isSafeInteger(link[2])) {
+      return corrupt(`its link record (key 0) is not [${segmentLinkVersion}, previous segment, previous last id]`);
+    }
+    const [, previousFirst, previousLast] = link as [number, number, number];
+    if (before === undefined) {
+      if (previousLast >= from) {
+        corrupt(
+          `it follows segment ${segmentFileName(previousFirst)} (ending at transaction ${previousLast}), which is missing, ` +
+            `and records from transaction ${from} on are needed`,
+        );
+      }
+      return;
+    }
+    if (previousFirst !== before.segment.first) {
+      corrupt(`it follows segment ${segmentFileName(previousFirst)}, which is missing (the segment before it in the folder is ${path.basename(before.segment.file)})`);
+    }
+    if (previousLast !== (before.lastKey ?? before.segment.first - 1)) {
+      corrupt(`segment ${path.basename(before.segment.file)} ended at transaction ${previousLast} when ${name} started, but now ends at ${before.lastKey ?? 'no record'}: records are missing`);
+    }
+  }
+}
+
+/** Opens one segment's LMDB file; the options are explained on CommandLog.open. */
+function openSegmentStore(file: string): RootDatabase<Buffer, number> {
+  return open<Buffer, number>({
+    ...durableLmdbOptions,
+    path: file,
+    separateFlushed: true,
+    safeRestore: false,
+  } as Parameters<typeof open>[0] & { safeRestore: boolean });
+}
+
+/** The segment files in `folder`, oldest first. */
+function listSegments(folder: string): Segment[] {
+  const segments: Segment[] = [];
+  for (const name of readdirSync(folder)) {
+    const match = segmentFilePattern.exec(name);
+    if (match) segments.push({ first: Number(match[1]), file: path.join(folder, name) });
+  }
+  return segments.sort((a, b) => a.first - b.first);
+}
+
+/**
+ * Earlier versions kept the whole log in `command-log.mdb`: it becomes segment 0, the first
+ * segment (it has no link record; every later segment links to it).
+ */
+function adoptLegacyLog(folder: string): void {
+  const legacy = path.join(folder, legacyFileName);
+  if (!existsSync(legacy)) return;
+  renameSync(legacy, path.join(folder, segmentFileName(0)));
+  rmSync(`${legacy}-lock`, { force: true });
+}
+
+/** Deletes a segment's file and its LMDB lock file; returns the bytes freed. */
+function removeSegmentFiles(file: string): number {
+  let bytes = 0;
+  try {
+    bytes = statSync(file).size;
+  } catch {
+    // Already gone: nothing to free.
+  }
+  rmSync(file, { force: true });
+  rmSync(`${file}-lock`, { force: true });
+  return bytes;
+}
+
+function isLastKey(store: RootDatabase<Buffer, number>, key: number): boolean {
+  for (const next of store.getKeys({ start: key, limit: 2 })) if (next !== key) return false;
+  return true;
 }
 
 function deferred(): Deferred {
@@ -376,8 +656,9 @@ function deferred(): Deferred {
   return { promise, resolve, reject };
 }
 
-function lastKey(store: RootDatabase<Buffer, number>): number | undefined {
-  for (const key of store.getKeys({ reverse: true, limit: 1 })) return key;
+/** The highest record key of a segment (its link record, key 0, is not a record). */
+function lastRecordKey(store: RootDatabase<Buffer, number>): number | undefined {
+  for (const key of store.getKeys({ reverse: true, limit: 1 })) return key > 0 ? key : undefined;
   return undefined;
 }
 

@@ -2,7 +2,7 @@
  * The server's data directory: what lives where, who may use it, and which schema and procedure
  * code its command log belongs to.
  *
- *   <data>/log/command-log.mdb    the command log (command-log.ts)
+ *   <data>/log/segment-….mdb      the command log's segments (command-log.ts)
  *   <data>/log/server.lock        the running server's pid: a second server is refused
  *   <data>/log/catalog.json       the schema (DDL), procedure code digest and partition count the
  *                                 log's records were written under (the "catalog stamp")

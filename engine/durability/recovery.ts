@@ -38,7 +38,7 @@ export interface RecoverySummary {
 
 export interface RecoveryOptions {
   dataDir: string;
-  /** The command log of `dataDir` (commandLogPath), opened by the caller and kept afterwards. */
+  /** The command log of `dataDir` (its segments are in logFolder), opened by the caller and kept afterwards. */
   log: CommandLog;
   /**
    * Builds fresh partitions for the snapshot's catalog (header.catalogDdl, catalogVersion) and
@@ -62,14 +62,11 @@ export interface RecoveryOptions {
   onWarning?: (message: string) => void;
 }
 
-/** The data directory's folder for the command log (and its lock and catalog stamp). */
+/** The data directory's folder for the command log's segments (and the lock and catalog stamp). */
 export function logFolder(dataDir: string): string {
   return path.join(dataDir, 'log');
 }
 
-export function commandLogPath(dataDir: string): string {
-  return path.join(logFolder(dataDir), 'command-log.mdb');
-}
 
 export async function recover(options: RecoveryOptions): Promise<RecoverySummary> {
   const started = performance.now();

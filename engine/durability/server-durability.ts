@@ -20,7 +20,7 @@ import { Status } from '../server/protocol.ts';
 import type { Value } from '../types.ts';
 import { CommandLog, type DurabilityMode } from './command-log.ts';
 import { describeStampChange, lockDataDir, proceduresDigest, readCatalogStamp, readLogStart, writeCatalogStamp, writeLogStart, type CatalogStamp } from './data-dir.ts';
-import { commandLogPath, formatRecoverySummary, recover, type RecoveryProgress, type RecoverySummary } from './recovery.ts';
+import { formatRecoverySummary, logFolder, recover, type RecoveryProgress, type RecoverySummary } from './recovery.ts';
 import { completeSnapshots, removeSnapshotsBefore, SnapshotWriter, type SnapshotInfo } from './snapshot.ts';
 
 export type { DurabilityMode };
@@ -36,6 +36,10 @@ export interface DurabilitySettings {
   snapshotIntervalMinutes?: number;
   /** Take a snapshot at clean shutdown (so the next start replays nothing). Default true. */
   snapshotOnShutdown?: boolean;
+  /** A new command-log segment starts past this many bytes. Default 64 MiB (command-log.ts). */
+  segmentBytesMax?: number;
+  /** … or past this many records. Default 1,000,000. */
+  segmentRecordsMax?: number;
   /** Tests only: the log's write of record N fails like a full disk (command-log.ts). */
   failWriteAtRecord?: number;
 }
@@ -118,11 +122,13 @@ export class ServerDurability implements InvocationLog {
     let durability: ServerDurability | undefined;
     try {
       const log = await CommandLog.open({
-        path: commandLogPath(dataDir),
+        folder: logFolder(dataDir),
         mode,
         groupCommitMs: options.settings.groupCommitMs,
         asyncFlushMs: options.settings.asyncFlushMs,
         failWriteAtRecord: options.settings.failWriteAtRecord,
+        segmentBytesMax: options.settings.segmentBytesMax,
+        segmentRecordsMax: options.settings.segmentRecordsMax,
         onDurable: (transactionId) => durability?.router?.releaseDurable(transactionId),
         onFailure: (error) => durability?.onLogFailure(error),
       });
@@ -344,7 +350,7 @@ export class ServerDurability implements InvocationLog {
     // Recorded before the records go: recovery then knows that older snapshots cannot be used.
     if (from > readLogStart(this.dataDir)) writeLogStart(this.dataDir, from);
     const removed = await this.log.truncateBefore(from);
-    this.logger?.debug({ removed, before: from }, 'command log truncated');
+    if (removed.segmentsRemoved > 0) this.logger?.debug({ ...removed, before: from }, 'command log segments removed');
   }
 
   /** Clean shutdown, first half (the router still runs): the shutdown snapshot. */

@@ -42,6 +42,8 @@ export interface CrashOptions {
   partitions: number;
   /** Minutes between scheduled snapshots, so some kills land during or right after one. */
   snapshotIntervalMinutes: number;
+  /** Records per command-log segment: small, so kills also land while segments roll and are deleted. */
+  segmentRecordsMax?: number;
   /** Share of rounds whose kill lands while the server is still starting (recovering). */
   startupKillShare: number;
   log: (line: string) => void;
@@ -98,7 +100,7 @@ export async function runCrashTest(options: CrashOptions): Promise<CrashResult> 
       host: '127.0.0.1',
       port: 0,
       data: path.join(dataDir, 'data'),
-      durability: { mode: options.mode, snapshotIntervalMinutes: options.snapshotIntervalMinutes },
+      durability: { mode: options.mode, snapshotIntervalMinutes: options.snapshotIntervalMinutes, segmentRecordsMax: options.segmentRecordsMax },
     }),
   );
   const random = seededRandom(options.seed >>> 0 || 1);

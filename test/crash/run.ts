@@ -31,6 +31,7 @@ const result = await runCrashTest({
   window: 200,
   partitions: Number(values.partitions),
   snapshotIntervalMinutes: 0.01,
+  segmentRecordsMax: 2000,
   startupKillShare: 0.2,
   log: (line) => console.log(line),
 });

@@ -2,14 +2,17 @@
  * The command log (engine/durability/command-log.ts): records come back as written and in
  * order; group commit puts many appends into few LMDB transactions; a sync append resolves only
  * after its commit is flushed; a torn last record is removed with a warning; damage in the middle
- * stops reading with LOG_CORRUPT naming the record; truncateBefore drops older records.
+ * stops reading with LOG_CORRUPT naming the record. Segments: the log rolls to a new file when a
+ * segment is full, truncateBefore deletes whole covered segments (disk use drops), reads cross
+ * segment boundaries, damage in an older segment is damage in the middle, and a missing or cut
+ * short segment is detected.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { open } from 'lmdb';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { CommandLog, type DurabilityMode, type InvocationRecord } from '../../engine/durability/command-log.ts';
+import { CommandLog, segmentFileName, type CommandLogOptions, type DurabilityMode, type InvocationRecord } from '../../engine/durability/command-log.ts';
 import { DurabilityErrorCode, encodeFrame } from '../../engine/durability/framing.ts';
 import { SluiceError } from '../../engine/errors.ts';
 
@@ -24,13 +27,24 @@ afterEach(async () => {
 function tempLogPath(): string {
   const folder = mkdtempSync(path.join(os.tmpdir(), 'sluice-log-'));
   folders.push(folder);
-  return path.join(folder, 'command-log.mdb');
+  return folder;
 }
 
-async function openLog(logPath: string, mode: DurabilityMode, extra: { groupCommitMs?: number; asyncFlushMs?: number } = {}): Promise<CommandLog> {
-  const log = await CommandLog.open({ path: logPath, mode, ...extra });
+type Extra = Partial<Pick<CommandLogOptions, 'groupCommitMs' | 'asyncFlushMs' | 'segmentRecordsMax' | 'segmentBytesMax'>>;
+
+async function openLog(logPath: string, mode: DurabilityMode, extra: Extra = {}): Promise<CommandLog> {
+  const log = await CommandLog.open({ folder: logPath, mode, ...extra });
   logs.push(log);
   return log;
+}
+
+/** The segment files of a log folder, oldest first. */
+function segmentFiles(folder: string): string[] {
+  return readdirSync(folder).filter((name) => /^segment-\d+\.mdb$/.test(name)).sort().map((name) => path.join(folder, name));
+}
+
+function bytesOnDisk(files: readonly string[]): number {
+  return files.reduce((sum, file) => sum + statSync(file).size, 0);
 }
 
 async function closeLog(log: CommandLog): Promise<void> {
@@ -93,7 +107,7 @@ describe('command log', () => {
   });
 
   it('writes a full group at once rather than growing it without bound', async () => {
-    const log = await CommandLog.open({ path: tempLogPath(), mode: 'sync', groupCommitMs: 1000, groupRecordsMax: 100 });
+    const log = await CommandLog.open({ folder: tempLogPath(), mode: 'sync', groupCommitMs: 1000, groupRecordsMax: 100 });
     logs.push(log);
     const appends: Promise<void>[] = [];
     for (let id = 1; id <= 250; id++) appends.push(log.append(record(id)));
@@ -191,7 +205,7 @@ describe('command log', () => {
     const log = await openLog(logPath, 'sync');
     for (let id = 1; id <= 3; id++) await log.append(record(id));
     await closeLog(log);
-    const raw = open<Buffer, number>({ path: logPath, noSubdir: true, encoding: 'binary', overlappingSync: true });
+    const raw = open<Buffer, number>({ path: segmentFiles(logPath)[0], noSubdir: true, encoding: 'binary', overlappingSync: true });
     // A well-formed frame under the wrong key: the checksum passes, the shape check does not.
     await raw.put(2, encodeFrame([7, 0, 0, 'Vote', 2, []]));
     await raw.close();
@@ -199,14 +213,152 @@ describe('command log', () => {
     expect(() => [...reopened.read()]).toThrow(/key 2.*holds transaction 7 under key 2/);
   });
 
-  it('truncateBefore removes the records older than a snapshot', async () => {
-    const log = await openLog(tempLogPath(), 'sync');
-    for (let id = 1; id <= 30; id++) await log.append(record(id));
-    expect(await log.truncateBefore(21)).toBe(20);
-    expect([...log.read()].map((entry) => entry.transactionId)).toEqual([21, 22, 23, 24, 25, 26, 27, 28, 29, 30]);
-    expect(await log.truncateBefore(21)).toBe(0);
-    await log.append(record(31));
-    expect(log.count()).toBe(11);
+  it('rolls to a new segment when one is full, and reads and counts across them after a reopen', async () => {
+    const folder = tempLogPath();
+    const log = await openLog(folder, 'sync', { segmentRecordsMax: 10 });
+    // One record per group (each append awaited), so segments hold exactly 10 records.
+    for (let id = 1; id <= 35; id++) await log.append(record(id));
+    expect(log.stats.segmentsStarted).toBe(3);
+    await closeLog(log);
+    expect(segmentFiles(folder).map((file) => path.basename(file))).toEqual([1, 11, 21, 31].map(segmentFileName));
+
+    const reopened = await openLog(folder, 'sync', { segmentRecordsMax: 10 });
+    expect(reopened.lastTransactionId).toBe(35);
+    expect([...reopened.read()].map((entry) => entry.transactionId)).toEqual(Array.from({ length: 35 }, (_, i) => i + 1));
+    expect([...reopened.read(19)].map((entry) => entry.transactionId)).toEqual(Array.from({ length: 17 }, (_, i) => i + 19));
+    expect(reopened.count(19)).toBe(17);
+    // Appends continue in the last segment until it is full, ids growing past the reopen.
+    expect(() => reopened.append(record(35))).toThrow(/transaction ids only grow/);
+    for (let id = 36; id <= 41; id++) await reopened.append(record(id));
+    expect(segmentFiles(folder).map((file) => path.basename(file))).toEqual([1, 11, 21, 31, 41].map(segmentFileName));
+  });
+
+  it('groups never span segments, and a big group waits for the full segment to flush', async () => {
+    const folder = tempLogPath();
+    const log = await openLog(folder, 'sync', { segmentRecordsMax: 100, groupCommitMs: 5 });
+    const appends: Promise<void>[] = [];
+    for (let id = 1; id <= 150; id++) appends.push(log.append(record(id)));
+    await Promise.all(appends);
+    for (let id = 151; id <= 400; id++) appends.push(log.append(record(id)));
+    await Promise.all(appends);
+    await closeLog(log);
+    // 150 records went into segment 1 as one group; the next group started segment 151.
+    expect(segmentFiles(folder).map((file) => path.basename(file))).toEqual([1, 151].map(segmentFileName));
+    const reopened = await openLog(folder, 'sync');
+    expect([...reopened.read()].length).toBe(400);
+  });
+
+  it('truncateBefore deletes whole segments older than a snapshot, and the disk use drops', async () => {
+    const folder = tempLogPath();
+    const log = await openLog(folder, 'sync', { segmentRecordsMax: 10 });
+    const big = 'x'.repeat(2000);
+    for (let id = 1; id <= 35; id++) await log.append(record(id, [id, big]));
+    const before = bytesOnDisk(segmentFiles(folder));
+    const removed = await log.truncateBefore(21);
+    expect(removed.segmentsRemoved).toBe(2);
+    expect(segmentFiles(folder).map((file) => path.basename(file))).toEqual([21, 31].map(segmentFileName));
+    const after = bytesOnDisk(segmentFiles(folder));
+    expect(removed.bytesRemoved).toBe(before - after);
+    // Two of four segments, each holding 10 records of 2 KB: at least 40 KB freed.
+    expect(before - after).toBeGreaterThan(40_000);
+    expect([...log.read(21)].map((entry) => entry.transactionId)).toEqual(Array.from({ length: 15 }, (_, i) => i + 21));
+    // Records below 25 remain in segment 21 (it also holds 25…30); the current segment stays.
+    expect((await log.truncateBefore(25)).segmentsRemoved).toBe(0);
+    expect((await log.truncateBefore(1_000)).segmentsRemoved).toBe(1);
+    expect(segmentFiles(folder).map((file) => path.basename(file))).toEqual([31].map(segmentFileName));
+    await log.append(record(36));
+    expect(log.count()).toBe(6);
+    await closeLog(log);
+    // After truncation the first segment left links to a deleted one: reading from where the
+    // snapshot ends is fine, reading from before it says what is missing.
+    const reopened = await openLog(folder, 'sync');
+    expect([...reopened.read(31)].map((entry) => entry.transactionId)).toEqual([31, 32, 33, 34, 35, 36]);
+    expect(() => [...reopened.read(5)]).toThrow(/follows segment segment-0000000000000021\.mdb \(ending at transaction 30\), which is missing, and records from transaction 5 on are needed/);
+  });
+
+  it('treats damage at the end of an older segment as damage in the middle', async () => {
+    const folder = tempLogPath();
+    const log = await openLog(folder, 'sync', { segmentRecordsMax: 10 });
+    for (let id = 1; id <= 25; id++) await log.append(record(id));
+    await closeLog(log);
+    // Record 20 is the last of segment 11: a torn tail only if nothing followed it.
+    await corrupt(folder, 20, 'truncate');
+    const reopened = await openLog(folder, 'sync');
+    const error = (() => {
+      try {
+        for (const _ of reopened.read(3)) void _;
+      } catch (caught) {
+        return caught as SluiceError;
+      }
+      return undefined;
+    })();
+    expect(error?.code).toBe(DurabilityErrorCode.LOG_CORRUPT);
+    expect(error?.message).toMatch(/segment-0000000000000011\.mdb is damaged at record 10 of that segment, record 18 from transaction 3 \(key 20, after transaction 19\).*older segment/);
+    expect(reopened.count()).toBe(25);
+  });
+
+  it('removes a torn tail in the last segment and keeps the earlier segments', async () => {
+    const folder = tempLogPath();
+    const log = await openLog(folder, 'sync', { segmentRecordsMax: 10 });
+    for (let id = 1; id <= 23; id++) await log.append(record(id));
+    await closeLog(log);
+    await corrupt(folder, 23, 'flip');
+    const reopened = await openLog(folder, 'sync', { segmentRecordsMax: 10 });
+    const warnings: string[] = [];
+    expect([...reopened.read(0, { onTornTail: (message) => warnings.push(message) })].map((entry) => entry.transactionId)).toEqual(Array.from({ length: 22 }, (_, i) => i + 1));
+    expect(warnings).toEqual([expect.stringMatching(/segment-0000000000000021\.mdb: the last record \(key 23.*torn/)]);
+    expect(reopened.lastTransactionId).toBe(22);
+    await reopened.append(record(23));
+    expect([...reopened.read(20)].map((entry) => entry.transactionId)).toEqual([20, 21, 22, 23]);
+  });
+
+  it('detects a segment missing in the middle, and one cut short', async () => {
+    const folder = tempLogPath();
+    const log = await openLog(folder, 'sync', { segmentRecordsMax: 10 });
+    for (let id = 1; id <= 35; id++) await log.append(record(id));
+    await closeLog(log);
+    // Segment 21 loses its last record (a file restored from an older copy, say).
+    const raw = open<Buffer, number>({ path: segmentFiles(folder)[2], noSubdir: true, encoding: 'binary', overlappingSync: true });
+    await raw.remove(30);
+    await raw.close();
+    let reopened = await openLog(folder, 'sync');
+    expect(() => [...reopened.read()]).toThrow(/segment-0000000000000031\.mdb: segment segment-0000000000000021\.mdb ended at transaction 30 when segment-0000000000000031\.mdb started, but now ends at 29: records are missing/);
+    await closeLog(reopened);
+    // Segment 11 is gone: the one after it names it.
+    rmSync(segmentFiles(folder)[1]);
+    reopened = await openLog(folder, 'sync');
+    const seen: number[] = [];
+    expect(() => {
+      for (const entry of reopened.read()) seen.push(entry.transactionId);
+    }).toThrow(expect.objectContaining({ code: DurabilityErrorCode.LOG_CORRUPT, message: expect.stringMatching(/segment-0000000000000021\.mdb: it follows segment segment-0000000000000011\.mdb, which is missing \(the segment before it in the folder is segment-0000000000000001\.mdb\)/) }));
+    expect(seen).toEqual(Array.from({ length: 10 }, (_, i) => i + 1));
+  });
+
+  it('drops a trailing segment left without records by a crash, and continues the ids', async () => {
+    const folder = tempLogPath();
+    const log = await openLog(folder, 'sync', { segmentRecordsMax: 10 });
+    for (let id = 1; id <= 12; id++) await log.append(record(id));
+    await closeLog(log);
+    // The process died after creating segment 13 and before its first commit.
+    const empty = open<Buffer, number>({ path: path.join(folder, segmentFileName(13)), noSubdir: true, encoding: 'binary', overlappingSync: true });
+    await empty.close();
+    const reopened = await openLog(folder, 'sync', { segmentRecordsMax: 10 });
+    expect(segmentFiles(folder).map((file) => path.basename(file))).toEqual([1, 11].map(segmentFileName));
+    expect(reopened.lastTransactionId).toBe(12);
+    await reopened.append(record(13));
+    expect([...reopened.read(11)].map((entry) => entry.transactionId)).toEqual([11, 12, 13]);
+  });
+
+  it('adopts the single-file log of earlier versions as its first segment', async () => {
+    const folder = tempLogPath();
+    const legacy = open<Buffer, number>({ path: path.join(folder, 'command-log.mdb'), noSubdir: true, encoding: 'binary', keyEncoding: 'ordered-binary', overlappingSync: true });
+    for (let id = 1; id <= 3; id++) await legacy.put(id, encodeFrame([id, 1_700_000_000_000 + id, 1, 'Vote', 2, [id]]));
+    await legacy.close();
+    const log = await openLog(folder, 'sync', { segmentRecordsMax: 3 });
+    expect(segmentFiles(folder).map((file) => path.basename(file))).toEqual([segmentFileName(0)]);
+    await log.append(record(4));
+    expect([...log.read()].map((entry) => entry.transactionId)).toEqual([1, 2, 3, 4]);
+    expect(segmentFiles(folder).map((file) => path.basename(file))).toEqual([0, 4].map(segmentFileName));
   });
 
   it('refuses appends after close', async () => {
@@ -217,8 +369,9 @@ describe('command log', () => {
 });
 
 /** Damages the stored frame of `key` with LMDB directly: cut it short, or flip a payload byte. */
-async function corrupt(logPath: string, key: number, how: 'truncate' | 'flip'): Promise<void> {
-  const raw = open<Buffer, number>({ path: logPath, noSubdir: true, encoding: 'binary', overlappingSync: true });
+async function corrupt(folder: string, key: number, how: 'truncate' | 'flip'): Promise<void> {
+  const file = segmentFiles(folder).findLast((candidate) => Number(/segment-(\d+)/.exec(candidate)![1]) <= key)!;
+  const raw = open<Buffer, number>({ path: file, noSubdir: true, encoding: 'binary', overlappingSync: true });
   const frame = Buffer.from(raw.getBinary(key)!);
   const damaged = how === 'truncate' ? frame.subarray(0, frame.length - 3) : Buffer.from(frame);
   if (how === 'flip') damaged[damaged.length - 1] ^= 0xff;

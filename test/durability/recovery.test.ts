@@ -1,15 +1,17 @@
 /**
  * Recovery (engine/durability/recovery.ts) over a small engine built from the real Table: run
- * transactions while logging them, snapshot midway and truncate the log, run more, then recover
- * into a fresh table and compare. Also: a torn last record is removed and reported; damage in
+ * transactions while logging them (in segments of 10 records), snapshot midway and truncate the
+ * log, run more, then recover into a fresh table and compare. Also: a torn last record is removed and reported; damage in
  * the middle of the log stops recovery; with no snapshot the whole log is replayed.
  */
+import { rmSync } from 'node:fs';
+import path from 'node:path';
 import { open } from 'lmdb';
 import { afterEach, describe, expect, it } from 'vitest';
 import { captureAll } from '../../engine/durability/capture.ts';
-import { CommandLog, type InvocationRecord } from '../../engine/durability/command-log.ts';
+import { CommandLog, segmentFileName, type InvocationRecord } from '../../engine/durability/command-log.ts';
 import { DurabilityErrorCode } from '../../engine/durability/framing.ts';
-import { commandLogPath, formatRecoverySummary, recover, type RecoveryProgress } from '../../engine/durability/recovery.ts';
+import { formatRecoverySummary, logFolder, recover, type RecoveryProgress } from '../../engine/durability/recovery.ts';
 import { SnapshotWriter } from '../../engine/durability/snapshot.ts';
 import type { Table } from '../../engine/storage/table.ts';
 import type { Row, Value } from '../../engine/types.ts';
@@ -42,8 +44,9 @@ class KeyValueEngine {
   }
 }
 
+/** Small segments (10 records each), so every test crosses segment boundaries. */
 async function openLog(dataDir: string): Promise<CommandLog> {
-  const log = await CommandLog.open({ path: commandLogPath(dataDir), mode: 'sync' });
+  const log = await CommandLog.open({ folder: logFolder(dataDir), mode: 'sync', segmentRecordsMax: 10 });
   logs.push(log);
   return log;
 }
@@ -92,7 +95,8 @@ describe('recovery', () => {
     });
     for (const chunk of captureAll(0, [engine.table])) await writer.writeChunk(chunk);
     await writer.complete();
-    expect(await log.truncateBefore(51)).toBe(50);
+    // Segments 1…31 hold only records before 51; segment 41 holds 41…50 and is the current one.
+    expect(await log.truncateBefore(51)).toMatchObject({ segmentsRemoved: 4 });
     for (let t = 51; t <= 80; t++) await run(engine, log, t);
     await closeLog(log);
 
@@ -115,8 +119,8 @@ describe('recovery', () => {
     for (let t = 1; t <= 20; t++) await run(engine, log, t);
     await closeLog(log);
     const expected = engine.state();
-    // The 21st transaction's record was half written when the process died.
-    const raw = open<Buffer, number>({ path: commandLogPath(dataDir), noSubdir: true, encoding: 'binary', overlappingSync: true });
+    // The 21st transaction's record was half written when the process died (in the last segment).
+    const raw = open<Buffer, number>({ path: path.join(logFolder(dataDir), segmentFileName(11)), noSubdir: true, encoding: 'binary', overlappingSync: true });
     await raw.put(21, Buffer.from([1, 0, 0, 0]));
     await raw.close();
 
@@ -134,7 +138,7 @@ describe('recovery', () => {
     const log = await openLog(dataDir);
     for (let t = 1; t <= 20; t++) await run(engine, log, t);
     await closeLog(log);
-    const raw = open<Buffer, number>({ path: commandLogPath(dataDir), noSubdir: true, encoding: 'binary', overlappingSync: true });
+    const raw = open<Buffer, number>({ path: path.join(logFolder(dataDir), segmentFileName(11)), noSubdir: true, encoding: 'binary', overlappingSync: true });
     const frame = Buffer.from(raw.getBinary(12)!);
     frame[frame.length - 1] ^= 0x01;
     await raw.put(12, frame);
@@ -142,7 +146,34 @@ describe('recovery', () => {
 
     await expect(recoverInto(dataDir)).rejects.toMatchObject({
       code: DurabilityErrorCode.LOG_CORRUPT,
-      message: expect.stringMatching(/damaged at record 12 from transaction 1 \(key 12, after transaction 11\)/),
+      message: expect.stringMatching(/segment-0000000000000011\.mdb is damaged at record 2 of that segment, record 12 from transaction 1 \(key 12, after transaction 11\)/),
+    });
+  });
+
+  it('stops at damage in an older segment and at a missing segment, naming the segment', async () => {
+    const dataDir = temporaryFolder(folders);
+    const engine = new KeyValueEngine();
+    const log = await openLog(dataDir);
+    for (let t = 1; t <= 45; t++) await run(engine, log, t);
+    await closeLog(log);
+    const files = [1, 11, 21, 31, 41].map((first) => path.join(logFolder(dataDir), segmentFileName(first)));
+    // The last record of segment 21: not a torn tail, two segments follow it.
+    const raw = open<Buffer, number>({ path: files[2], noSubdir: true, encoding: 'binary', overlappingSync: true });
+    await raw.put(30, Buffer.from([1, 0, 0]));
+    await raw.close();
+    const progress: RecoveryProgress[] = [];
+    await expect(recoverInto(dataDir, [], progress)).rejects.toMatchObject({
+      code: DurabilityErrorCode.LOG_CORRUPT,
+      message: expect.stringMatching(/segment-0000000000000021\.mdb is damaged at record 10 of that segment, record 30 from transaction 1 \(key 30, after transaction 29\).*older segment/),
+    });
+    // The progress bar saw the whole log across segments before the damage stopped it.
+    expect(progress.find((report) => report.phase === 'log')?.transactionCount).toBe(45);
+    for (const log of logs.splice(0)) await log.close();
+
+    rmSync(files[2]);
+    await expect(recoverInto(dataDir)).rejects.toMatchObject({
+      code: DurabilityErrorCode.LOG_CORRUPT,
+      message: expect.stringMatching(/segment-0000000000000031\.mdb: it follows segment segment-0000000000000021\.mdb, which is missing/),
     });
   });
 

@@ -7,14 +7,15 @@
  * replay, a damaged newest snapshot, a damaged log record in the middle, and a disk that fails
  * writes (nothing unwritten is acknowledged).
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { open } from 'lmdb';
 import { afterEach, describe, expect, it } from 'vitest';
 import { connect, type Client } from '../../client/index.ts';
 import { encodeFrame } from '../../engine/durability/framing.ts';
-import { commandLogPath } from '../../engine/durability/recovery.ts';
+import { segmentFileName } from '../../engine/durability/command-log.ts';
+import { logFolder } from '../../engine/durability/recovery.ts';
 import { completeSnapshots, readSnapshot } from '../../engine/durability/snapshot.ts';
 import { startServer, type ServerOptions, type SluiceServer } from '../../engine/server/server.ts';
 import { bankSchema, rejection } from '../server-helpers.ts';
@@ -43,6 +44,14 @@ function dataFolder(): string {
   const folder = mkdtempSync(path.join(os.tmpdir(), 'sluice-server-durability-'));
   folders.push(folder);
   return folder;
+}
+
+function segmentFilesOf(data: string): string[] {
+  return readdirSync(logFolder(data)).filter((name) => name.startsWith('segment-')).sort();
+}
+
+function bytesOnDisk(data: string, names: readonly string[]): number {
+  return names.reduce((sum, name) => sum + statSync(path.join(logFolder(data), name)).size, 0);
 }
 
 async function start(options: Partial<ServerOptions>): Promise<SluiceServer> {
@@ -119,6 +128,39 @@ describe('server durability', () => {
     const second = await start(options);
     expect(second.recovery?.snapshot?.lastTransactionId).toBe(saved.transactionId);
     expect(second.recovery?.transactionsReplayed).toBe(2);
+    expect(await state(await open_(second))).toEqual(before);
+  });
+
+  it('the log rolls into segments; those the kept snapshot covers are deleted, disk use drops, and a restart replays across the rest', async () => {
+    const data = dataFolder();
+    const options = { data, durability: { mode: 'sync' as const, snapshotOnShutdown: false, segmentRecordsMax: 50 } };
+    const first = await start(options);
+    const client = await open_(first);
+    await load(client, 100);
+    // Rounds of 20 calls: groups of at most 20 records, so segments of 50 roll every few rounds.
+    const bumpRounds = async (rounds: number): Promise<void> => {
+      for (let round = 0; round < rounds; round++) await Promise.all(Array.from({ length: 20 }, (_, i) => client.call('Bump', round, (i % 100) + 1)));
+    };
+    await bumpRounds(15);
+    const segmentsBefore = segmentFilesOf(data);
+    expect(segmentsBefore.length).toBeGreaterThanOrEqual(5);
+    const bytesBefore = bytesOnDisk(data, segmentsBefore);
+    // The first snapshot has no previous one to fall back to: the log stays whole.
+    await client.call('@SnapshotSave');
+    expect(segmentFilesOf(data)).toEqual(segmentsBefore);
+    await bumpRounds(3);
+    // The second keeps the first as fallback and deletes the segments the first one covers.
+    await client.call('@SnapshotSave');
+    const segmentsAfter = segmentFilesOf(data);
+    expect(segmentsAfter.length).toBeLessThan(segmentsBefore.length);
+    expect(segmentsAfter[0]).not.toBe(segmentsBefore[0]);
+    expect(bytesOnDisk(data, segmentsAfter)).toBeLessThan(bytesBefore);
+    await bumpRounds(3);
+    const before = await state(client);
+    await stop(first, client);
+
+    const second = await start(options);
+    expect(second.recovery?.transactionsReplayed).toBe(60);
     expect(await state(await open_(second))).toEqual(before);
   });
 
@@ -291,8 +333,9 @@ CREATE VIEW v_accounts_by_balance (balance, n) AS SELECT balance, COUNT(*) FROM 
     const client = await open_(first);
     await load(client, 20);
     await stop(first, client);
-    const log = open<Buffer, number>({ path: commandLogPath(data), noSubdir: true, encoding: 'binary', keyEncoding: 'ordered-binary', overlappingSync: true });
-    const keys = [...log.getKeys()];
+    const log = open<Buffer, number>({ path: path.join(logFolder(data), segmentFileName(1)), noSubdir: true, encoding: 'binary', keyEncoding: 'ordered-binary', overlappingSync: true });
+    // Key 0 is the segment's link record; records start at 1.
+    const keys = [...log.getKeys({ start: 1 })];
     const victim = keys[5];
     const frame = Buffer.from(log.getBinary(victim)!);
     frame[frame.length - 1] ^= 0xff;
@@ -310,7 +353,7 @@ CREATE VIEW v_accounts_by_balance (balance, n) AS SELECT balance, COUNT(*) FROM 
     const client = await open_(first);
     await load(client, 20);
     await stop(first, client);
-    const log = open<Buffer, number>({ path: commandLogPath(data), noSubdir: true, encoding: 'binary', keyEncoding: 'ordered-binary', overlappingSync: true });
+    const log = open<Buffer, number>({ path: path.join(logFolder(data), segmentFileName(1)), noSubdir: true, encoding: 'binary', keyEncoding: 'ordered-binary', overlappingSync: true });
     const last = [...log.getKeys({ reverse: true, limit: 1 })][0];
     await log.put(last + 1, encodeFrame([last + 1]).subarray(0, 7));
     await log.flushed;
