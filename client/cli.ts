@@ -53,6 +53,11 @@ interface Deployment {
     idleTimeoutMs?: number;
     adhocRowsMax?: number;
     connectionBufferedBytesMax?: number;
+    partitionCallsSentMax?: number;
+    /** A transaction running longer than this (ms) is logged and counted as long-running. */
+    longRunningMs?: number;
+    /** Time (ms) a partition has to answer a multi-partition fragment. */
+    fragmentTimeoutMs?: number;
   };
   /** Data directory (command log, snapshots, export buffers); relative to the deployment file. */
   data?: string;
@@ -128,6 +133,9 @@ program
       idleTimeoutMs: deployment.limits?.idleTimeoutMs,
       adhocRowsMax: deployment.limits?.adhocRowsMax,
       connectionBufferedBytesMax: deployment.limits?.connectionBufferedBytesMax,
+      partitionCallsSentMax: deployment.limits?.partitionCallsSentMax,
+      longRunningMs: deployment.limits?.longRunningMs,
+      fragmentTimeoutMs: deployment.limits?.fragmentTimeoutMs,
       security: deployment.security,
       tls: deployment.tls,
       logger,

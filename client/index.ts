@@ -28,7 +28,8 @@ import {
   FrameKind,
   ProtocolCode,
   Status,
-  callStride,
+  callStrideOf,
+  callTimeoutProblem,
   statusOfCode,
   createCodec,
   frameCallsMax,
@@ -160,6 +161,8 @@ export class Client<App extends AppShape = UntypedApp> {
   private inFlight = 0;
   /** The CALLS frame being built this turn. */
   private readonly out: unknown[] = [FrameKind.CALLS];
+  /** Elements per call in `out`: from protocol version 3 each call carries its timeout, for the server's deadline. */
+  private callStride = callStrideOf(1);
   private flushScheduled = false;
   private readonly flushBound = (): void => this.flush();
   /**
@@ -182,6 +185,8 @@ export class Client<App extends AppShape = UntypedApp> {
       reconnect: options.reconnect ?? false,
       frameBytesMax: options.frameBytesMax ?? resultFrameBytesMax,
     };
+    const timeoutProblem = sdkTimeoutProblem(this.options.timeoutMs);
+    if (timeoutProblem !== undefined) throw new SluiceClientError(Status.FAILURE, ProtocolCode.BAD_CALL, `connect: ${timeoutProblem}`, { path: ['timeoutMs'] });
     this.credentials = { user: options.user, password: options.password };
     this.ca = options.ca;
   }
@@ -305,6 +310,7 @@ export class Client<App extends AppShape = UntypedApp> {
         settled = true;
         clearTimeout(timer);
         this.protocolVersion = welcome.version;
+        this.callStride = callStrideOf(welcome.version);
         this.partitions = welcome.partitions;
         this.connected = true;
         this.reconnectDelay = reconnectDelayMinMs;
@@ -354,6 +360,8 @@ export class Client<App extends AppShape = UntypedApp> {
     if (!this.connected && !this.options.reconnect) {
       return Promise.reject(new SluiceClientError(Status.CONNECTION_LOST, ProtocolCode.CONNECTION_LOST, `not connected to ${this.url}`));
     }
+    const timeoutProblem = sdkTimeoutProblem(timeoutMs);
+    if (timeoutProblem !== undefined) return Promise.reject(new SluiceClientError(Status.FAILURE, ProtocolCode.BAD_CALL, `call ${name}: ${timeoutProblem}`, { path: ['timeoutMs'] }));
     return new Promise((resolve, reject) => {
       const id = this.nextId++;
       const call: PendingCall = { id, name, params, timeoutMs, deadline: Date.now() + timeoutMs, detailed, sent: false, resolve, reject };
@@ -369,8 +377,9 @@ export class Client<App extends AppShape = UntypedApp> {
   private send(call: PendingCall): void {
     call.sent = true;
     this.inFlight++;
-    this.out.push(call.id, call.name, call.params);
-    if (this.out.length - 1 >= frameCallsMax * callStride) this.flush();
+    if (this.callStride > 3) this.out.push(call.id, call.name, call.params, call.timeoutMs);
+    else this.out.push(call.id, call.name, call.params);
+    if (this.out.length - 1 >= frameCallsMax * this.callStride) this.flush();
     else if (!this.flushScheduled) {
       this.flushScheduled = true;
       setImmediate(this.flushBound);
@@ -468,4 +477,10 @@ export class Client<App extends AppShape = UntypedApp> {
     if (this.waitingHead < this.waiting.length) this.pump();
   }
 
+}
+
+/** The SDK always keeps a deadline of its own, so "0 = none", which the wire allows, is refused here. */
+function sdkTimeoutProblem(timeoutMs: unknown): string | undefined {
+  if (timeoutMs === 0) return 'timeoutMs must be at least 1 ms (the SDK always times calls out)';
+  return callTimeoutProblem(timeoutMs);
 }

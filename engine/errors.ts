@@ -50,6 +50,16 @@ export const ErrorCode = {
   POSITION_TOO_OLD: 'POSITION_TOO_OLD',
   /** A subscription's resume position is beyond the stream's last row. */
   POSITION_AHEAD: 'POSITION_AHEAD',
+  /**
+   * A call waited in the server past its timeout and was answered without running: nothing
+   * changed, retrying is safe (status TIMEOUT).
+   */
+  DEADLINE_EXPIRED: 'DEADLINE_EXPIRED',
+  /**
+   * A partition did not answer a multi-partition transaction's fragment within the fragment
+   * timeout: the transaction was rolled back everywhere (status TIMEOUT).
+   */
+  PARTITION_TIMEOUT: 'PARTITION_TIMEOUT',
   INTERNAL: 'INTERNAL',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

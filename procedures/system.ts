@@ -68,16 +68,41 @@ export interface ProcedureStatistics {
   calls: number;
   aborts: number;
   failures: number;
+  /** Calls answered TIMEOUT (DEADLINE_EXPIRED) because they waited past their deadline; none of them ran. */
+  expired: number;
+  /** Transactions that ran longer than the long-running threshold (`longRunningMs`). */
+  longRunning: number;
+  /** The longest of those, in ms (0 when none); exact to within the monitor's 20 ms sample. */
+  longest_ms: number;
   p50_ms: number;
   p99_ms: number;
 }
 
+/** The transaction a partition is running, once it has run for at least one monitor sample (20 ms). */
+export interface RunningTransactionStatistics {
+  /** The procedure, or '(multi-partition)' while the partition serves one. */
+  procedure: string;
+  transactionId: number;
+  elapsedMs: number;
+}
+
 export interface PartitionQueueStatistics {
   partition: number;
+  /** Transactions run; from the last answer when `answered` is false. */
   transactions: number;
+  /** Calls for this partition not yet answered: sent to it or waiting in the router. */
   queueDepth: number;
+  /** Calls waiting in the router, not yet sequenced (partition busy, stalled or export-held). */
+  waiting: number;
   /** Calls parked because an export buffer of this partition is full (onFull 'wait'). */
   exportHeld: number;
+  /** What it runs now, or null when idle or between short transactions. */
+  running: RunningTransactionStatistics | null;
+  /**
+   * False when the partition was busy in one transaction and was not asked (asking would wait for
+   * it): `transactions` and its tables' rows are from its last answer.
+   */
+  answered: boolean;
 }
 
 export interface TableStatisticsRow {

@@ -13,7 +13,7 @@ import { WebSocket } from 'ws';
 import { describe, expect, it } from 'vitest';
 import { SubscriptionError, type RowPosition, type StreamRow, type Subscription } from '../client/index.ts';
 import { ErrorCode } from '../engine/errors.ts';
-import { FrameKind, ProtocolCode, createCodec } from '../engine/server/protocol.ts';
+import { FrameKind, ProtocolCode, createCodec, protocolVersion } from '../engine/server/protocol.ts';
 import { SubscriptionHub, type SubscriptionSink } from '../engine/server/subscriptions.ts';
 import type { Value } from '../engine/types.ts';
 import { applyDdl } from '../engine/catalog/ddl.ts';
@@ -223,7 +223,7 @@ describe('stream subscriptions', () => {
     expect(await closeCodeAfter(2, [FrameKind.SUBSCRIBE, 'one', 'meter_alerts', {}])).toBe(4002);
     expect(await closeCodeAfter(1, [FrameKind.SUBSCRIBE, 1, 'meter_alerts', {}])).toBe(4002);
     const sdk = await client(server);
-    expect(sdk.protocolVersion).toBe(2);
+    expect(sdk.protocolVersion).toBe(protocolVersion);
   });
 });
 

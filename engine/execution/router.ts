@@ -14,11 +14,18 @@
  *   order, flush, and run the procedure body here, synchronously, as the coordinator
  *   (coordinator.ts). The router thread is blocked for the transaction's duration: that is the
  *   price of one global order, and why multi-partition procedures are the slow path.
+ * - Deadlines (`deadline`, performance.now() ms, 0 = none) are checked only before a call is
+ *   sequenced, never after: a sequenced call is logged and must run, or replay would differ. So a
+ *   call is sequenced only when its partition can take it soon; otherwise it waits here, parked
+ *   (the partition has `callsSentMax` calls unanswered, is stalled in one long transaction, or is
+ *   held by export backpressure), and one that outlives its deadline there is answered TIMEOUT
+ *   (DEADLINE_EXPIRED) without running.
  */
 import { readFileSync } from 'node:fs';
 import { createHistogram, type RecordableHistogram } from 'node:perf_hooks';
+import type { Logger } from 'pino';
 import { MessageChannel, Worker, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
-import { systemProcedureTable, systemProcedures, type Statistics, type SystemInformation } from '../../procedures/system.ts';
+import { systemProcedureTable, systemProcedures, type RunningTransactionStatistics, type Statistics, type SystemInformation } from '../../procedures/system.ts';
 import { applyDdl, emptyCatalog } from '../catalog/ddl.ts';
 import type { Catalog } from '../catalog/schema.ts';
 import { ErrorCode, SluiceError, nearNames } from '../errors.ts';
@@ -27,17 +34,25 @@ import { insertValues } from '../sql/dml.ts';
 import { checkParameterCount, normalizeParams, planStatement, type PlannedStatement } from '../sql/statement.ts';
 import type { Value } from '../types.ts';
 import { adhocProcedure } from './adhoc.ts';
-import { RemoteRunner } from './coordinator.ts';
+import { RemoteRunner, fragmentTimeoutMsDefault } from './coordinator.ts';
 import { partitionOf } from './hash.ts';
+import { PartitionMonitor, multiPartitionSlot, partitionSampleIntervalMs, transactionTag } from './monitor.ts';
 import { failure, invoke, procedureParams } from './invoke.ts';
-import { Op, batchCallsMax, coordinatorSlot, errorPayload } from './messages.ts';
+import { Op, batchCallsMax, coordinatorSlot, errorPayload, type PartitionStatistics } from './messages.ts';
 import { loadProcedures, type LoadedProcedure } from './procedures.ts';
 import { TransactionContext } from './transaction.ts';
 import type { WorkerData } from './worker.ts';
 import { addExactlyOnceProcedures } from '../../importers/exactly-once.ts';
 
-/** Calls queued at one partition (sent, not yet answered) before new ones get SERVER_BUSY. */
+/** Calls queued for one partition (sent or waiting in the router, not yet answered) before new ones get SERVER_BUSY. */
 export const partitionQueueDepthMax = 200_000;
+/**
+ * Calls sent to one partition and not yet answered; further calls wait in the router, where their
+ * deadlines are still checked. Eight full batches keep a busy partition fed.
+ */
+export const partitionCallsSentMax = 8 * batchCallsMax;
+/** A transaction running longer than this is reported (log line, @Statistics). */
+export const longRunningMsDefault = 1000;
 const adhocPlanCacheMax = 1000;
 const workerUrl = new URL('./worker.ts', import.meta.url);
 const packageVersion = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
@@ -86,6 +101,14 @@ export interface RouterOptions {
   exportStreams?: readonly string[];
   /** Receives each worker batch's committed stream rows (storage/stream.ts takeCommitted chunks). */
   onStreamRows?: (partition: number, chunks: unknown[]) => void;
+  /** Calls sent to a partition and not yet answered before further ones wait in the router. */
+  callsSentMax?: number;
+  /** A transaction running longer than this (ms) is logged and counted; default 1000. */
+  longRunningMs?: number;
+  /** Time (ms) a partition has to answer a multi-partition fragment; default 10 s. */
+  fragmentTimeoutMs?: number;
+  /** Where long-running transactions and stuck partitions are reported. */
+  logger?: Logger;
 }
 
 /**
@@ -99,7 +122,7 @@ export interface ExportHold {
   readonly payload: ErrorPayload;
 }
 
-/** A call parked by export backpressure ('wait'), not yet sequenced. */
+/** A call waiting in the router for its partition (see `enqueue`), not yet sequenced. */
 interface ParkedCall {
   readonly op: number;
   readonly target: number | string;
@@ -109,6 +132,10 @@ interface ParkedCall {
   readonly token: number;
   readonly name: string;
   readonly readOnly: boolean;
+  /** performance.now() ms after which it is answered TIMEOUT instead of running; 0 = never. */
+  readonly deadline: number;
+  /** When it was parked, for the TIMEOUT message. */
+  readonly parkedAt: number;
 }
 
 class ProcedureStats {
@@ -116,6 +143,11 @@ class ProcedureStats {
   calls = 0;
   aborts = 0;
   failures = 0;
+  /** Calls answered TIMEOUT (DEADLINE_EXPIRED) without running. */
+  expired = 0;
+  /** Transactions that ran longer than the long-running threshold, and the longest one (ms). */
+  longRunning = 0;
+  longestMs = 0;
   readonly latency: RecordableHistogram = createHistogram();
   /** Latency since the last `takeLatencyWindows`; recorded only once someone asked (the console). */
   window: RecordableHistogram | undefined;
@@ -148,7 +180,26 @@ export class Router {
   private readonly onFatal: (error: Error) => void;
   private readonly onStreamRows: ((partition: number, chunks: unknown[]) => void) | undefined;
   private readonly exportHolds: (ExportHold | undefined)[];
+  /** Per partition, calls waiting to be sequenced, in arrival order from `parkedHead`. */
   private readonly parked: ParkedCall[][];
+  private readonly parkedHead: number[];
+  private readonly callsSentMax: number;
+  private readonly monitor: PartitionMonitor;
+  private readonly monitorTimer: NodeJS.Timeout;
+  private readonly longRunningMs: number;
+  private readonly logger: Logger | undefined;
+  /** Per partition, the tag of the last transaction reported as long-running (0: none). */
+  private readonly longTag: number[];
+  /** Per partition, the slot of a long-running transaction reported and not yet answered (-2: none), and since when it ran. */
+  private readonly longSlot: number[];
+  private readonly longSince: number[];
+  /**
+   * Per partition, the tag of the transaction it was running when it made a multi-partition
+   * transaction time out (0: none): until it leaves that transaction, others fail at once.
+   */
+  private readonly stuckTag: number[];
+  /** Each partition's last answered statistics: @Statistics reports a stalled partition from them. */
+  private readonly lastPartitionStatistics: (PartitionStatistics | undefined)[];
   private flushScheduled = false;
   private readonly flushBound = (): void => this.flush();
   private lastTransactionId = 0;
@@ -174,6 +225,7 @@ export class Router {
   private readonly slotSink: (ResultSink | undefined)[] = [];
   private readonly slotToken: number[] = [];
   private readonly slotTimestamp: number[] = [];
+  private readonly slotTransactionId: number[] = [];
   private readonly slotStart: number[] = [];
   private readonly slotStats: (ProcedureStats | undefined)[] = [];
   private readonly slotPartition: number[] = [];
@@ -200,6 +252,18 @@ export class Router {
     this.onStreamRows = options.onStreamRows;
     this.exportHolds = new Array<ExportHold | undefined>(options.partitions).fill(undefined);
     this.parked = Array.from({ length: options.partitions }, () => []);
+    this.parkedHead = new Array<number>(options.partitions).fill(0);
+    this.callsSentMax = options.callsSentMax ?? partitionCallsSentMax;
+    this.longRunningMs = options.longRunningMs ?? longRunningMsDefault;
+    this.logger = options.logger;
+    this.longTag = new Array<number>(options.partitions).fill(0);
+    this.longSlot = new Array<number>(options.partitions).fill(-2);
+    this.longSince = new Array<number>(options.partitions).fill(0);
+    this.stuckTag = new Array<number>(options.partitions).fill(0);
+    this.lastPartitionStatistics = new Array<PartitionStatistics | undefined>(options.partitions).fill(undefined);
+    this.monitor = new PartitionMonitor(options.partitions);
+    this.monitorTimer = setInterval(() => this.sample(), partitionSampleIntervalMs);
+    this.monitorTimer.unref();
     this.flags = new Int32Array(new SharedArrayBuffer(4 * (options.partitions + 1)));
     this.batches = Array.from({ length: options.partitions }, () => []);
     this.batchCalls = new Array<number>(options.partitions).fill(0);
@@ -213,7 +277,8 @@ export class Router {
       ports.push(channel.port1);
       this.mpPorts.push(channel.port2);
     }
-    this.remote = new RemoteRunner(ports, this.flags);
+    this.remote = new RemoteRunner(ports, this.flags, (partition) => this.describeRunning(partition));
+    this.remote.fragmentTimeoutMs = options.fragmentTimeoutMs ?? fragmentTimeoutMsDefault;
     this.mpContext = new TransactionContext(this.remote, -1);
   }
 
@@ -223,6 +288,9 @@ export class Router {
     if (!Number.isInteger(partitions) || partitions < 1 || partitions > 1024) {
       throw new SluiceError(ErrorCode.INVALID_SCHEMA, `partitions must be an integer from 1 to 1024, got ${partitions}`);
     }
+    checkSetting('callsSentMax', options.callsSentMax, 1, partitionQueueDepthMax);
+    checkSetting('longRunningMs', options.longRunningMs, partitionSampleIntervalMs, 86_400_000);
+    checkSetting('fragmentTimeoutMs', options.fragmentTimeoutMs, 100, 86_400_000);
     const catalog = applyDdl(options.ddl, emptyCatalog);
     const procedures = await loadProcedures(catalog, options.proceduresDir);
     addExactlyOnceProcedures(procedures, catalog, partitions);
@@ -243,6 +311,7 @@ export class Router {
         mpPort: this.mpPorts[p],
         resultsPort: undefined as unknown as MessagePort,
         snapshotPort: undefined as unknown as MessagePort,
+        running: this.monitor.buffer,
         exportStreams: options.exportStreams,
       };
       const results = new MessageChannel();
@@ -299,7 +368,7 @@ export class Router {
     return this.procedures.get(name);
   }
 
-  /** Calls queued at each partition, and the depth at which SERVER_BUSY starts: importers pause before it. */
+  /** Calls queued for each partition (sent or waiting here), and the depth at which SERVER_BUSY starts: importers pause before it. */
   get queueDepths(): readonly number[] {
     return this.queueDepth;
   }
@@ -311,15 +380,18 @@ export class Router {
   /** Extra sections of @Statistics (e.g. 'importers'), computed when it is called. */
   readonly statisticsSections = new Map<string, () => unknown>();
 
-  /** Submits one call; see the contract at the top of this file. */
-  submit(name: string, params: readonly unknown[], sink: ResultSink, token: number): void {
+  /**
+   * Submits one call; see the contract at the top of this file. `deadline` (performance.now()
+   * ms, 0 = none): a call still waiting to be sequenced then is answered TIMEOUT and never runs.
+   */
+  submit(name: string, params: readonly unknown[], sink: ResultSink, token: number, deadline = 0): void {
     if (this.broken !== undefined || this.closed) {
       sink.deliver(token, Status.UNEXPECTED_FAILURE, errorPayload(this.broken ?? new SluiceError(ErrorCode.CLOSED, 'the server is shutting down')), 0);
       return;
     }
     const procedure = this.procedures.get(name);
     if (procedure === undefined) {
-      this.submitSystem(name, params, sink, token);
+      this.submitSystem(name, params, sink, token, deadline);
       return;
     }
     const stats = this.stats.get(name)!;
@@ -335,7 +407,7 @@ export class Router {
       return;
     }
     const partition = partitionOf(values[procedure.partitionParameter], this.partitionCount);
-    this.enqueue(Op.CALL, this.procedureIndex.get(name)!, partition, values, stats, sink, token, name, procedure.readOnly);
+    this.enqueue(Op.CALL, this.procedureIndex.get(name)!, partition, values, stats, sink, token, name, procedure.readOnly, deadline);
   }
 
   /** Convenience for in-process callers and tests: resolves with the result or rejects with a SluiceError. */
@@ -352,22 +424,31 @@ export class Router {
 
   // --- single-partition path ------------------------------------------------------------------
 
-  private enqueue(op: number, target: number | string, partition: number, values: readonly Value[], stats: ProcedureStats, sink: ResultSink, token: number, name: string, readOnly: boolean): void {
+  /**
+   * Admits a single-partition call: sequences and batches it now, or parks it here when its
+   * partition cannot take it soon (export hold, `callsSentMax` sent, stalled in a long
+   * transaction, or older calls parked ahead of it). Parked calls are sequenced in arrival order
+   * by `pumpParked` as the partition answers, or expire (`expireParked`).
+   */
+  private enqueue(op: number, target: number | string, partition: number, values: readonly Value[], stats: ProcedureStats, sink: ResultSink, token: number, name: string, readOnly: boolean, deadline: number): void {
     const hold = this.exportHolds[partition];
-    if (hold !== undefined && (hold.onFull === 'fail' || this.parked[partition].length >= this.queueDepthMax)) {
+    if (hold !== undefined && hold.onFull === 'fail') {
       stats.calls++;
       stats.failures++;
       sink.deliver(token, Status.SERVER_BUSY, hold.payload, 0);
       return;
     }
-    if (hold !== undefined) {
-      this.parked[partition].push({ op, target, values, stats, sink, token, name, readOnly });
-      return;
-    }
-    if (this.queueDepth[partition] >= this.queueDepthMax) {
+    const depth = this.queueDepth[partition];
+    if (depth >= this.queueDepthMax) {
       stats.calls++;
       stats.failures++;
-      sink.deliver(token, Status.SERVER_BUSY, [ProtocolCode.SERVER_BUSY, `partition ${partition} has ${this.queueDepth[partition]} calls queued; retry later`, null], 0);
+      sink.deliver(token, Status.SERVER_BUSY, hold?.payload ?? [ProtocolCode.SERVER_BUSY, `partition ${partition} has ${depth} calls queued; retry later`, null], 0);
+      return;
+    }
+    const parked = this.parked[partition];
+    if (hold !== undefined || this.parkedHead[partition] < parked.length || (this.monitor.stalled[partition] && this.monitor.refresh(partition)) || depth >= this.callsSentMax) {
+      this.queueDepth[partition]++;
+      parked.push({ op, target, values, stats, sink, token, name, readOnly, deadline, parkedAt: performance.now() });
       return;
     }
     const transactionId = ++this.lastTransactionId;
@@ -375,11 +456,70 @@ export class Router {
     this.enqueueAt(op, target, partition, values, stats, sink, token, name, transactionId, timestamp, this.log !== undefined && !readOnly);
   }
 
+  /** Calls waiting in the router for `partition`. */
+  private parkedCount(partition: number): number {
+    return this.parked[partition].length - this.parkedHead[partition];
+  }
+
+  /**
+   * Sequences parked calls of `partition` while it can take them, in arrival order; one past its
+   * deadline is answered TIMEOUT instead (it was never sequenced, so nothing was logged).
+   */
+  private pumpParked(partition: number): void {
+    const parked = this.parked[partition];
+    let head = this.parkedHead[partition];
+    if (head === parked.length || this.exportHolds[partition] !== undefined) return;
+    const now = performance.now();
+    while (head < parked.length && !this.monitor.stalled[partition] && this.queueDepth[partition] - (parked.length - head) < this.callsSentMax) {
+      const call = parked[head++];
+      this.queueDepth[partition]--;
+      if (call.deadline !== 0 && call.deadline <= now) {
+        this.expire(call, partition, now);
+        continue;
+      }
+      const transactionId = ++this.lastTransactionId;
+      this.enqueueAt(call.op, call.target, partition, call.values, call.stats, call.sink, call.token, call.name, transactionId, this.nextTimestamp(), this.log !== undefined && !call.readOnly);
+    }
+    if (head === parked.length) {
+      parked.length = 0;
+      head = 0;
+    } else if (head > 1024 && head * 2 > parked.length) {
+      parked.splice(0, head);
+      head = 0;
+    }
+    this.parkedHead[partition] = head;
+  }
+
+  /** Answers parked calls of `partition` whose deadline has passed with TIMEOUT, keeping the others in order. */
+  private expireParked(partition: number, now: number): void {
+    const parked = this.parked[partition];
+    let kept = this.parkedHead[partition];
+    for (let i = kept; i < parked.length; i++) {
+      const call = parked[i];
+      if (call.deadline !== 0 && call.deadline <= now) {
+        this.queueDepth[partition]--;
+        this.expire(call, partition, now);
+      } else {
+        parked[kept++] = call;
+      }
+    }
+    parked.length = kept;
+  }
+
+  private expire(call: ParkedCall, partition: number, now: number): void {
+    call.stats.calls++;
+    call.stats.expired++;
+    const waitedMs = Math.round(now - call.parkedAt);
+    const message = `call ${call.name} waited ${waitedMs} ms for partition ${partition}, past its deadline, and did not run: nothing changed`;
+    call.sink.deliver(call.token, Status.TIMEOUT, [ErrorCode.DEADLINE_EXPIRED, message, { object: call.name }], 0);
+  }
+
   /** The single-partition path with the transaction id and timestamp given (also replay's path). */
   private enqueueAt(op: number, target: number | string, partition: number, values: readonly Value[], stats: ProcedureStats, sink: ResultSink, token: number, name: string, transactionId: number, timestamp: number, logged: boolean): void {
     if (logged) this.appendLog(transactionId, timestamp, partition, name, op === Op.ADHOC ? [target as string, ...values] : values);
     const slot = this.allocateSlot(sink, token, timestamp, stats, partition);
     this.slotDurableId[slot] = this.lastLoggedId;
+    this.slotTransactionId[slot] = transactionId;
     this.queueDepth[partition]++;
     const batch = this.batches[partition];
     batch.push(op, slot, target, transactionId, timestamp, values.length);
@@ -400,13 +540,8 @@ export class Router {
   /** Sets or lifts export backpressure on a partition (see ExportHold); lifting submits what waited. */
   setExportHold(partition: number, hold: ExportHold | undefined): void {
     this.exportHolds[partition] = hold;
-    if (hold !== undefined || this.parked[partition].length === 0) return;
-    const parked = this.parked[partition];
-    this.parked[partition] = [];
-    for (const call of parked) {
-      if (this.broken !== undefined || this.closed) call.sink.deliver(call.token, Status.UNEXPECTED_FAILURE, errorPayload(this.broken ?? new SluiceError(ErrorCode.CLOSED, 'the server is shutting down')), 0);
-      else this.enqueue(call.op, call.target, partition, call.values, call.stats, call.sink, call.token, call.name, call.readOnly);
-    }
+    // A broken or closed router has answered every parked call already (failPending).
+    if (hold === undefined && this.broken === undefined && !this.closed) this.pumpParked(partition);
   }
 
   private flushPartition(partition: number): void {
@@ -428,8 +563,11 @@ export class Router {
       const payload = results[i + 2];
       this.queueDepth[partition]--;
       this.answered[partition]++;
+      if (slot === this.longSlot[partition]) this.longRunningEnded(partition, slot, now);
       this.complete(slot, ok ? Status.SUCCESS : statusOfCode((payload as ErrorPayload)[0]), payload, now);
     }
+    if (this.monitor.stalled[partition]) this.monitor.refresh(partition);
+    if (this.parkedHead[partition] < this.parked[partition].length) this.pumpParked(partition);
     if (this.idleWaiters.length > 0 && this.isIdle()) this.wakeIdle();
   }
 
@@ -584,7 +722,7 @@ export class Router {
     }
     const stats = this.stats.get(procedureName)!;
     if (partition < 0) {
-      this.runMultiAt(procedure, values, stats, sink, 0, transactionId, timestamp, false);
+      this.runMultiAt(procedure, values, stats, sink, 0, transactionId, timestamp, true);
       return;
     }
     if (partition >= this.partitionCount) throw new SluiceError(ErrorCode.LOG_CORRUPT, `the log puts transaction ${transactionId} on partition ${partition}, but there are ${this.partitionCount}`);
@@ -677,20 +815,29 @@ export class Router {
   // --- multi-partition path -------------------------------------------------------------------
 
   private runMulti(procedure: LoadedProcedure, values: Value[], stats: ProcedureStats, sink: ResultSink, token: number): void {
+    const stuck = this.stuckPartition();
+    if (stuck !== undefined) {
+      // Fails before it is sequenced: no transaction id, nothing logged, no partition stopped.
+      this.rejectCall(stats, sink, token, stuck);
+      return;
+    }
     const transactionId = ++this.lastTransactionId;
     const timestamp = this.nextTimestamp();
-    this.runMultiAt(procedure, values, stats, sink, token, transactionId, timestamp, this.log !== undefined && !procedure.readOnly);
+    this.runMultiAt(procedure, values, stats, sink, token, transactionId, timestamp, false);
   }
 
-  private runMultiAt(procedure: LoadedProcedure, values: Value[], stats: ProcedureStats, sink: ResultSink, token: number, transactionId: number, timestamp: number, logged: boolean): void {
+  /**
+   * Runs a multi-partition transaction at its place in the order. It is logged after it ran, and
+   * only if it committed: nothing else is sequenced meanwhile (this thread is blocked), so the
+   * record still lands at its place in the order, and a rolled-back transaction, which changed
+   * nothing, needs no record. That matters for a fragment timeout: it depends on timing, which a
+   * replay would not reproduce. Replay waits for every fragment without a timeout.
+   */
+  private runMultiAt(procedure: LoadedProcedure, values: Value[], stats: ProcedureStats, sink: ResultSink, token: number, transactionId: number, timestamp: number, replaying: boolean): void {
     const start = performance.now();
-    if (logged) {
-      const statement = procedure.statement;
-      // Ad-hoc SQL has no procedure to name: log its text, as the single-partition path does.
-      if (procedure.name === '@AdHoc' && statement !== undefined) this.appendLog(transactionId, timestamp, -1, '@AdHoc', [statement.sql, ...values]);
-      else this.appendLog(transactionId, timestamp, -1, procedure.name, values);
-    }
     this.placeMarkers(transactionId, timestamp);
+    const fragmentTimeoutMs = this.remote.fragmentTimeoutMs;
+    if (replaying) this.remote.fragmentTimeoutMs = Infinity;
     let status: Status = Status.SUCCESS;
     let payload: unknown;
     try {
@@ -698,8 +845,24 @@ export class Router {
     } catch (error) {
       payload = errorPayload(failure(error, procedure));
       status = statusOfCode((payload as ErrorPayload)[0]);
+    } finally {
+      this.remote.fragmentTimeoutMs = fragmentTimeoutMs;
+    }
+    const timeout = this.remote.timeout;
+    if (timeout !== undefined) {
+      // The body may have caught the error; the transaction fails regardless (end rolls it back).
+      payload = errorPayload(timeout);
+      status = Status.TIMEOUT;
+      this.reportStuck(timeout, transactionId, procedure.name);
     }
     this.remote.end(status === Status.SUCCESS);
+    if (!replaying && status === Status.SUCCESS && this.log !== undefined && !procedure.readOnly) {
+      const statement = procedure.statement;
+      // Ad-hoc SQL has no procedure to name: log its text, as the single-partition path does.
+      if (procedure.name === '@AdHoc' && statement !== undefined) this.appendLog(transactionId, timestamp, -1, '@AdHoc', [statement.sql, ...values]);
+      else this.appendLog(transactionId, timestamp, -1, procedure.name, values);
+    }
+    this.noteMultiPartitionDuration(stats, procedure.name, transactionId, performance.now() - start);
     this.drainResults();
     if (this.holdAnswers && this.lastLoggedId > this.durableTransactionId) {
       // Held like a partition's answer, in the multi-partition FIFO, until the log is durable.
@@ -712,9 +875,10 @@ export class Router {
     this.finishDirect(stats, start, status, payload, sink, token, timestamp);
   }
 
-  /** Puts an MP marker into every partition's queue at this point of the order and sends it. */
-  private placeMarkers(transactionId: number, timestamp: number): void {
-    for (let p = 0; p < this.partitionCount; p++) this.batches[p].push(Op.MP, transactionId, timestamp);
+  /** Puts an MP marker into the queue of every partition (or those listed) at this point of the order, and sends it. */
+  private placeMarkers(transactionId: number, timestamp: number, partitions?: readonly number[]): void {
+    if (partitions === undefined) for (let p = 0; p < this.partitionCount; p++) this.batches[p].push(Op.MP, transactionId, timestamp);
+    else for (const p of partitions) this.batches[p].push(Op.MP, transactionId, timestamp);
     this.flush();
   }
 
@@ -737,7 +901,7 @@ export class Router {
 
   // --- system procedures and ad-hoc SQL -------------------------------------------------------
 
-  private submitSystem(name: string, params: readonly unknown[], sink: ResultSink, token: number): void {
+  private submitSystem(name: string, params: readonly unknown[], sink: ResultSink, token: number, deadline: number): void {
     const entry = systemProcedureTable.get(name);
     if (entry === undefined) {
       const error = new SluiceError(ErrorCode.UNKNOWN_PROCEDURE, `unknown procedure ${name}`, {
@@ -757,22 +921,28 @@ export class Router {
         this.finishDirect(stats, start, Status.SUCCESS, this.systemInformation(), sink, token, 0);
         return;
       case '@Statistics': {
+        // What runs now is read before the markers, which would stop it; a partition busy in one
+        // transaction gets no marker (it would keep the router waiting) and is reported from its
+        // last answer.
+        const running = this.runningTransactions(start);
+        const answering: number[] = [];
+        for (let p = 0; p < this.partitionCount; p++) if (running[p] === null && !this.isStuck(p)) answering.push(p);
         const transactionId = ++this.lastTransactionId;
         const timestamp = this.nextTimestamp();
-        this.placeMarkers(transactionId, timestamp);
+        this.placeMarkers(transactionId, timestamp, answering);
         let partitions;
         try {
-          partitions = this.remote.statistics();
+          partitions = this.remote.statistics(answering);
         } finally {
-          this.remote.end(true);
+          this.remote.end(true, answering);
         }
         // Every partition answered its calls before reaching the marker: count them all.
         this.drainResults();
-        this.finishDirect(stats, start, Status.SUCCESS, this.statistics(partitions), sink, token, timestamp);
+        this.finishDirect(stats, start, Status.SUCCESS, this.statistics(partitions, running), sink, token, timestamp);
         return;
       }
       case '@AdHoc':
-        this.submitAdhoc(params, stats, sink, token);
+        this.submitAdhoc(params, stats, sink, token, deadline);
         return;
     }
     const handler = this.systemHandlers.get(name);
@@ -786,7 +956,7 @@ export class Router {
     );
   }
 
-  private submitAdhoc(params: readonly unknown[], stats: ProcedureStats, sink: ResultSink, token: number): void {
+  private submitAdhoc(params: readonly unknown[], stats: ProcedureStats, sink: ResultSink, token: number, deadline: number): void {
     let statement: PlannedStatement;
     let values: Value[];
     try {
@@ -816,7 +986,7 @@ export class Router {
       this.rejectCall(stats, sink, token, error);
       return;
     }
-    if (partition >= 0) this.enqueue(Op.ADHOC, statement.sql, partition, values, stats, sink, token, '@AdHoc', statement.readOnly);
+    if (partition >= 0) this.enqueue(Op.ADHOC, statement.sql, partition, values, stats, sink, token, '@AdHoc', statement.readOnly, deadline);
     else this.runMulti(adhocProcedure(statement), values, stats, sink, token);
   }
 
@@ -855,18 +1025,27 @@ export class Router {
     };
   }
 
-  private statistics(partitions: ReturnType<RemoteRunner['statistics']>): Statistics {
+  private statistics(answers: readonly (PartitionStatistics | undefined)[], running: readonly (RunningTransactionStatistics | null)[]): Statistics {
     const procedures = [];
     for (const stats of this.stats.values()) {
-      if (stats.calls === 0) continue;
+      if (stats.calls === 0 && stats.longRunning === 0) continue;
       procedures.push({
         procedure: stats.name,
         calls: stats.calls,
         aborts: stats.aborts,
         failures: stats.failures,
+        expired: stats.expired,
+        longRunning: stats.longRunning,
+        longest_ms: stats.longestMs,
         p50_ms: stats.latency.count > 0 ? stats.latency.percentile(50) / 1000 : 0,
         p99_ms: stats.latency.count > 0 ? stats.latency.percentile(99) / 1000 : 0,
       });
+    }
+    const partitions: PartitionStatistics[] = [];
+    for (let p = 0; p < this.partitionCount; p++) {
+      const answer = answers[p] ?? this.lastPartitionStatistics[p];
+      this.lastPartitionStatistics[p] = answer;
+      partitions.push(answer ?? { partition: p, transactions: 0, tables: [] });
     }
     const tables = new Map<string, { table: string; kind: string; rows: number; bytesEstimate: number }>();
     for (const partition of partitions) {
@@ -885,7 +1064,10 @@ export class Router {
         partition: partition.partition,
         transactions: partition.transactions,
         queueDepth: this.queueDepth[partition.partition],
-        exportHeld: this.parked[partition.partition]?.length ?? 0,
+        waiting: this.parkedCount(partition.partition),
+        exportHeld: this.exportHolds[partition.partition] === undefined ? 0 : this.parkedCount(partition.partition),
+        running: running[partition.partition],
+        answered: answers[partition.partition] !== undefined,
       })),
       tables: [...tables.values()],
       ...Object.fromEntries([...this.statisticsSections].map(([section, compute]) => [section, compute()])),
@@ -926,6 +1108,7 @@ export class Router {
   }
 
   private failPending(status: Status, payload: ErrorPayload): void {
+    clearInterval(this.monitorTimer);
     const now = performance.now();
     for (let slot = 0; slot < this.slotSink.length; slot++) {
       if (this.slotSink[slot] === undefined) continue;
@@ -943,20 +1126,149 @@ export class Router {
     }
     for (let p = 0; p < this.parked.length; p++) {
       const parked = this.parked[p];
+      const head = this.parkedHead[p];
       this.parked[p] = [];
-      for (const call of parked) call.sink.deliver(call.token, status, payload, 0);
+      this.parkedHead[p] = 0;
+      this.queueDepth[p] -= parked.length - head;
+      for (let i = head; i < parked.length; i++) parked[i].sink.deliver(parked[i].token, status, payload, 0);
     }
+  }
+
+  // --- watching the partitions (monitor.ts) ---------------------------------------------------
+
+  /**
+   * The monitor's tick: notes what every partition runs, reports transactions that pass the
+   * long-running threshold, sequences calls parked behind a stall that ended and answers parked
+   * calls whose deadline passed. O(partitions) plus the parked calls, every sample interval.
+   */
+  private sample(): void {
+    const now = performance.now();
+    for (let p = 0; p < this.partitionCount; p++) {
+      const elapsed = this.monitor.sample(p, now);
+      if (elapsed >= this.longRunningMs) this.longRunning(p, elapsed);
+      if (this.parkedHead[p] === this.parked[p].length) continue;
+      if (!this.monitor.stalled[p]) this.pumpParked(p);
+      this.expireParked(p, now);
+    }
+  }
+
+  /** Partition `partition` has run one transaction for `elapsedMs`, past the threshold. */
+  private longRunning(partition: number, elapsedMs: number): void {
+    const running = this.monitor.running(partition)!;
+    const stats = this.runningStats(partition, running.tag, running.slot);
+    if (stats !== undefined) stats.longestMs = Math.max(stats.longestMs, Math.round(elapsedMs));
+    if (this.longTag[partition] === running.tag) return;
+    // First sample past the threshold: counted and logged once; its end is noted in onResults.
+    this.longTag[partition] = running.tag;
+    if (stats !== undefined) {
+      this.longSlot[partition] = running.slot;
+      this.longSince[partition] = running.since;
+      stats.longRunning++;
+    }
+    const transactionId = this.runningTransactionId(running.tag, running.slot);
+    this.logger?.warn(
+      { procedure: stats?.name ?? '(multi-partition)', partition, transactionId, elapsedMs: Math.round(elapsedMs), thresholdMs: this.longRunningMs },
+      `long-running transaction: ${stats?.name ?? 'a multi-partition transaction'} (transaction ${transactionId}) has run for ${Math.round(elapsedMs)} ms on partition ${partition}; the partition serves nothing else meanwhile`,
+    );
+  }
+
+  /** The answer of a reported long-running transaction came: note its whole duration. */
+  private longRunningEnded(partition: number, slot: number, now: number): void {
+    this.longSlot[partition] = -2;
+    const stats = this.slotStats[slot];
+    if (stats === undefined) return;
+    const elapsedMs = Math.round(now - this.longSince[partition]);
+    stats.longestMs = Math.max(stats.longestMs, elapsedMs);
+    this.logger?.info({ procedure: stats.name, partition, transactionId: this.slotTransactionId[slot], elapsedMs }, `long-running transaction ${this.slotTransactionId[slot]} (${stats.name}) ended after about ${elapsedMs} ms`);
+  }
+
+  /** A multi-partition transaction ran on this thread: its duration is known exactly. */
+  private noteMultiPartitionDuration(stats: ProcedureStats, name: string, transactionId: number, elapsedMs: number): void {
+    if (elapsedMs < this.longRunningMs) return;
+    stats.longRunning++;
+    stats.longestMs = Math.max(stats.longestMs, Math.round(elapsedMs));
+    this.logger?.warn({ procedure: name, partition: -1, transactionId, elapsedMs: Math.round(elapsedMs), thresholdMs: this.longRunningMs }, `long-running transaction: multi-partition ${name} (transaction ${transactionId}) took ${Math.round(elapsedMs)} ms; every partition waited for it`);
+  }
+
+  /** The statistics of the call a partition runs, when the monitor's tag still matches its slot. */
+  private runningStats(partition: number, tag: number, slot: number): ProcedureStats | undefined {
+    if (slot === multiPartitionSlot || slot < 0 || slot >= this.slotSink.length) return undefined;
+    if (this.slotPartition[slot] !== partition || transactionTag(this.slotTransactionId[slot]) !== tag) return undefined;
+    return this.slotStats[slot];
+  }
+
+  private runningTransactionId(tag: number, slot: number): number {
+    if (slot >= 0 && slot < this.slotTransactionId.length && transactionTag(this.slotTransactionId[slot]) === tag) return this.slotTransactionId[slot];
+    return tag;
+  }
+
+  /** What every partition runs now (as far as the last sample knows), for @Statistics. */
+  private runningTransactions(now: number): (RunningTransactionStatistics | null)[] {
+    const rows: (RunningTransactionStatistics | null)[] = [];
+    for (let p = 0; p < this.partitionCount; p++) {
+      const running = this.monitor.running(p);
+      if (running === undefined || !this.monitor.stillRunning(p, running.tag)) {
+        rows.push(null);
+        continue;
+      }
+      const stats = this.runningStats(p, running.tag, running.slot);
+      rows.push({ procedure: stats?.name ?? '(multi-partition)', transactionId: this.runningTransactionId(running.tag, running.slot), elapsedMs: Math.round(now - running.since) });
+    }
+    return rows;
+  }
+
+  /** For a fragment timeout's message: what the late partition was busy with at the last sample. */
+  private describeRunning(partition: number): string {
+    // Sampled now: the timer cannot tick while this thread waits for a partition.
+    this.monitor.sample(partition, performance.now());
+    const running = this.monitor.running(partition);
+    if (running === undefined || !this.monitor.stillRunning(partition, running.tag)) return '';
+    const name = this.runningStats(partition, running.tag, running.slot)?.name ?? 'a multi-partition transaction';
+    return `it has been running ${name} (transaction ${this.runningTransactionId(running.tag, running.slot)}) for at least ${Math.round(performance.now() - running.since)} ms`;
+  }
+
+  /** A partition missed a fragment's deadline: log it, and fail later transactions at once while it stays stuck. */
+  private reportStuck(timeout: SluiceError, transactionId: number, name: string): void {
+    const partition = this.remote.latePartition;
+    const running = this.monitor.running(partition);
+    this.stuckTag[partition] = running?.tag ?? 0;
+    this.logger?.error({ partition, transactionId, procedure: name, fragmentTimeoutMs: this.remote.fragmentTimeoutMs }, `stuck partition ${partition}: ${timeout.message}`);
+  }
+
+  private isStuck(partition: number): boolean {
+    if (this.stuckTag[partition] === 0) return false;
+    if (this.monitor.stillRunning(partition, this.stuckTag[partition])) return true;
+    this.stuckTag[partition] = 0;
+    return false;
+  }
+
+  /** The error for a multi-partition call while a partition is still stuck where an earlier one timed out. */
+  private stuckPartition(): SluiceError | undefined {
+    for (let p = 0; p < this.partitionCount; p++) {
+      if (!this.isStuck(p)) continue;
+      return new SluiceError(ErrorCode.PARTITION_TIMEOUT, `partition ${p} is still stuck where an earlier multi-partition transaction timed out (${this.describeRunning(p)}); multi-partition calls fail until it moves on. Nothing ran`, { object: `partition ${p}` });
+    }
+    return undefined;
   }
 
   /** Answers calls still queued with UNEXPECTED_FAILURE (shutting down) and stops the workers. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    clearInterval(this.monitorTimer);
     this.failPending(Status.UNEXPECTED_FAILURE, [ProtocolCode.SHUTTING_DOWN, 'the server shut down before the call ran', null]);
     await Promise.all(this.workers.map((worker) => worker.terminate()));
     for (const port of this.resultPorts) port.close();
     for (const port of this.snapshotPorts) port.close();
     this.remote.close();
     if (this.idleWaiters.length > 0) this.wakeIdle();
+  }
+}
+
+/** A numeric router setting from the deployment file or options: an integer in [min, max], or absent. */
+function checkSetting(name: string, value: number | undefined, min: number, max: number): void {
+  if (value === undefined) return;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    throw new SluiceError(ErrorCode.INVALID_CONFIG, `${name} must be an integer from ${min} to ${max}, got ${String(value)}`, { object: name });
   }
 }

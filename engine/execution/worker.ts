@@ -23,6 +23,7 @@ import type { Value } from '../types.ts';
 import { adhocProcedure } from './adhoc.ts';
 import { runOnPartition } from './invoke.ts';
 import { Fragment, Op, coordinatorSlot, errorPayload, type PartitionStatistics } from './messages.ts';
+import { RunningCell, multiPartitionSlot } from './monitor.ts';
 import { Partition } from './partition.ts';
 import { createCodec } from '../server/protocol.ts';
 import { loadProcedures, type LoadedProcedure } from './procedures.ts';
@@ -42,6 +43,8 @@ export interface WorkerData {
   resultsPort: MessagePort;
   /** Where snapshot chunks go (engine/durability/partition-snapshot.ts). */
   snapshotPort: MessagePort;
+  /** Where this worker publishes the transaction it runs, for the router's monitor (monitor.ts). */
+  running: SharedArrayBuffer;
   /**
    * Streams whose committed rows go to the export pipeline after every batch (with the answers);
    * the other streams' rows are dropped then. Undefined when the server has no export pipeline:
@@ -59,6 +62,7 @@ const ownSlot = data.partition;
 const coordinator = coordinatorSlot(data.partitionCount);
 const mpPort = data.mpPort;
 const resultsPort = data.resultsPort;
+const running = new RunningCell(data.running, data.partition);
 
 const catalog: Catalog = applyDdl(data.ddl, emptyCatalog);
 const loaded = await loadProcedures(catalog, data.proceduresDir);
@@ -120,6 +124,7 @@ function runBatch(batch: unknown[]): void {
     const values = batch.slice(i + 6, i + 6 + paramCount) as Value[];
     i += 6 + paramCount;
     results.push(slot);
+    running.start(transactionId, slot);
     try {
       const procedure = op === Op.CALL ? procedures[target as number] : adhocProcedure(planOf(target as string));
       const result = runTransaction(procedure, values, transactionId, timestamp);
@@ -128,6 +133,7 @@ function runBatch(batch: unknown[]): void {
       if (error instanceof AssertionFailure) throw error;
       results.push(0, errorPayload(error));
     }
+    running.end();
   }
   flushResults();
 }
@@ -170,6 +176,7 @@ function flushResults(): void {
  */
 function serveMultiPartition(transactionId: number, timestamp: number): void {
   partition.begin(transactionId, timestamp);
+  running.start(transactionId, multiPartitionSlot);
   for (;;) {
     const seen = Atomics.load(flags, ownSlot);
     const received = receiveMessageOnPort(mpPort);
@@ -182,6 +189,7 @@ function serveMultiPartition(transactionId: number, timestamp: number): void {
     if (kind === Fragment.END) {
       if (message[1] === true) partition.commit();
       else partition.rollback();
+      running.end();
       return;
     }
     let reply: unknown[];

@@ -10,11 +10,16 @@
 import { Packr } from 'msgpackr';
 
 /** Protocol versions this build speaks; the handshake picks the highest both sides know. */
-export const protocolVersion = 2;
-/** 2 adds stream subscriptions (SUBSCRIBE … SUBSCRIPTION_ENDED); a version-1 client sees no change. */
-export const protocolVersionsSupported: readonly number[] = [1, 2];
+export const protocolVersion = 3;
+/**
+ * 2 adds stream subscriptions (SUBSCRIBE … SUBSCRIPTION_ENDED); 3 adds each call's timeout to the
+ * CALLS frame (server-side deadlines). An older client sees no change.
+ */
+export const protocolVersionsSupported: readonly number[] = [1, 2, 3];
 /** The first version with stream subscriptions. */
 export const subscriptionsVersion = 2;
+/** The first version whose CALLS frames carry a timeout per call (`callStrideOf`). */
+export const callTimeoutsVersion = 3;
 
 // --- limits (each one is also a server/client option) ----------------------------------------
 
@@ -26,6 +31,11 @@ export const frameBytesMax = 16 * 1024 * 1024;
  * FAILURE instead.
  */
 export const resultFrameBytesMax = 256 * 1024 * 1024;
+/**
+ * Longest timeout a call may carry (one day). 0 means "no deadline"; anything negative, fractional
+ * or longer is refused (BAD_CALL at the server, at once in the SDK): it is a bug, not a wish.
+ */
+export const callTimeoutMsMax = 86_400_000;
 /** Most calls one CALLS frame may carry; the SDK splits larger bursts into several frames. */
 export const frameCallsMax = 4096;
 /** Calls a connection may have outstanding at the server; more get SERVER_BUSY. */
@@ -54,7 +64,10 @@ export const FrameKind = {
   HELLO: 1,
   /** server → client: [WELCOME, { version, server, partitions }] */
   WELCOME: 2,
-  /** client → server: [CALLS, id, procedure, params[], id, procedure, params[], …] */
+  /**
+   * client → server: [CALLS, id, procedure, params[], id, procedure, params[], …]; from version 3
+   * each call also carries its timeout: [CALLS, id, procedure, params[], timeoutMs, …]
+   */
   CALLS: 3,
   /** server → client: [RESULTS, id, status, payload, timestamp, …] */
   RESULTS: 4,
@@ -71,8 +84,23 @@ export const FrameKind = {
   /** server → client (v2): [SUBSCRIPTION_ENDED, id, code, message, details] — refused, or ended by the server */
   SUBSCRIPTION_ENDED: 10,
 } as const;
-/** Elements per call in a CALLS frame, after the kind. */
+/** Elements per call in a CALLS frame, after the kind, before version 3. */
 export const callStride = 3;
+
+/** Elements per call in a CALLS frame, after the kind, under protocol `version`. */
+export function callStrideOf(version: number): number {
+  return version >= callTimeoutsVersion ? callStride + 1 : callStride;
+}
+
+/**
+ * Why `timeoutMs` is not a call timeout (an integer from 0, "none", to callTimeoutMsMax), or
+ * undefined when it is one. Both ends check with this, so they refuse the same values.
+ */
+export function callTimeoutProblem(timeoutMs: unknown): string | undefined {
+  if (typeof timeoutMs === 'number' && Number.isInteger(timeoutMs) && timeoutMs >= 0 && timeoutMs <= callTimeoutMsMax) return undefined;
+  const shown = typeof timeoutMs === 'number' || typeof timeoutMs === 'bigint' ? String(timeoutMs) : typeof timeoutMs;
+  return `timeoutMs must be an integer number of milliseconds from 0 (no deadline) to ${callTimeoutMsMax}; got ${shown}`;
+}
 /** Elements per result in a RESULTS frame, after the kind. */
 export const resultStride = 4;
 
@@ -80,8 +108,8 @@ export const resultStride = 4;
 
 /**
  * How a call ended. SUCCESS carries the procedure's result; every other status carries an error
- * payload [code, message, details]. TIMEOUT and CONNECTION_LOST are produced by the client SDK,
- * never sent by the server.
+ * payload [code, message, details]. CONNECTION_LOST is produced by the client SDK, never sent by
+ * the server; TIMEOUT comes from either (docs/protocol.md: the code says which).
  */
 export const Status = {
   SUCCESS: 0,
@@ -93,7 +121,10 @@ export const Status = {
   FAILURE: 3,
   /** The procedure threw an unexpected exception, or Sluice has a bug: rolled back. */
   UNEXPECTED_FAILURE: 4,
-  /** The call did not finish within its timeout (client side; it may still commit). */
+  /**
+   * The call did not finish within its timeout. From the server (DEADLINE_EXPIRED,
+   * PARTITION_TIMEOUT) nothing changed; from the SDK (TIMEOUT) it may still commit.
+   */
   TIMEOUT: 5,
   /** The server is overloaded (queue or connection limit): the call was not run; retry later. */
   SERVER_BUSY: 6,
@@ -111,6 +142,7 @@ export function statusName(status: number): StatusName | 'UNKNOWN' {
 const abortCodes: ReadonlySet<string> = new Set(['USER_ABORT', 'EXPECTATION_FAILED']);
 const constraintCodes: ReadonlySet<string> = new Set(['NOT_NULL_VIOLATION', 'UNIQUE_VIOLATION', 'VALUE_OUT_OF_RANGE', 'VALUE_TOO_LONG', 'NUMERIC_OVERFLOW']);
 const unexpectedCodes: ReadonlySet<string> = new Set(['INTERNAL', 'PROCEDURE_FAILED']);
+const timeoutCodes: ReadonlySet<string> = new Set(['DEADLINE_EXPIRED', 'PARTITION_TIMEOUT', 'TIMEOUT']);
 
 /** The response status of an error code (engine/errors.ts codes plus the protocol's own). */
 export function statusOfCode(code: string): Status {
@@ -118,6 +150,7 @@ export function statusOfCode(code: string): Status {
   if (constraintCodes.has(code)) return Status.CONSTRAINT_VIOLATION;
   if (unexpectedCodes.has(code)) return Status.UNEXPECTED_FAILURE;
   if (code === ProtocolCode.SERVER_BUSY) return Status.SERVER_BUSY;
+  if (timeoutCodes.has(code)) return Status.TIMEOUT;
   return Status.FAILURE;
 }
 

@@ -33,7 +33,8 @@ import {
   ProtocolCode,
   Status,
   adhocRowsMax,
-  callStride,
+  callStrideOf,
+  callTimeoutProblem,
   connectionBufferedBytesMax,
   connectionCallsInFlightMax,
   connectionsMax,
@@ -71,6 +72,12 @@ export interface ServerOptions {
   idleTimeoutMs?: number;
   /** Rows an ad-hoc query may return. */
   adhocRowsMax?: number;
+  /** Calls sent to a partition and not yet answered before further ones wait in the router (deadlines are checked there). */
+  partitionCallsSentMax?: number;
+  /** A transaction running longer than this (ms) is logged as long-running and counted in @Statistics; default 1000. */
+  longRunningMs?: number;
+  /** Time (ms) a partition has to answer a multi-partition transaction's fragment before it fails; default 10 s. */
+  fragmentTimeoutMs?: number;
   /** Unread answers a connection may leave in the send buffer before it is closed (4006). */
   connectionBufferedBytesMax?: number;
   /** Users and roles (the deployment file's `security`, docs/security.md); off when absent or not enabled. */
@@ -160,6 +167,10 @@ export async function startServer(options: ServerOptions): Promise<SluiceServer>
       proceduresDir,
       partitions,
       queueDepthMax: options.queueDepthMax,
+      callsSentMax: options.partitionCallsSentMax,
+      longRunningMs: options.longRunningMs,
+      fragmentTimeoutMs: options.fragmentTimeoutMs,
+      logger,
       log: durability ?? options.log,
       onFatal: (error) => logger?.fatal({ err: error }, 'a partition failed; the server refuses further calls'),
       ...streamRowsOptions(ddl, exports, () => hub),
@@ -372,6 +383,8 @@ class Connection {
   readonly id: number;
   private readonly remote: string;
   private state: 'hello' | 'authenticating' | 'open' | 'closed' = 'hello';
+  /** Elements per call in this connection's CALLS frames: the agreed version says whether a timeout rides along. */
+  private callStride = callStrideOf(1);
   private inFlight = 0;
   /** What the user may call; undefined when security is off (everything is allowed). */
   private grant: Grant | undefined;
@@ -496,6 +509,7 @@ class Connection {
 
   private welcome(version: number): void {
     this.state = 'open';
+    this.callStride = callStrideOf(version);
     if (version >= subscriptionsVersion) this.subscriptions = new ConnectionSubscriptions(this.server.subscriptions, (out) => this.send(out), () => this.ws.bufferedAmount);
     const router = this.server.router;
     const welcome: Record<string, unknown> = { version, server: serverName, partitions: router.partitionCount, connection: this.id };
@@ -504,9 +518,11 @@ class Connection {
   }
 
   private onCalls(frame: unknown[]): void {
+    const callStride = this.callStride;
     const count = (frame.length - 1) / callStride;
     if (!Number.isInteger(count)) {
-      this.protocolError(CloseCode.MALFORMED_FRAME, ProtocolCode.MALFORMED_FRAME, `a CALLS frame holds (id, procedure, params) triples; got ${frame.length - 1} elements`);
+      const shape = callStride === 3 ? '(id, procedure, params) triples' : '(id, procedure, params, timeoutMs) quadruples';
+      this.protocolError(CloseCode.MALFORMED_FRAME, ProtocolCode.MALFORMED_FRAME, `a CALLS frame holds ${shape}; got ${frame.length - 1} elements`);
       return;
     }
     if (count > frameCallsMax) {
@@ -514,6 +530,8 @@ class Connection {
       return;
     }
     const router = this.server.router;
+    // Deadlines count from the frame's arrival; the clocks of client and server never meet.
+    const arrival = callStride > 3 ? performance.now() : 0;
     for (let i = 1; i < frame.length; i += callStride) {
       const id = frame[i];
       if (typeof id !== 'number' || !Number.isSafeInteger(id)) {
@@ -525,6 +543,16 @@ class Connection {
       if (typeof name !== 'string' || name.length > procedureNameLengthMax || !Array.isArray(params)) {
         this.deliverNow(id, Status.FAILURE, [ProtocolCode.BAD_CALL, `a call is (id, procedure name up to ${procedureNameLengthMax} characters, params array)`, null]);
         continue;
+      }
+      let deadline = 0;
+      if (callStride > 3) {
+        const timeoutMs = frame[i + 3];
+        const problem = callTimeoutProblem(timeoutMs);
+        if (problem !== undefined) {
+          this.deliverNow(id, Status.FAILURE, [ProtocolCode.BAD_CALL, `call ${id} (${name}): ${problem}`, { path: ['timeoutMs'], object: name }]);
+          continue;
+        }
+        if ((timeoutMs as number) > 0) deadline = arrival + (timeoutMs as number);
       }
       if (this.grant !== undefined) {
         const refusal = refusalOf(this.grant, name, params, this.adhocReadOnly);
@@ -538,7 +566,7 @@ class Connection {
         continue;
       }
       this.inFlight++;
-      router.submit(name, params, name === '@AdHoc' ? this.adhocSink : this, id);
+      router.submit(name, params, name === '@AdHoc' ? this.adhocSink : this, id, deadline);
     }
   }
 
