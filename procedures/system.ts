@@ -42,7 +42,7 @@ export interface SystemProcedureInfo {
 export const systemProcedures = [
   { name: '@Ping', access: 'read', scope: 'router', permission: 'anyone', summary: 'answers 0 at once; checks that the server is up and the connection works' },
   { name: '@SystemInformation', access: 'read', scope: 'router', permission: 'read', summary: 'version, partitions, uptime and the schema (DDL) of the running database' },
-  { name: '@Statistics', access: 'read', scope: 'multi', permission: 'read', summary: 'per procedure: calls, aborts, failures, latency p50/p99; per partition: transactions, queue depth; per table: rows and a memory estimate; per importer: messages/s, lag, errors' },
+  { name: '@Statistics', access: 'read', scope: 'multi', permission: 'read', summary: 'per procedure: calls, aborts, failures, expired calls, long-running transactions and the longest, latency p50/p99; per partition: transactions, queue depth, calls waiting, the transaction running now; per table: rows and a memory estimate; per importer: messages/s, lag, errors' },
   { name: '@AdHoc', access: 'write', scope: 'router', permission: 'adhoc', summary: 'runs one SQL statement (sql, params[]): on one partition when the statement pins it, else as a multi-partition transaction' },
   { name: '@SnapshotSave', access: 'read', scope: 'multi', permission: 'admin', summary: 'takes a transaction-consistent snapshot of every partition now (needs a data directory); answers with its path, transaction id, rows and the longest pause' },
   { name: '@ExportRun', access: 'write', scope: 'router', permission: 'admin', summary: 'runs an end-of-day export job for one finished day (job, "YYYY-MM-DD"); a day already exported is left as it is (status "already")' },
