@@ -13,7 +13,7 @@
  * are sent in order on it, which keeps one meter's readings in order.
  */
 import os from 'node:os';
-import { createHistogram, type RecordableHistogram } from 'node:perf_hooks';
+import { createHistogram, monitorEventLoopDelay, type RecordableHistogram } from 'node:perf_hooks';
 import type { Client } from '../client/index.ts';
 
 export interface LoadCall {
@@ -59,6 +59,12 @@ export interface LoadResult {
   failed: number;
   firstFailure: string | undefined;
   latencyMs: { p50: number; p95: number; p99: number; p999: number; max: number };
+  /**
+   * How late this process's event loop ran during the measured period: answers that arrive while
+   * it is blocked (its own garbage collection, say) wait that long, so this part of the latency is
+   * the load generator's, not the server's.
+   */
+  clientLoopDelayMs: { p99: number; max: number };
 }
 
 /** Latency histograms count microseconds: the percentiles we print are tenths of milliseconds. */
@@ -145,6 +151,8 @@ export async function runLoad(workload: Workload, options: LoadOptions): Promise
   intervalCalls = 0;
   intervalFailed = 0;
   const measureStart = performance.now();
+  const loopDelay = monitorEventLoopDelay({ resolution: 1 });
+  loopDelay.enable();
   let lastReport = measureStart;
   const report = (): void => {
     const now = performance.now();
@@ -159,6 +167,7 @@ export async function runLoad(workload: Workload, options: LoadOptions): Promise
   const reporter = Number.isFinite(options.reportEverySeconds) ? setInterval(report, options.reportEverySeconds * 1000) : undefined;
   await sleepUnless(options.seconds * 1000, ended);
   measuring = false;
+  loopDelay.disable();
   const elapsedSeconds = (performance.now() - measureStart) / 1000;
   clearInterval(reporter);
   stopping = true;
@@ -175,6 +184,7 @@ export async function runLoad(workload: Workload, options: LoadOptions): Promise
     failed,
     firstFailure,
     latencyMs: { p50: ms(50), p95: ms(95), p99: ms(99), p999: ms(99.9), max: Number(((latency.count === 0 ? 0 : latency.max) / microsPerMs).toFixed(3)) },
+    clientLoopDelayMs: { p99: Number((loopDelay.percentile(99) / 1e6).toFixed(3)), max: Number((loopDelay.max / 1e6).toFixed(3)) },
   };
 }
 

@@ -115,6 +115,7 @@ try {
   console.log(`injected: ${Object.entries(expected.injected).map(([kind, n]) => `${kind} ${n}`).join(', ')}; billed days: ${workload.billedDays.join(', ') || 'none'}`);
   console.log(`throughput ${result.perSecond.toLocaleString('en-US')} readings/s over ${result.elapsedSeconds.toFixed(1)}s`);
   console.log(`latency ms: p50 ${latency.p50}  p95 ${latency.p95}  p99 ${latency.p99}  p99.9 ${latency.p999}  max ${latency.max}`);
+  console.log(`load generator's event loop delay ms: p99 ${result.clientLoopDelayMs.p99}  max ${result.clientLoopDelayMs.max}`);
   const checkStart = performance.now();
   // The Parquet side: everything the analytics target acknowledged, read back from the files.
   let exportedFiles: { kwh: number; rows: number } | undefined;

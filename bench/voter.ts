@@ -85,6 +85,7 @@ for (const row of results) console.log(`  ${row.contestant_name.padEnd(20)} ${St
 console.log(`winner: ${results[0]?.contestant_name} with ${results[0]?.total_votes} votes`);
 console.log(`throughput ${result.perSecond.toLocaleString('en-US')} votes/s over ${result.elapsedSeconds.toFixed(1)}s`);
 console.log(`latency ms: p50 ${latency.p50}  p95 ${latency.p95}  p99 ${latency.p99}  p99.9 ${latency.p999}  max ${latency.max}`);
+console.log(`load generator's event loop delay ms: p99 ${result.clientLoopDelayMs.p99}  max ${result.clientLoopDelayMs.max}`);
 const checkStart = performance.now();
 const check = await runVoterCheck(client, counts.accepted, maxVotesPerPhone);
 if (result.failed > 0) check.problems.push(`${result.failed} calls failed`);
