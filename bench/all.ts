@@ -4,7 +4,7 @@
  * rewrites the generated tables of docs/benchmarks.md (between the `bench:begin` / `bench:end`
  * marker comments) with the results and the machine's description.
  *
- *   npm run bench [-- --seconds 10 --only micro,inproc,voter,smart-meter --no-write]
+ *   npm run bench [-- --seconds 10 --only micro,inproc,voter,smart-meter,export --no-write]
  *
  * Run it on a quiet machine: the load average is recorded with the figures so a reader can tell.
  * Exits non-zero when any benchmark failed or its check did not pass.
@@ -31,7 +31,7 @@ const warmup = options.warmup;
 const only = options.only === undefined ? undefined : new Set(options.only.split(','));
 
 interface Run {
-  group: 'micro' | 'inproc' | 'voter' | 'smart-meter';
+  group: 'micro' | 'inproc' | 'voter' | 'smart-meter' | 'export';
   label: string;
   script: string;
   args: string[];
@@ -42,9 +42,12 @@ const runs: Run[] = [
   { group: 'inproc', label: 'in-process Vote', script: 'bench/inproc.ts', args: ['--seconds', '2', '--rounds', '3'] },
   { group: 'voter', label: 'unthrottled, durability off', script: 'bench/voter.ts', args: ['--seconds', seconds, '--warmup', warmup] },
   { group: 'voter', label: '--rate 100000, durability off', script: 'bench/voter.ts', args: ['--seconds', seconds, '--warmup', warmup, '--rate', '100000'] },
+  { group: 'voter', label: 'unthrottled, --durability async', script: 'bench/voter.ts', args: ['--seconds', seconds, '--warmup', warmup, '--durability', 'async'] },
   { group: 'voter', label: 'unthrottled, --durability sync', script: 'bench/voter.ts', args: ['--seconds', seconds, '--warmup', warmup, '--durability', 'sync'] },
+  { group: 'voter', label: '--rate 100000, --durability sync', script: 'bench/voter.ts', args: ['--seconds', seconds, '--warmup', warmup, '--rate', '100000', '--durability', 'sync'] },
   { group: 'smart-meter', label: '100,000 meters, durability off', script: 'bench/smart-meter.ts', args: ['--seconds', seconds, '--warmup', warmup] },
   { group: 'smart-meter', label: '100,000 meters, --durability sync', script: 'bench/smart-meter.ts', args: ['--seconds', seconds, '--warmup', warmup, '--durability', 'sync'] },
+  { group: 'export', label: 'export', script: 'bench/export.ts', args: ['--seconds', seconds] },
 ];
 
 interface Outcome {
@@ -112,6 +115,15 @@ function tables(outcomes: readonly Outcome[], loadBefore: number, loadAfter: num
       const s = outcome.summary ?? {};
       out.push(`| ${outcome.run.label}${failed(outcome)} | ${number(s[rateKey])} | ${fixed(s.p50_ms)} | ${fixed(s.p95_ms)} | ${fixed(s.p99_ms)} | ${fixed(s.p999_ms)} | ${number(s.failed)} | ${String(s.check ?? 'none')} |`);
     }
+  }
+  const exported = outcomes.find((outcome) => outcome.run.group === 'export');
+  if (exported) {
+    const s = exported.summary ?? {};
+    const off = s.oltp_off_calls_per_s;
+    const on = s.oltp_on_calls_per_s;
+    const cost = typeof off === 'number' && typeof on === 'number' ? `${(((off - on) / off) * 100).toFixed(1)} %` : '—';
+    out.push('', `### Export${failed(exported)}`, '', '| Parquet rows/s | CSV rows/s | PostgreSQL rows/s | OLTP calls/s, export off | OLTP calls/s, export on | cost |', '| ---: | ---: | ---: | ---: | ---: | ---: |');
+    out.push(`| ${number(s.parquet_rows_per_s)} | ${number(s.csv_rows_per_s)} | ${number(s.postgresql_rows_per_s)} | ${number(off)} | ${number(on)} | ${cost} |`);
   }
   return out.join('\n');
 }
