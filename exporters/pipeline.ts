@@ -13,10 +13,14 @@
  * lane's stored sequence are duplicates from command-log replay and are dropped. When a lane's
  * undelivered bytes pass `buffer.bytesMax`, `onHold` tells the router to hold ('wait') or refuse
  * ('fail') that partition's calls until the lane drains below `bufferResumeFraction` of it.
+ * A snapshot counts only once `holdThrough` says the buffer (or the target) has every row its
+ * state includes: recovery from it never regenerates those rows. A failed chunk write keeps the
+ * lane's rows in memory and is retried in order (a start drops rows found past a hole: replay refills them).
  */
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Catalog, ColumnDef, TableDef } from '../engine/catalog/schema.ts';
+import type { StreamPosition } from '../engine/durability/server-durability.ts';
 import { ErrorCode, SluiceError } from '../engine/errors.ts';
 import type { Value } from '../engine/types.ts';
 import { assert } from '../engine/assert.ts';
@@ -38,6 +42,8 @@ export const watermarkIntervalMs = 1000;
  * still be queued at its partition, its rows not yet here.
  */
 export const watermarkDelayMsDefault = 10_000;
+/** How long a snapshot waits for the export buffer to hold the stream rows its state includes. */
+export const holdThroughMsDefault = 30_000;
 /** On close, how long lingering rows may take to go out before the rest waits for the next start. */
 export const closeFlushMsMax = 5_000;
 
@@ -91,6 +97,8 @@ interface Chunk {
   readonly bytes: number;
   /** The encoded chunk (stream-chunk.ts) while it is resident; undefined once evicted (read back from LMDB). */
   data: Uint8Array | undefined;
+  /** Committed to the buffer file. A chunk whose write failed stays resident until a retry writes it. */
+  written: boolean;
 }
 
 interface TargetSlot {
@@ -133,6 +141,12 @@ class Lane {
   attempts = 0;
   /** Arrival time (ms) of the oldest row not yet in a delivery, for lingering. */
   lingerSince = 0;
+  /**
+   * Set while a chunk write to the buffer file has failed and not yet been retried successfully:
+   * later chunks are then kept in memory only, so the file always holds a gapless run of rows.
+   */
+  writeError: string | undefined;
+  writeAttempts = 0;
 
   constructor(stream: string, partition: number, def: TableDef | undefined, width: number, slot: TargetSlot) {
     this.stream = stream;
@@ -271,7 +285,7 @@ export class ExportPipeline {
   }
 
   private lane(stream: string, partition: number): Lane {
-    const key = `${stream}\u0000${partition}`;
+    const key = laneKey(stream, partition);
     let lane = this.lanes.get(key);
     if (lane === undefined) {
       const def = this.catalog.tables.get(stream);
@@ -301,9 +315,17 @@ export class ExportPipeline {
         void this.store.removeChunk(chunk.stream, chunk.partition, chunk.first);
         continue;
       }
+      if (chunk.first > lane.stored + 1) {
+        // A write failed before the process ended and a later one had already been issued. No
+        // complete snapshot covers rows past a failed write (ServerDurability waits for
+        // coveredThrough), so command-log replay brings these back in order.
+        this.logger?.warn({ stream: chunk.stream, partition: chunk.partition, missing: `${lane.stored + 1}…${chunk.first - 1}` }, `the export buffer of stream ${chunk.stream} partition ${chunk.partition} lacks rows ${lane.stored + 1}…${chunk.first - 1} (a failed write); rows from ${chunk.first} on are removed and come back with the command-log replay`);
+        void this.store.removeChunk(chunk.stream, chunk.partition, chunk.first);
+        continue;
+      }
       const resident = this.residentBytes + chunk.data.length <= this.residentBytesMax;
       if (resident) this.residentBytes += chunk.data.length;
-      lane.chunks.push({ first: chunk.first, count, timestamp, bytes: chunk.data.length, data: resident ? chunk.data : undefined });
+      lane.chunks.push({ first: chunk.first, count, timestamp, bytes: chunk.data.length, data: resident ? chunk.data : undefined, written: true });
       lane.bytesPending += chunk.data.length;
       lane.stored = chunk.first + count - 1;
     }
@@ -364,7 +386,11 @@ export class ExportPipeline {
       const from = first + skip;
       if (from !== lane.stored + 1) {
         this.logger?.error({ stream, partition, expected: lane.stored + 1, got: from }, `stream ${stream} partition ${partition}: rows ${lane.stored + 1}…${from - 1} never reached the export buffer (a restart without the command log?); continuing from ${from}`);
-        if (lane.acked === lane.stored) lane.acked = from - 1;
+        if (lane.acked === lane.stored) {
+          lane.acked = from - 1;
+          // Recorded, or the next start would take the missing rows for a failed write.
+          void this.store.putAcked(lane.stream, lane.partition, lane.acked);
+        }
       }
       if (skip > 0) data = encodeStreamChunk(timestamp, decodeStreamChunk(data).values.slice(skip * lane.width));
       this.append(lane, from, count - skip, timestamp, data);
@@ -372,24 +398,100 @@ export class ExportPipeline {
   }
 
   private append(lane: Lane, first: number, count: number, timestamp: number, data: Uint8Array): void {
-    const chunk: Chunk = { first, count, timestamp, bytes: data.length, data };
+    const chunk: Chunk = { first, count, timestamp, bytes: data.length, data, written: false };
     if (lane.rowsPending === 0) lane.lingerSince = Date.now();
     lane.chunks.push(chunk);
     lane.stored = first + count - 1;
     lane.bytesPending += data.length;
     this.residentBytes += data.length;
-    this.store.putChunk(lane.stream, lane.partition, first, data).then(
+    // After a failed write the retry writes this chunk too, in order.
+    if (lane.writeError === undefined) this.writeChunk(lane, chunk);
+    this.checkFull(lane);
+    this.pump(lane);
+  }
+
+  private writeChunk(lane: Lane, chunk: Chunk): Promise<void> {
+    return this.store.putChunk(lane.stream, lane.partition, chunk.first, chunk.data!).then(
       () => {
+        chunk.written = true;
         // Stored: past the memory bound the newest copies go first (the oldest are sent next).
         if (this.residentBytes > this.residentBytesMax && chunk.data !== undefined) {
           chunk.data = undefined;
           this.residentBytes -= chunk.bytes;
         }
       },
-      (error: Error) => this.logger?.error({ err: error, stream: lane.stream }, 'export buffer write failed'),
+      (error: Error) => this.writeFailed(lane, error),
     );
-    this.checkFull(lane);
-    this.pump(lane);
+  }
+
+  /**
+   * A chunk write failed (disk full, I/O error): the rows stay in memory and may still be
+   * delivered; the lane writes nothing more until a retry (with backoff) has written every
+   * unwritten chunk in order. Snapshots do not complete meanwhile (coveredThrough), so the
+   * command log keeps what a crash would need to bring these rows back.
+   */
+  private writeFailed(lane: Lane, error: Error): void {
+    const first = lane.writeError === undefined;
+    lane.writeError = `${new Date().toISOString()} writing to the export buffer ${this.store.file} failed: ${error.message}`;
+    lane.slot.lastError = lane.writeError;
+    if (!first) return;
+    const retryMs = Math.min(lane.slot.backoffMsMax, lane.slot.backoffMsMin * 2 ** Math.min(lane.writeAttempts, 20));
+    lane.writeAttempts++;
+    this.logger?.error({ err: error, stream: lane.stream, partition: lane.partition, retryMs }, `stream ${lane.stream} partition ${lane.partition}: ${lane.writeError}; its rows are kept in memory and the write is retried`);
+    setTimeout(() => this.retryWrites(lane), retryMs).unref();
+  }
+
+  private retryWrites(lane: Lane): void {
+    if (this.closed) return;
+    lane.writeError = undefined;
+    const writes: Promise<void>[] = [];
+    for (let c = lane.head; c < lane.chunks.length; c++) {
+      const chunk = lane.chunks[c];
+      // Rows the target acknowledged meanwhile need no copy on disk any more.
+      if (!chunk.written && chunk.first + chunk.count - 1 > lane.acked) writes.push(this.writeChunk(lane, chunk));
+    }
+    void Promise.all(writes).then(() => {
+      if (lane.writeError === undefined) lane.writeAttempts = 0;
+    });
+  }
+
+  /**
+   * The highest sequence up to which every row of the lane is safe without the command log:
+   * acknowledged by the target, or committed to the buffer file with every row before it.
+   */
+  private coveredThrough(lane: Lane): number {
+    let covered = lane.acked;
+    for (let c = lane.head; c < lane.chunks.length && lane.chunks[c].written; c++) covered = Math.max(covered, lane.chunks[c].first + lane.chunks[c].count - 1);
+    return covered;
+  }
+
+  /**
+   * Resolves once, for every exported stream partition listed, every row numbered below
+   * `nextSequence` is acknowledged by its target or on disk in the buffer (committed and then
+   * flushed): then nothing but the buffer is needed to deliver them. A snapshot waits for this
+   * before it counts (engine/durability/server-durability.ts), because recovery from it does not
+   * regenerate rows numbered below its sequences, and the log before it may be deleted.
+   * Rejects with EXPORT_FAILED naming the stream partition when a chunk write has failed, or when
+   * the rows are still not covered after `timeoutMs`.
+   */
+  async holdThrough(streams: readonly StreamPosition[], timeoutMs = holdThroughMsDefault): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      let missing: string | undefined;
+      for (const { partition, stream, nextSequence } of streams) {
+        if (!this.exported.has(stream)) continue;
+        const lane = this.lanes.get(laneKey(stream, partition));
+        const covered = lane === undefined ? 0 : this.coveredThrough(lane);
+        if (covered >= nextSequence - 1) continue;
+        missing = `the export buffer holds stream ${stream} partition ${partition} only up to sequence ${covered}, and the snapshot's state has rows up to ${nextSequence - 1}`;
+        if (lane?.writeError !== undefined) throw new SluiceError(ErrorCode.EXPORT_FAILED, `${missing}: ${lane.writeError}`, { object: stream });
+        break;
+      }
+      if (missing === undefined) break;
+      if (this.closed || Date.now() > deadline) throw new SluiceError(ErrorCode.EXPORT_FAILED, `${missing} (waited ${timeoutMs} ms)`, { object: 'export buffer' });
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    await this.store.synced();
   }
 
   // --- delivery -------------------------------------------------------------------------------
@@ -642,6 +744,10 @@ export class ExportPipeline {
     await Promise.allSettled([...this.slots.values()].map((slot) => slot.target?.close()));
     await this.store.close();
   }
+}
+
+function laneKey(stream: string, partition: number): string {
+  return `${stream}\u0000${partition}`;
 }
 
 function isParsed(config: unknown): config is ExportsConfig {

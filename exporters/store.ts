@@ -51,8 +51,15 @@ export class ExportStore {
     return new ExportStore(db as RootDatabase<unknown, Key>, file);
   }
 
+  /**
+   * Tests only: while set, chunk writes fail with this error before reaching LMDB, as on a full
+   * disk, to show that a failing buffer loses nothing acknowledged.
+   */
+  failChunkWrites: Error | undefined;
+
   /** `data` is a chunk as engine/storage/stream-chunk.ts encodes it. */
   putChunk(stream: string, partition: number, first: number, data: Uint8Array): Promise<boolean> {
+    if (this.failChunkWrites !== undefined) return Promise.reject(this.failChunkWrites);
     return this.db.put(['c', stream, partition, first], data);
   }
 
@@ -111,6 +118,11 @@ export class ExportStore {
   /** Resolves when every write so far is committed. */
   flushed(): Promise<boolean> {
     return this.db.committed;
+  }
+
+  /** Resolves when every write so far is on disk (fsynced), not only committed. */
+  async synced(): Promise<void> {
+    await this.db.flushed;
   }
 
   async close(): Promise<void> {

@@ -42,6 +42,25 @@ export interface DurabilitySettings {
   segmentRecordsMax?: number;
   /** Tests only: the log's write of record N fails like a full disk (command-log.ts). */
   failWriteAtRecord?: number;
+  /** Tests only: the Nth snapshot chunk written since start fails like a full disk (once). */
+  failSnapshotWriteAtChunk?: number;
+}
+
+/** A partition's stream and the sequence number its next row gets, as a snapshot records them. */
+export interface StreamPosition {
+  partition: number;
+  stream: string;
+  nextSequence: number;
+}
+
+/**
+ * What keeps committed stream rows outside the snapshot: the export buffer
+ * (exporters/pipeline.ts). Recovery from a snapshot regenerates only rows numbered at or after
+ * its stream sequences, so a snapshot counts only once the holder has every row before them.
+ */
+export interface StreamRowsHolder {
+  /** Resolves once every row below each `nextSequence` is safe without the command log; rejects saying which is not. */
+  holdThrough(streams: readonly StreamPosition[]): Promise<void>;
 }
 
 export const snapshotIntervalMinutesDefault = 10;
@@ -65,7 +84,7 @@ interface RunningSnapshot {
   readonly snapshotId: number;
   readonly writer: SnapshotWriter;
   readonly started: number;
-  readonly streams: { partition: number; stream: string; nextSequence: number }[];
+  readonly streams: StreamPosition[];
   captured: number;
   rows: number;
   barrierMsMax: number;
@@ -96,6 +115,9 @@ export class ServerDurability implements InvocationLog {
   private inProgress: Promise<SnapshotResult> | undefined;
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
+  private snapshotChunksWritten = 0;
+  /** Set by the server when exports are on: snapshots wait for it before they count. */
+  streamRows: StreamRowsHolder | undefined;
 
   private constructor(options: DurabilityOpenOptions, log: CommandLog, unlock: () => void) {
     this.dataDir = options.dataDir;
@@ -290,6 +312,15 @@ export class ServerDurability implements InvocationLog {
     try {
       await captured;
       if (running.failure !== undefined) throw new SluiceError(ErrorCode.DURABILITY_FAILED, `snapshot failed: ${running.failure}`);
+      try {
+        await this.streamRows?.holdThrough(running.streams);
+      } catch (error) {
+        throw new SluiceError(
+          ErrorCode.DURABILITY_FAILED,
+          `snapshot after transaction ${transactionId} not completed: ${(error as Error).message}; the command log is kept, so nothing is lost, and the next snapshot tries again`,
+          { object: writer.path },
+        );
+      }
       const info = await writer.complete({ streams: running.streams });
       await this.retain(info, dropOlder);
       const result: SnapshotResult = {
@@ -315,11 +346,16 @@ export class ServerDurability implements InvocationLog {
     const running = this.running;
     if (running === undefined || message[1] !== running.snapshotId) return;
     switch (message[0]) {
-      case 'chunk':
-        running.writer.writeFrame(partition, message[2] as string, message[3] as number, message[4] as Uint8Array).catch((error: unknown) => {
-          running.failure ??= `writing a chunk of partition ${partition} failed: ${(error as Error).message}`;
+      case 'chunk': {
+        const injected = ++this.snapshotChunksWritten === this.settings.failSnapshotWriteAtChunk;
+        const write = injected
+          ? Promise.reject(Object.assign(new Error('ENOSPC: no space left on device (injected by failSnapshotWriteAtChunk)'), { code: 'ENOSPC' }))
+          : running.writer.writeFrame(partition, message[2] as string, message[3] as number, message[4] as Uint8Array);
+        write.catch((error: unknown) => {
+          running.failure ??= `writing a chunk of partition ${partition} to ${running.writer.path} failed: ${(error as Error).message}`;
         });
         return;
+      }
       case 'captured': {
         for (const [stream, nextSequence] of message[2] as [string, number][]) running.streams.push({ partition, stream, nextSequence });
         running.rows += message[3] as number;

@@ -156,6 +156,8 @@ export async function startServer(options: ServerOptions): Promise<SluiceServer>
   let exports: ServerExports | undefined;
   try {
     exports = await ServerExports.open({ ddl, data: options.data, config: options.exports, partitions, logger });
+    // A snapshot counts only once the export buffer holds the stream rows its state includes.
+    if (durability !== undefined && exports !== undefined) durability.streamRows = exports.pipeline;
   } catch (error) {
     await durability?.close();
     throw error;
