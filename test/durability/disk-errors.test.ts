@@ -98,15 +98,21 @@ function blockTarget(root: string, stream = 'readings'): void {
   writeFileSync(path.join(root, stream), 'in the way');
 }
 
+/** A server in sync mode with the four meters, whose file target is down. */
+async function startBehindBlockedTarget() {
+  const data = temporaryFolder();
+  const root = path.join(data, 'out');
+  blockTarget(root);
+  const options = serverOptions(data, root);
+  const first = await start(options);
+  const db = await open(first);
+  for (const meter of meters) await db.query('INSERT INTO meters VALUES (?, 0)', [meter]);
+  return { data, root, options, first, db };
+}
+
 describe('snapshots, the export buffer and disk errors', () => {
   it('refuses a snapshot while the export buffer cannot write its rows; after a restart every acknowledged row reaches the target once', async () => {
-    const data = temporaryFolder();
-    const root = path.join(data, 'out');
-    blockTarget(root);
-    const options = serverOptions(data, root);
-    const first = await start(options);
-    const db = await open(first);
-    for (const meter of meters) await db.query('INSERT INTO meters VALUES (?, 0)', [meter]);
+    const { data, root, options, first, db } = await startBehindBlockedTarget();
     await emitRound(db, day1);
     await db.call('@SnapshotSave');
 
@@ -133,13 +139,7 @@ describe('snapshots, the export buffer and disk errors', () => {
   });
 
   it('retries a failed buffer write once the disk is back; then snapshots complete again', async () => {
-    const data = temporaryFolder();
-    const root = path.join(data, 'out');
-    blockTarget(root);
-    const options = serverOptions(data, root);
-    const first = await start(options);
-    const db = await open(first);
-    for (const meter of meters) await db.query('INSERT INTO meters VALUES (?, 0)', [meter]);
+    const { root, options, first, db } = await startBehindBlockedTarget();
     const store = first.exports!.pipeline.store;
     store.failChunkWrites = enospc();
     await emitRound(db, day1);
