@@ -7,6 +7,7 @@
  *   sluice sql [--url ws://127.0.0.1:21212] [-c "SELECT …"] [-f file.sql]   (interactive without -c/-f)
  *   sluice call [--url …] Proc arg…                                          (args: JSON where they parse, else text)
  *   sluice snapshot [--url …]                                                (takes a snapshot now: @SnapshotSave)
+ *   sluice update [--procedures ./procedures] [--schema additions.sql] [--url …]  (changes the running application: @UpdateApplication)
  *   sluice export run <job> --day YYYY-MM-DD [--url …]                      (an end-of-day export by hand: @ExportRun)
  *   sluice hash-password                                                     (prints a scrypt hash for the deployment file)
  *   sluice subscribe [--url …] stream [--where col=value]… [--from earliest|now|position] [--count N]
@@ -230,6 +231,36 @@ program
     const client = await connect(options.url, { ...(await connectOptions(options)), timeoutMs: 600_000 });
     try {
       printValue(await client.call('@SnapshotSave'));
+    } finally {
+      await client.close();
+    }
+  });
+
+program
+  .command('update')
+  .description('change the running application without a restart (@UpdateApplication): add tables, indexes, views, streams and procedures, replace procedure code')
+  .option('--procedures <dir>', 'the procedures folder: its code files replace the running ones')
+  .option('--schema <file>', 'DDL to add to the running schema (.sql)')
+  .option('--url <url>', 'server address', defaultUrl)
+  .option('--user <name>', 'user name (default: $SLUICE_USER); the role needs admin')
+  .option('--password <password>', 'password (default: $SLUICE_PASSWORD)')
+  .option('--ca <file>', 'PEM certificate(s) to trust for wss://')
+  .action(async (options: { procedures?: string; schema?: string; url: string } & ConnectionFlags) => {
+    if (options.procedures === undefined && options.schema === undefined) throw new UsageError('update needs --procedures <dir>, --schema <file> or both');
+    const { readProcedureFolder } = await import('../engine/durability/code-versions.ts');
+    let procedures: Record<string, string> | undefined;
+    let ddl: string | undefined;
+    try {
+      if (options.procedures !== undefined) procedures = readProcedureFolder(options.procedures);
+      if (options.schema !== undefined) ddl = await readFile(options.schema, 'utf8');
+    } catch (error) {
+      throw new UsageError(`cannot read ${(error as NodeJS.ErrnoException).path ?? 'the update'}: ${(error as Error).message}`);
+    }
+    const client = await connect(options.url, { ...(await connectOptions(options)), timeoutMs: 600_000 });
+    try {
+      const result = await client.call('@UpdateApplication', { ddl, procedures });
+      const added = [...result.tablesAdded, ...result.proceduresAdded];
+      console.log(`version ${result.epoch} in force from transaction ${result.transactionId}` + (added.length > 0 ? `; added ${added.join(', ')}` : '') + (result.proceduresReplaced.length > 0 ? `; replaced ${result.proceduresReplaced.join(', ')}` : ''));
     } finally {
       await client.close();
     }

@@ -45,8 +45,12 @@ export const systemProcedures = [
   { name: '@Statistics', access: 'read', scope: 'multi', permission: 'read', summary: 'per procedure: calls, aborts, failures, expired calls, long-running transactions and the longest, latency p50/p99; per partition: transactions, queue depth, calls waiting, the transaction running now; per table: rows and a memory estimate; per importer: messages/s, lag, errors' },
   { name: '@AdHoc', access: 'write', scope: 'router', permission: 'adhoc', summary: 'runs one SQL statement (sql, params[]): on one partition when the statement pins it, else as a multi-partition transaction' },
   { name: '@SnapshotSave', access: 'read', scope: 'multi', permission: 'admin', summary: 'takes a transaction-consistent snapshot of every partition now (needs a data directory); answers with its path, transaction id, rows and the longest pause' },
+  { name: '@UpdateApplication', access: 'write', scope: 'multi', permission: 'admin', summary: 'changes the running application without a restart (ddl, procedures): adds tables, indexes, views, streams and procedures, replaces procedure code; takes effect at one point of the transaction order' },
   { name: '@ExportRun', access: 'write', scope: 'router', permission: 'admin', summary: 'runs an end-of-day export job for one finished day (job, "YYYY-MM-DD"); a day already exported is left as it is (status "already")' },
 ] as const satisfies readonly SystemProcedureInfo[];
+
+/** The name a live update's switch is logged under in the command log. */
+export const updateApplicationProcedure = '@UpdateApplication';
 
 export type SystemProcedureName = (typeof systemProcedures)[number]['name'];
 
@@ -57,6 +61,8 @@ export interface SystemInformation {
   partitions: number;
   uptimeMs: number;
   startedAt: number;
+  /** The application version: goes up by one with every live update (and code change between runs). */
+  epoch: number;
   schema: string;
   procedures: string[];
   /** Each procedure's declared parameter types (null when it declares none): loaders convert text with them. */
@@ -150,6 +156,29 @@ export interface ExportRunResult {
   rows: number;
 }
 
+/**
+ * What @UpdateApplication takes: DDL to add (on top of the running schema) and, optionally, the
+ * whole procedures folder as file texts keyed by their paths inside it ('vote.ts', 'lib/fees.ts').
+ * Without `procedures` the running procedure files stay.
+ */
+export interface ApplicationUpdate {
+  ddl?: string;
+  procedures?: Record<string, string>;
+}
+
+/** What @UpdateApplication answers. */
+export interface ApplicationUpdateResult {
+  /** The new version's number (@SystemInformation's `epoch`). */
+  epoch: number;
+  /** The switch's place in the transaction order: calls sequenced after it ran on the new version. */
+  transactionId: number;
+  /** Tables, views and streams the update added. */
+  tablesAdded: string[];
+  proceduresAdded: string[];
+  /** Procedures whose code (their file or a helper it imports) changed. */
+  proceduresReplaced: string[];
+}
+
 /** A result table, as @AdHoc (and client.query) returns it. */
 export interface QueryResult {
   columns: string[];
@@ -164,6 +193,7 @@ export interface SystemApp {
   '@Statistics': ProcedureDefinition<[], Statistics>;
   '@AdHoc': SystemSignature<[sql: string, params: unknown[]], QueryResult>;
   '@SnapshotSave': SystemSignature<[], SnapshotSaveResult>;
+  '@UpdateApplication': SystemSignature<[update: ApplicationUpdate], ApplicationUpdateResult>;
   '@ExportRun': SystemSignature<[job: string, day: string], ExportRunResult>;
 }
 

@@ -7,6 +7,8 @@
  *   <data>/log/catalog.json       the schema (DDL), procedure code digest and partition count the
  *                                 log's records were written under (the "catalog stamp")
  *   <data>/log/log-start.json     the first transaction id the log still holds every record from
+ *   <data>/code/<epoch>/…         the schema and procedure files of each live-updated version the
+ *                                 log or a snapshot may still need (code-versions.ts)
  *   <data>/snapshots/…            snapshots (snapshot.ts)
  *   <data>/export/…               export buffers (the exporters' own)
  *
@@ -31,6 +33,12 @@ export interface CatalogStamp {
   readonly partitions: number;
   /** Goes up by one whenever the stamp changes; logged as every record's catalogVersion. */
   readonly epoch: number;
+  /**
+   * After live updates (docs/live-update.md): the version the server was started with, which the
+   * updates were applied to. A restart with that same schema and code continues with the data
+   * directory's latest version; absent when the stamp is itself the version started with.
+   */
+  readonly base?: Omit<CatalogStamp, 'base'>;
 }
 
 const lockHolders = new Set<string>();
@@ -118,7 +126,7 @@ export function writeLogStart(dataDir: string, transactionId: number): void {
   writeJsonAtomically(path.join(logFolder(dataDir), 'log-start.json'), { transactionId });
 }
 
-function readJson(file: string): unknown {
+export function readJson(file: string): unknown {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
@@ -133,11 +141,16 @@ function readJson(file: string): unknown {
   }
 }
 
-function writeJsonAtomically(file: string, value: unknown): void {
+export function writeJsonAtomically(file: string, value: unknown): void {
+  writeFileAtomically(file, JSON.stringify(value, null, 1));
+}
+
+/** Writes `text` to `file` so that a crash leaves the old or the new content (see the header). */
+export function writeFileAtomically(file: string, text: string): void {
   const temporary = `${file}.tmp-${process.pid}`;
   const fd = openSync(temporary, 'w');
   try {
-    writeSync(fd, JSON.stringify(value, null, 1));
+    writeSync(fd, text);
     fsyncSync(fd);
   } finally {
     closeSync(fd);

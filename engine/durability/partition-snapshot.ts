@@ -38,7 +38,8 @@ interface RunningCapture {
 export class PartitionDurability {
   private readonly partition: Partition;
   private readonly port: MessagePort;
-  private readonly catalog: Catalog;
+  /** The worker's current catalog: adopted again after a restore under an older one. */
+  catalog: Catalog;
   private running: RunningCapture | undefined;
   private readonly sliceBound = (): void => this.slice();
 

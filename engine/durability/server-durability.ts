@@ -16,9 +16,12 @@ import type { Catalog, TableDef } from '../catalog/schema.ts';
 import { ErrorCode, SluiceError } from '../errors.ts';
 import { Op } from '../execution/messages.ts';
 import type { InvocationLog, ResultSink, Router } from '../execution/router.ts';
+import { updateApplicationProcedure } from '../../procedures/system.ts';
 import { Status } from '../server/protocol.ts';
 import type { Value } from '../types.ts';
+import { codeRoot, hasCodeVersion, readCodeVersion, removeCodeVersionsBefore } from './code-versions.ts';
 import { CommandLog, type DurabilityMode } from './command-log.ts';
+import { DurabilityErrorCode, durabilityError } from './framing.ts';
 import { describeStampChange, lockDataDir, proceduresDigest, readCatalogStamp, readLogStart, writeCatalogStamp, writeLogStart, type CatalogStamp } from './data-dir.ts';
 import { formatRecoverySummary, logFolder, recover, type RecoveryProgress, type RecoverySummary } from './recovery.ts';
 import { completeSnapshots, removeSnapshotsBefore, SnapshotWriter, type SnapshotInfo } from './snapshot.ts';
@@ -110,6 +113,10 @@ export class ServerDurability implements InvocationLog {
   private router: Router | undefined;
   private epoch = 0;
   private proceduresVersion = '';
+  /** The version the server was started with (live updates are applied on top of it). */
+  private base: Omit<CatalogStamp, 'base'> | undefined;
+  /** The last append's write: a live update's answer waits for its record. */
+  private lastWrite: Promise<void> = Promise.resolve();
   private snapshotSequence = 0;
   private running: RunningSnapshot | undefined;
   private inProgress: Promise<SnapshotResult> | undefined;
@@ -164,7 +171,25 @@ export class ServerDurability implements InvocationLog {
 
   /** InvocationLog: the router calls it for every transaction that may write, in order. */
   append(transactionId: number, timestamp: number, partition: number, procedure: string, params: readonly Value[]): void {
-    void this.log.append({ transactionId, timestamp, partition, procedure, parameters: params, catalogVersion: this.epoch });
+    this.lastWrite = this.log.append({ transactionId, timestamp, partition, procedure, parameters: params, catalogVersion: this.epoch });
+    this.lastWrite.catch(() => undefined);
+  }
+
+  /** InvocationLog: records from here on (the switch's own first) carry the new version. */
+  versionSwitched(epoch: number): void {
+    this.epoch = epoch;
+  }
+
+  /**
+   * After a live update's switch: records the running version in the catalog stamp (keeping the
+   * version the server was started with as its base) and resolves once the switch's log record
+   * is durable per the mode, so the update is acknowledged like any transaction.
+   */
+  async versionAdopted(router: Router): Promise<void> {
+    const current = stampOf(router);
+    this.proceduresVersion = current.proceduresVersion;
+    writeCatalogStamp(this.dataDir, { ...current, epoch: router.epoch, base: this.base });
+    await this.lastWrite;
   }
 
   private onLogFailure(error: SluiceError): void {
@@ -181,12 +206,17 @@ export class ServerDurability implements InvocationLog {
     this.router = router;
     router.onSnapshotMessage = (partition, message) => this.onSnapshotMessage(partition, message);
     router.setSystemHandler('@SnapshotSave', () => this.snapshot());
-    const digest = proceduresDigest(router.procedureFiles, router.proceduresDir);
-    this.proceduresVersion = digest.version;
-    const current: Omit<CatalogStamp, 'epoch'> = { ddl: router.ddl, proceduresVersion: digest.version, procedureFiles: digest.files, partitions: router.partitionCount };
+    const current = stampOf(router);
+    this.proceduresVersion = current.proceduresVersion;
     const stored = readCatalogStamp(this.dataDir);
-    const changes = stored ? describeStampChange(stored, current) : [];
-    this.epoch = stored?.epoch ?? 1;
+    // After live updates the data directory holds every version its log and snapshots need
+    // (<data>/code). A start with the code the server was started with before them (the same
+    // command line) continues with those versions: recovery switches to each as it goes.
+    const continuing = stored?.base !== undefined && describeStampChange(stored.base, current).length === 0;
+    const changes = stored && !continuing ? describeStampChange(stored, current) : [];
+    this.base = stored === undefined || changes.length > 0 ? undefined : (stored.base ?? stored);
+    this.epoch = continuing ? stored!.base!.epoch : (stored?.epoch ?? 1);
+    router.epoch = this.epoch;
     let replayed = 0;
     let aborted = 0;
     const sink: ResultSink = {
@@ -206,9 +236,13 @@ export class ServerDurability implements InvocationLog {
             { object: 'partitions' },
           );
         }
+        if (changes.length === 0 && header.catalogVersion !== router.epoch && hasCodeVersion(codeRoot(this.dataDir), header.catalogVersion)) {
+          // Taken under a live-updated version: restored under that version's own code.
+          await this.switchToStored(router, header.catalogVersion, { transactionId: header.lastTransactionId, timestamp: header.lastTimestamp }, `snapshot ${path.basename(info.path)}`);
+        }
         await this.loadSnapshot(router, header.catalogDdl, chunks, info);
       },
-      replay: (record) => {
+      replay: async (record) => {
         if (replayed === 0 && changes.length > 0) {
           throw new SluiceError(
             ErrorCode.INVALID_SCHEMA,
@@ -218,9 +252,13 @@ export class ServerDurability implements InvocationLog {
             { object: this.dataDir },
           );
         }
+        if (record.procedure === updateApplicationProcedure) {
+          await this.switchToStored(router, record.parameters[0] as number, record, `the live update logged as transaction ${record.transactionId}`);
+          replayed++;
+          return;
+        }
         router.replay(record.transactionId, record.timestamp, record.partition, record.procedure, record.parameters, sink);
-        if (++replayed % replayWindowRecords === 0) return router.whenIdle();
-        return undefined;
+        if (++replayed % replayWindowRecords === 0) await router.whenIdle();
       },
       onProgress,
       onWarning: (message) => this.logger?.warn({ dataDir: this.dataDir }, message),
@@ -235,12 +273,18 @@ export class ServerDurability implements InvocationLog {
     );
     if (stored === undefined || changes.length > 0) {
       this.epoch = (stored?.epoch ?? 0) + 1;
+      router.epoch = this.epoch;
       writeCatalogStamp(this.dataDir, { ...current, epoch: this.epoch });
+      this.base = { ...current, epoch: this.epoch };
       if (stored !== undefined) {
         // New code from here on: a snapshot now, so no log record of the old code is ever replayed.
         this.logger?.info({ changes }, `the ${changes.join(' and ')} changed since the last run; taking a snapshot under the new one`);
         await this.snapshot({ dropOlder: true });
       }
+    } else if (router.epoch !== stored.epoch) {
+      // A crash between a live update's log record and its stamp, or after a stamp whose record
+      // never reached the disk: the stamp follows the version recovery ended on.
+      await this.versionAdopted(router);
     }
     const minutes = this.settings.snapshotIntervalMinutes ?? snapshotIntervalMinutesDefault;
     if (minutes > 0) {
@@ -250,6 +294,16 @@ export class ServerDurability implements InvocationLog {
       this.timer.unref();
     }
     return summary;
+  }
+
+  /** Switches the router to stored version `epoch` at `at` (recovery: not logged again). */
+  private async switchToStored(router: Router, epoch: number, at: { transactionId: number; timestamp: number }, what: string): Promise<void> {
+    const version = readCodeVersion(codeRoot(this.dataDir), epoch);
+    if (version === undefined) {
+      throw durabilityError(DurabilityErrorCode.LOG_CORRUPT, `${what} ran under version ${epoch} of the application, but ${path.join(codeRoot(this.dataDir), String(epoch))} is missing or incomplete`, { object: String(epoch) });
+    }
+    router.switchVersion(await router.loadVersion(epoch, version.ddl, version.proceduresDir), at);
+    this.proceduresVersion = stampOf(router).proceduresVersion;
   }
 
   private async loadSnapshot(router: Router, snapshotDdl: string, chunks: AsyncIterable<{ partition: number; table: string; rows: Value[][]; rowIds: number[] }>, info: SnapshotInfo): Promise<void> {
@@ -387,6 +441,11 @@ export class ServerDurability implements InvocationLog {
     if (from > readLogStart(this.dataDir)) writeLogStart(this.dataDir, from);
     const removed = await this.log.truncateBefore(from);
     if (removed.segmentsRemoved > 0) this.logger?.debug({ ...removed, before: from }, 'command log segments removed');
+    // Recovery replays only records after the kept snapshot, which ran under its version or later
+    // ones. After a change of code at start every stored version is past: the new one runs from
+    // its folder.
+    const versionsRemoved = removeCodeVersionsBefore(codeRoot(this.dataDir), dropOlder ? Infinity : keep.header.catalogVersion);
+    if (versionsRemoved.length > 0) this.logger?.debug({ versionsRemoved }, 'code versions no snapshot or log record needs removed');
   }
 
   /** Clean shutdown, first half (the router still runs): the shutdown snapshot. */
@@ -414,6 +473,12 @@ export class ServerDurability implements InvocationLog {
       this.unlock();
     }
   }
+}
+
+/** The running version's stamp: its schema, a digest of its procedure code, the partition count. */
+function stampOf(router: Router): Omit<CatalogStamp, 'epoch' | 'base'> {
+  const digest = proceduresDigest(router.procedureFiles, router.proceduresDir);
+  return { ddl: router.ddl, proceduresVersion: digest.version, procedureFiles: digest.files, partitions: router.partitionCount };
 }
 
 /**

@@ -146,6 +146,15 @@ export class RemoteRunner implements StatementRunner {
   }
 
   /**
+   * Waits until every partition has answered once on its own (a VERSION entry: each reports
+   * whether it could build its storage for the new catalog), each within the fragment timeout;
+   * throws the first failure after all answered or timed out.
+   */
+  awaitEveryPartition(): void {
+    this.gather(this.ports.map((_port, partition) => partition), this.deadline());
+  }
+
+  /**
    * Ends the transaction on the partitions that got its marker (all by default); they leave the
    * marker and go on. A transaction that timed out is rolled back whatever `commit` says.
    */

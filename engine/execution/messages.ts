@@ -8,10 +8,14 @@
  *   CALL   slot, procedureIndex, transactionId, timestamp, paramCount, ...params
  *   ADHOC  slot, sql, transactionId, timestamp, paramCount, ...params
  *   MP     transactionId, timestamp   (the marker: block and serve the coordinator's fragments)
+ *   VERSION epoch                      (a live update's switch point; see Op.VERSION)
  *   SNAPSHOT, LOAD, RESUME_STREAM, LOAD_CATALOG, LOAD_DONE: durability's entries (see Op)
  * Worker → router, one batch per received batch: slot, ok (1 or 0), value (result or ErrorPayload).
  * Slot -1 carries the batch's committed stream rows instead: -1, chunks, 0 (storage/stream.ts
  * takeCommitted; the router hands them to the export pipeline).
+ *
+ * Outside the batches, `{ load: epoch, ddl, proceduresDir }` asks a worker to load a new
+ * application version in the background; it answers on its parent port `['loaded', epoch, error]`.
  *
  * Coordinator ↔ worker, on the worker's multi-partition port, one message each way per fragment;
  * see coordinator.ts.
@@ -38,7 +42,21 @@ export const Op = {
    * recovery: never reuse a sequence the export buffer already holds; exporters/pipeline.ts).
    */
   STREAM_FLOOR: 9,
+  /**
+   * VERSION epoch: switch to the application version loaded beforehand (a live update,
+   * docs/live-update.md). Like an MP marker the partition stops here: it builds its storage for
+   * the new catalog, answers the coordinator on its MP port, and adopts (END true) or drops
+   * (END false) what it built, so every partition changes version at this point or none does.
+   */
+  VERSION: 10,
 } as const;
+
+/** Router → worker, outside the batches: load this application version (docs/live-update.md). */
+export interface LoadVersionMessage {
+  readonly load: number;
+  readonly ddl: string;
+  readonly proceduresDir: string;
+}
 
 /** Fragment kinds the coordinator sends during a multi-partition transaction. */
 export const Fragment = {

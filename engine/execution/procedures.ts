@@ -6,7 +6,7 @@
  */
 import { readFile, realpath } from 'node:fs/promises';
 import path from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { ProcedureDefinition, Statement } from '../../procedures/api.ts';
 import type { Catalog, ProcedureDef } from '../catalog/schema.ts';
 import { ErrorCode, SluiceError, positionOf } from '../errors.ts';
@@ -77,8 +77,17 @@ export async function loadProcedure(def: ProcedureDef, catalog: Catalog, procedu
       if (error.summary.startsWith(`procedure ${def.name}`)) throw error;
       throw new SluiceError(error.code, `procedure ${def.name}: ${error.summary}`, { ...error.details, object: def.name });
     }
-    throw new SluiceError(ErrorCode.PROCEDURE_LOAD, `procedure ${def.name} failed to load: ${(error as Error).message}`, { object: def.name });
+    throw new SluiceError(ErrorCode.PROCEDURE_LOAD, `procedure ${def.name} failed to load${syntaxLocation(error, proceduresDir)}: ${(error as Error).message}`, { object: def.name });
   }
+}
+
+/** Where Node found a syntax error in a module (type stripping puts `file:line` first in the stack). */
+function syntaxLocation(error: unknown, proceduresDir: string): string {
+  if (!(error instanceof SyntaxError)) return '';
+  const match = /^(.+):(\d+)\n/.exec(error.stack ?? '');
+  if (!match) return '';
+  const file = match[1].startsWith('file://') ? fileURLToPath(match[1]) : match[1];
+  return ` (${path.relative(path.resolve(proceduresDir), file)}:${match[2]})`;
 }
 
 function planSqlProcedure(def: ProcedureDef, catalog: Catalog): LoadedProcedure {

@@ -25,8 +25,7 @@ import { readFileSync } from 'node:fs';
 import { createHistogram, type RecordableHistogram } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import { MessageChannel, Worker, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
-import { systemProcedureTable, systemProcedures, type RunningTransactionStatistics, type Statistics, type SystemInformation } from '../../procedures/system.ts';
-import { applyDdl, emptyCatalog } from '../catalog/ddl.ts';
+import { systemProcedureTable, systemProcedures, updateApplicationProcedure, type RunningTransactionStatistics, type Statistics, type SystemInformation } from '../../procedures/system.ts';
 import type { Catalog } from '../catalog/schema.ts';
 import { ErrorCode, SluiceError, nearNames } from '../errors.ts';
 import { ProtocolCode, Status, statusOfCode, type ErrorPayload } from '../server/protocol.ts';
@@ -38,11 +37,11 @@ import { RemoteRunner, fragmentTimeoutMsDefault } from './coordinator.ts';
 import { partitionOf } from './hash.ts';
 import { PartitionMonitor, multiPartitionSlot, partitionSampleIntervalMs, transactionTag } from './monitor.ts';
 import { failure, invoke, procedureParams } from './invoke.ts';
-import { Op, batchCallsMax, coordinatorSlot, errorPayload, type PartitionStatistics } from './messages.ts';
-import { loadProcedures, type LoadedProcedure } from './procedures.ts';
+import { loadApplication, type Application } from './application.ts';
+import { Op, batchCallsMax, coordinatorSlot, errorFromPayload, errorPayload, type LoadVersionMessage, type PartitionStatistics } from './messages.ts';
+import type { LoadedProcedure } from './procedures.ts';
 import { TransactionContext } from './transaction.ts';
 import type { WorkerData } from './worker.ts';
-import { addExactlyOnceProcedures } from '../../importers/exactly-once.ts';
 
 /** Calls queued for one partition (sent or waiting in the router, not yet answered) before new ones get SERVER_BUSY. */
 export const partitionQueueDepthMax = 200_000;
@@ -79,6 +78,20 @@ export interface InvocationLog {
    * before its log record is on disk.
    */
   readonly holdsAnswers: boolean;
+  /**
+   * A live update switched to version `epoch` (docs/live-update.md), live or in replay: records
+   * from here on, the update's own record first, carry it as their catalog version.
+   */
+  versionSwitched?(epoch: number): void;
+}
+
+/** An application version loaded on the router and in every partition, ready to switch to. */
+export interface LoadedVersion {
+  readonly epoch: number;
+  /** The version's whole schema (not only what the update added). */
+  readonly ddl: string;
+  readonly proceduresDir: string;
+  readonly application: Application;
 }
 
 /** Receives a snapshot's chunks and the end of each partition's capture (durability). */
@@ -159,12 +172,15 @@ class ProcedureStats {
 
 export class Router {
   readonly partitionCount: number;
-  readonly catalog: Catalog;
-  readonly ddl: string;
-  readonly proceduresDir: string;
+  // The application version in force; a live update replaces all of them at its switch point.
+  catalog: Catalog;
+  ddl: string;
+  proceduresDir: string;
+  /** The version's number: 1 at start (durability sets the recovered one), one more per live update. */
+  epoch = 1;
   readonly startedAt = Date.now();
-  private readonly procedures: Map<string, LoadedProcedure>;
-  private readonly procedureIndex: Map<string, number>;
+  private procedures: Map<string, LoadedProcedure>;
+  private procedureIndex: Map<string, number>;
   private readonly workers: Worker[] = [];
   private readonly mpPorts: MessagePort[] = [];
   private readonly resultPorts: MessagePort[] = [];
@@ -291,9 +307,7 @@ export class Router {
     checkSetting('callsSentMax', options.callsSentMax, 1, partitionQueueDepthMax);
     checkSetting('longRunningMs', options.longRunningMs, partitionSampleIntervalMs, 86_400_000);
     checkSetting('fragmentTimeoutMs', options.fragmentTimeoutMs, 100, 86_400_000);
-    const catalog = applyDdl(options.ddl, emptyCatalog);
-    const procedures = await loadProcedures(catalog, options.proceduresDir);
-    addExactlyOnceProcedures(procedures, catalog, partitions);
+    const { catalog, procedures } = await loadApplication(options.ddl, options.proceduresDir, partitions);
     const router = new Router(options, catalog, procedures);
     await router.startWorkers(options);
     return router;
@@ -335,6 +349,7 @@ export class Router {
               return;
             }
             this.resultPorts[p].on('message', (results: unknown[]) => this.onResults(p, results));
+            worker.on('message', (message: unknown[]) => this.onVersionLoaded(p, message));
             worker.on('error', (error: Error) => this.fail(new SluiceError(ErrorCode.INTERNAL, `partition ${p} crashed: ${error.message}`)));
             worker.on('exit', (code) => {
               if (!this.closed) this.fail(new SluiceError(ErrorCode.INTERNAL, `partition ${p} exited with code ${code}`));
@@ -1019,6 +1034,7 @@ export class Router {
       partitions: this.partitionCount,
       uptimeMs: Date.now() - this.startedAt,
       startedAt: this.startedAt,
+      epoch: this.epoch,
       schema: this.ddl,
       procedures: [...this.procedures.keys()],
       procedureParameters: Object.fromEntries([...this.procedures.values()].map((procedure) => [procedure.name, procedure.parameterTypes?.map((type) => type.name) ?? null])),
@@ -1087,6 +1103,102 @@ export class Router {
       }
       if (stats.window.count > 0) visit(stats.name, stats.window);
       stats.window.reset();
+    }
+  }
+
+  // --- live application updates (docs/live-update.md) ----------------------------------------
+
+  private versionLoad: { readonly epoch: number; remaining: number; failure: Error | undefined; readonly done: () => void } | undefined;
+
+  /**
+   * Loads version `epoch` (its whole schema and its procedures folder) here and in every
+   * partition, beside the running one: calls keep running on the old version meanwhile. Rejects
+   * with the first load error; nothing has changed then. One load at a time.
+   */
+  async loadVersion(epoch: number, ddl: string, proceduresDir: string): Promise<LoadedVersion> {
+    const application = await loadApplication(ddl, proceduresDir, this.partitionCount);
+    if (this.versionLoad !== undefined) throw new SluiceError(ErrorCode.INTERNAL, `version ${this.versionLoad.epoch} is still loading`);
+    let unsubscribe = (): void => {};
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const load = { epoch, remaining: this.partitionCount, failure: undefined as Error | undefined, done: () => (load.failure === undefined ? resolve() : reject(load.failure)) };
+        this.versionLoad = load;
+        unsubscribe = this.onBroken((error) => reject(error));
+        const message: LoadVersionMessage = { load: epoch, ddl, proceduresDir };
+        for (const worker of this.workers) worker.postMessage(message);
+      });
+    } finally {
+      this.versionLoad = undefined;
+      unsubscribe();
+    }
+    return { epoch, ddl, proceduresDir, application };
+  }
+
+  private onVersionLoaded(partition: number, message: unknown[]): void {
+    const load = this.versionLoad;
+    if (message[0] !== 'loaded' || load === undefined || message[1] !== load.epoch) return;
+    if (message[2] !== null && load.failure === undefined) {
+      const error = errorFromPayload(message[2] as ErrorPayload);
+      load.failure = new SluiceError(error.code, `partition ${partition}: ${error.message}`, error.details);
+    }
+    if (--load.remaining === 0) load.done();
+  }
+
+  /**
+   * Switches to a loaded version at this point of the global order: calls submitted before run on
+   * the old version, calls after on the new one. Like a multi-partition transaction, a VERSION
+   * entry goes into every partition's queue and the router waits here, synchronously, until every
+   * partition has built its storage for the new catalog; only if all did is the switch logged and
+   * adopted everywhere. Otherwise each partition drops what it built and this throws the first
+   * failure (a new unique index the rows break). `replayed` is the logged switch's own transaction
+   * id and timestamp (recovery), which is not logged again. Returns the switch's transaction id.
+   */
+  switchVersion(version: LoadedVersion, replayed?: { transactionId: number; timestamp: number }): number {
+    if (this.broken !== undefined || this.closed) throw this.broken ?? new SluiceError(ErrorCode.CLOSED, 'the server is shutting down');
+    // Refused before it is sequenced, as a multi-partition call would be: nothing stopped.
+    const stuck = replayed === undefined ? this.stuckPartition() : undefined;
+    if (stuck !== undefined) throw stuck;
+    if (replayed !== undefined) this.resumeAfter(replayed.transactionId, replayed.timestamp);
+    const transactionId = replayed?.transactionId ?? ++this.lastTransactionId;
+    const timestamp = replayed?.timestamp ?? this.nextTimestamp();
+    for (let p = 0; p < this.partitionCount; p++) this.batches[p].push(Op.VERSION, version.epoch);
+    this.flush();
+    const fragmentTimeoutMs = this.remote.fragmentTimeoutMs;
+    // Replay waits for every partition: the switch succeeded once, it must again.
+    if (replayed !== undefined) this.remote.fragmentTimeoutMs = Infinity;
+    try {
+      this.remote.awaitEveryPartition();
+    } catch (error) {
+      // A partition that timed out answers later and then reads this END: it drops what it built.
+      const timeout = this.remote.timeout;
+      if (timeout !== undefined) this.reportStuck(timeout, transactionId, updateApplicationProcedure);
+      this.remote.end(false);
+      this.drainResults();
+      throw error;
+    } finally {
+      this.remote.fragmentTimeoutMs = fragmentTimeoutMs;
+    }
+    this.log?.versionSwitched?.(version.epoch);
+    if (replayed === undefined && this.log !== undefined) this.appendLog(transactionId, timestamp, -1, updateApplicationProcedure, [version.epoch]);
+    this.remote.end(true);
+    this.adoptVersion(version);
+    this.drainResults();
+    return transactionId;
+  }
+
+  private adoptVersion(version: LoadedVersion): void {
+    const procedures = version.application.procedures;
+    this.catalog = version.application.catalog;
+    this.ddl = version.ddl;
+    this.proceduresDir = version.proceduresDir;
+    this.epoch = version.epoch;
+    this.procedures = procedures;
+    this.procedureIndex = new Map([...procedures.keys()].map((name, index) => [name, index]));
+    for (const name of procedures.keys()) if (!this.stats.has(name)) this.stats.set(name, new ProcedureStats(name));
+    this.adhocPlans.clear();
+    // Parked calls are not sequenced yet: they run on the new version, so they need its indexes.
+    for (const parked of this.parked) {
+      for (let i = 0; i < parked.length; i++) if (parked[i].op === Op.CALL) parked[i] = { ...parked[i], target: this.procedureIndex.get(parked[i].name)! };
     }
   }
 
@@ -1256,6 +1368,10 @@ export class Router {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.monitorTimer);
+    if (this.versionLoad !== undefined) {
+      this.versionLoad.failure = new SluiceError(ErrorCode.CLOSED, 'the server shut down while a live update was loading');
+      this.versionLoad.done();
+    }
     this.failPending(Status.UNEXPECTED_FAILURE, [ProtocolCode.SHUTTING_DOWN, 'the server shut down before the call ran', null]);
     await Promise.all(this.workers.map((worker) => worker.terminate()));
     for (const port of this.resultPorts) port.close();

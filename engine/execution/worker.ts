@@ -9,11 +9,16 @@
  * transaction and blocks, serving the coordinator's fragments synchronously on its MP port, until
  * the coordinator ends it (commit or rollback). Only then does it go on with the batch. This is
  * what puts multi-partition transactions at one point of every partition's serial order.
+ *
+ * A live update (docs/live-update.md) arrives in two steps: a `{ load }` message outside the
+ * batches, which loads the new version in the background while calls keep running on the old one,
+ * then a VERSION entry at the switch point, where the partition stops like at an MP marker until
+ * the coordinator says whether every partition could take the new catalog.
  */
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
 import { AssertionFailure } from '../assert.ts';
-import { applyDdl, emptyCatalog } from '../catalog/ddl.ts';
 import type { Catalog } from '../catalog/schema.ts';
+import { ErrorCode, SluiceError } from '../errors.ts';
 import type { ResultTable } from '../sql/context.ts';
 import { insertRow } from '../sql/dml.ts';
 import type { Frame } from '../sql/expr.ts';
@@ -22,14 +27,14 @@ import { planStatement, type PlannedStatement } from '../sql/statement.ts';
 import type { Value } from '../types.ts';
 import { adhocProcedure } from './adhoc.ts';
 import { runOnPartition } from './invoke.ts';
-import { Fragment, Op, coordinatorSlot, errorPayload, type PartitionStatistics } from './messages.ts';
+import { loadApplication, type Application } from './application.ts';
+import { Fragment, Op, coordinatorSlot, errorPayload, type LoadVersionMessage, type PartitionStatistics } from './messages.ts';
 import { RunningCell, multiPartitionSlot } from './monitor.ts';
-import { Partition } from './partition.ts';
+import { Partition, type PreparedCatalog } from './partition.ts';
 import { createCodec } from '../server/protocol.ts';
-import { loadProcedures, type LoadedProcedure } from './procedures.ts';
+import type { LoadedProcedure } from './procedures.ts';
 import { SinglePartitionRunner, TransactionContext } from './transaction.ts';
 import { PartitionDurability } from '../durability/partition-snapshot.ts';
-import { addExactlyOnceProcedures } from '../../importers/exactly-once.ts';
 
 export interface WorkerData {
   ddl: string;
@@ -64,10 +69,11 @@ const mpPort = data.mpPort;
 const resultsPort = data.resultsPort;
 const running = new RunningCell(data.running, data.partition);
 
-const catalog: Catalog = applyDdl(data.ddl, emptyCatalog);
-const loaded = await loadProcedures(catalog, data.proceduresDir);
-addExactlyOnceProcedures(loaded, catalog, data.partitionCount);
-const procedures: LoadedProcedure[] = [...loaded.values()];
+const started = await loadApplication(data.ddl, data.proceduresDir, data.partitionCount);
+let catalog: Catalog = started.catalog;
+let procedures: LoadedProcedure[] = [...started.procedures.values()];
+/** A version loaded ahead of its switch point (Op.VERSION). */
+let loadedVersion: { readonly epoch: number; readonly application: Application } | undefined;
 const partition = new Partition(data.partition, data.partitionCount, catalog);
 const runner = new SinglePartitionRunner(partition);
 const context = new TransactionContext(runner, partition.id);
@@ -103,6 +109,12 @@ function runBatch(batch: unknown[]): void {
       flushResults();
       serveMultiPartition(batch[i + 1] as number, batch[i + 2] as number);
       i += 3;
+      continue;
+    }
+    if (op === Op.VERSION) {
+      flushResults();
+      switchVersion(batch[i + 1] as number);
+      i += 2;
       continue;
     }
     if (op === Op.STREAM_FLOOR) {
@@ -178,13 +190,7 @@ function serveMultiPartition(transactionId: number, timestamp: number): void {
   partition.begin(transactionId, timestamp);
   running.start(transactionId, multiPartitionSlot);
   for (;;) {
-    const seen = Atomics.load(flags, ownSlot);
-    const received = receiveMessageOnPort(mpPort);
-    if (received === undefined) {
-      Atomics.wait(flags, ownSlot, seen);
-      continue;
-    }
-    const message = received.message as unknown[];
+    const message = nextFragment();
     const kind = message[0] as number;
     if (kind === Fragment.END) {
       if (message[1] === true) partition.commit();
@@ -200,12 +206,67 @@ function serveMultiPartition(transactionId: number, timestamp: number): void {
       if (error instanceof AssertionFailure) crash = error;
       reply = [0, errorPayload(error)];
     }
-    mpPort.postMessage(reply);
-    Atomics.add(flags, coordinator, 1);
-    Atomics.notify(flags, coordinator);
+    answerCoordinator(reply);
     // Answer first, then crash: the coordinator is blocked waiting for this reply.
     if (crash !== undefined) throw crash;
   }
+}
+
+/** Blocks until the coordinator's next message on the MP port. */
+function nextFragment(): unknown[] {
+  for (;;) {
+    const seen = Atomics.load(flags, ownSlot);
+    const received = receiveMessageOnPort(mpPort);
+    if (received !== undefined) return received.message as unknown[];
+    Atomics.wait(flags, ownSlot, seen);
+  }
+}
+
+function answerCoordinator(reply: unknown[]): void {
+  mpPort.postMessage(reply);
+  Atomics.add(flags, coordinator, 1);
+  Atomics.notify(flags, coordinator);
+}
+
+/** Loads a new application version beside the running one; calls keep running meanwhile. */
+async function loadVersion(message: LoadVersionMessage): Promise<void> {
+  try {
+    const application = await loadApplication(message.ddl, message.proceduresDir, data.partitionCount);
+    loadedVersion = { epoch: message.load, application };
+    port.postMessage(['loaded', message.load, null]);
+  } catch (error) {
+    port.postMessage(['loaded', message.load, errorPayload(error)]);
+  }
+}
+
+/**
+ * The switch point of a live update (Op.VERSION): builds this partition's storage for the new
+ * catalog (a new unique index the rows break fails here), tells the coordinator, and adopts it only
+ * if the coordinator ends with true, i.e. every partition built it. Every call before the entry ran
+ * on the old version; every call after it runs on the new one.
+ */
+function switchVersion(epoch: number): void {
+  const version = loadedVersion;
+  loadedVersion = undefined;
+  let prepared: PreparedCatalog | undefined;
+  let crash: AssertionFailure | undefined;
+  try {
+    if (version?.epoch !== epoch) throw new SluiceError(ErrorCode.INTERNAL, `partition ${partition.id} reached the switch to version ${epoch} without having loaded it`);
+    prepared = partition.prepareCatalog(version.application.catalog);
+    answerCoordinator([1, null]);
+  } catch (error) {
+    if (error instanceof AssertionFailure) crash = error;
+    // Names the partition: only the rows of some partitions may break a new unique index.
+    answerCoordinator([0, errorPayload(error instanceof SluiceError ? new SluiceError(error.code, `partition ${partition.id}: ${error.summary}`, error.details) : error)]);
+  }
+  if (crash !== undefined) throw crash;
+  const decision = nextFragment();
+  if (decision[0] !== Fragment.END || decision[1] !== true || prepared === undefined || version === undefined) return;
+  partition.adoptCatalog(prepared);
+  catalog = version.application.catalog;
+  procedures = [...version.application.procedures.values()];
+  plans.clear();
+  durability.catalog = catalog;
 }
 
 function runFragment(kind: number, message: unknown[]): unknown {
@@ -243,5 +304,8 @@ function statistics(): PartitionStatistics {
   return { partition: partition.id, transactions: partition.transactionCount, tables };
 }
 
-port.on('message', (batch: unknown[]) => runBatch(batch));
+port.on('message', (message: unknown[] | LoadVersionMessage) => {
+  if (Array.isArray(message)) runBatch(message);
+  else void loadVersion(message);
+});
 port.postMessage('ready');

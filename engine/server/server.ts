@@ -20,6 +20,7 @@ import { ErrorCode, SluiceError } from '../errors.ts';
 import { Router, type InvocationLog, type ResultSink } from '../execution/router.ts';
 import type { RecoveryProgress, RecoverySummary } from '../durability/recovery.ts';
 import { ServerDurability, type DurabilityMode, type DurabilitySettings } from '../durability/server-durability.ts';
+import { LiveUpdates } from './live-update.ts';
 import { importerSchemaDdl, parseImporterConfigs, startImporters, type RunningImporters } from '../../importers/index.ts';
 import { ServerExports, streamRowsOptions } from '../../exporters/exports.ts';
 import { Authenticator, type ThrottleOptions } from '../security/authenticator.ts';
@@ -193,6 +194,8 @@ export async function startServer(options: ServerOptions): Promise<SluiceServer>
   }
   try {
     if (durability) server.recovery = recovery = await durability.recover(router, options.onRecoveryProgress);
+    const liveUpdates = (server.liveUpdates = new LiveUpdates({ router, startupProceduresDir: proceduresDir, durability, logger }));
+    router.setSystemHandler('@UpdateApplication', (params) => liveUpdates.apply(params));
     // After replay: new rows continue past every sequence the export buffer holds.
     exports?.attach(router);
     await server.listen(options.port ?? defaultPort, options.host ?? '0.0.0.0');
@@ -241,6 +244,7 @@ class Server implements SluiceServer {
   private readonly flushBound = (): void => this.flush();
   private nextConnectionId = 1;
   importers: RunningImporters | undefined;
+  liveUpdates: LiveUpdates | undefined;
   port = 0;
   url = '';
 
@@ -349,6 +353,7 @@ class Server implements SluiceServer {
     for (const connection of this.connections) connection.close(CloseCode.GOING_AWAY, 'server shutting down');
     await this.durability?.beforeClose();
     await this.router.close();
+    this.liveUpdates?.close();
     await this.exports?.close();
     await this.durability?.close();
     await new Promise<void>((resolve) => (this.wss ? this.wss.close(() => resolve()) : resolve()));
