@@ -6,10 +6,11 @@
  * while the server goes on with the old version; and with a data directory, a restart without a
  * snapshot (and one from a snapshot) that replays every call with the code that originally ran it.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import readline from 'node:readline';
 import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
 import { connect, type Client } from '../client/index.ts';
@@ -161,6 +162,16 @@ CREATE PROCEDURE Tag PARTITION ON TABLE tags COLUMN id PARAMETER 0 AS INSERT INT
       });
     }
 
+    it('a second update while one is being applied', async () => {
+      const { client } = await start();
+      const first = update(client, { ddl: v2Ddl, procedures: v2Files });
+      const second = await rejection(update(client, { ddl: 'CREATE TABLE other (a INTEGER);' }));
+      expect(second.code).toBe('UNSUPPORTED');
+      expect(second.message).toMatch(/another update is being applied/);
+      expect((await first).epoch).toBe(2);
+      expect((await rejection(client.query('SELECT * FROM other'))).code).toBe('UNKNOWN_TABLE');
+    });
+
     it('a unique index the rows of one partition break, found at the switch point: no partition changes', async () => {
       const { client } = await start();
       for (let id = 1; id <= 4; id++) await client.call('AddItem', id, 7);
@@ -258,6 +269,39 @@ CREATE PROCEDURE Tag PARTITION ON TABLE tags COLUMN id PARAMETER 0 AS INSERT INT
       // The same command line as the first start still recovers both versions' work.
       const again = await start({ data, durability: settings });
       expect(await rows(again.client, 'SELECT n FROM items')).toEqual([[11]]);
+    });
+
+    it('kill -9 after an acknowledged update: the restart replays both versions and the server logged the update', async () => {
+      const data = dataFolder();
+      const child = spawn(process.execPath, ['client/cli.ts', 'start', '--schema', schema, '--procedures', v1, '--data', data, '--partitions', '2', '--port', '0', '--host', '127.0.0.1', '--log-format', 'json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      const lines: Record<string, unknown>[] = [];
+      const url = new Promise<string>((resolve) => {
+        readline.createInterface({ input: child.stdout! }).on('line', (line) => {
+          const entry = JSON.parse(line) as Record<string, unknown>;
+          lines.push(entry);
+          if (typeof entry.url === 'string') resolve(entry.url);
+        });
+      });
+      try {
+        const client = await connect(await url);
+        for (let i = 0; i < 12; i++) await client.call('Bump', i % 3);
+        const { epoch: version, transactionId } = await update(client, { ddl: v2Ddl, procedures: v2Files });
+        await Promise.all(Array.from({ length: 12 }, (_, i) => client.call('Bump', i % 3)));
+        const expected = await rows(client, 'SELECT id, n FROM items ORDER BY id');
+        expect(expected).toEqual([[0, 44], [1, 44], [2, 44]]);
+        child.kill('SIGKILL');
+        await exited;
+        await client.close().catch(() => undefined);
+        const logged = lines.find((entry) => entry.epoch === version && entry.transactionId === transactionId);
+        expect(logged).toMatchObject({ msg: `application updated live to version 2 at transaction ${transactionId}`, tablesAdded: ['bump_log'], proceduresAdded: ['CountItems'], proceduresReplaced: ['Bump'] });
+
+        const again = await start({ data });
+        expect(await rows(again.client, 'SELECT id, n FROM items ORDER BY id')).toEqual(expected);
+        expect(await epoch(again.client)).toBe(2);
+      } finally {
+        child.kill('SIGKILL');
+      }
     });
 
     it('a refused update leaves no version behind and the log replays as before', async () => {

@@ -111,12 +111,6 @@ function runBatch(batch: unknown[]): void {
       i += 3;
       continue;
     }
-    if (op === Op.VERSION) {
-      flushResults();
-      switchVersion(batch[i + 1] as number);
-      i += 2;
-      continue;
-    }
     if (op === Op.STREAM_FLOOR) {
       flushResults();
       partition.stream(batch[i + 1] as string).raiseSequence(batch[i + 2] as number);
@@ -125,7 +119,12 @@ function runBatch(batch: unknown[]): void {
     }
     if (op >= Op.SNAPSHOT) {
       flushResults();
-      i = durability.run(op, batch, i);
+      if (op === Op.VERSION) {
+        switchVersion(batch[i + 1] as number);
+        i += 2;
+      } else {
+        i = durability.run(op, batch, i);
+      }
       continue;
     }
     const slot = batch[i + 1] as number;
