@@ -22,7 +22,7 @@ import type { Logger } from 'pino';
 import type { Catalog, ColumnDef, TableDef } from '../engine/catalog/schema.ts';
 import type { StreamPosition } from '../engine/durability/server-durability.ts';
 import { ErrorCode, SluiceError } from '../engine/errors.ts';
-import type { Value } from '../engine/types.ts';
+import { typeToString, type Value } from '../engine/types.ts';
 import { assert } from '../engine/assert.ts';
 import { backoffMsMaxDefault, backoffMsMinDefault, batchBytesMaxDefault, batchRowsMaxDefault, parseExportsConfig, type ExportsConfig, type OnFull } from './config.ts';
 import { targetFactory, type TargetContext } from './registry.ts';
@@ -224,6 +224,13 @@ export class ExportPipeline {
       throw error;
     }
     const store = ExportStore.open(options.exportDir);
+    try {
+      checkStreamShapes(store, streams);
+    } catch (error) {
+      await Promise.allSettled([...built.values()].map((target) => target.close()));
+      await store.close();
+      throw error;
+    }
     const pipeline = new ExportPipeline(options, config, store, options.partitions);
     for (const [name, target] of built) pipeline.addSlot(name, targetConfigs.get(name)!, target);
     for (const stream of streams) {
@@ -748,6 +755,30 @@ export class ExportPipeline {
 
 function laneKey(stream: string, partition: number): string {
   return `${stream}\u0000${partition}`;
+}
+
+/**
+ * Stored chunks are flat values read with the stream's current column count, so rows stored
+ * under other columns must not be read after a schema change: refuse to start while any are
+ * pending (they drain under the old schema first), else record the new columns. A buffer from
+ * before shapes were recorded is taken to match, as it always was.
+ */
+function checkStreamShapes(store: ExportStore, streams: readonly TableDef[]): void {
+  for (const stream of streams) {
+    const columns = stream.columns.map((column) => `${column.name} ${typeToString(column.type)}`);
+    const stored = store.shape(stream.name);
+    if (stored !== undefined && stored.join(', ') === columns.join(', ')) continue;
+    const pending = stored === undefined ? 0 : store.rowsPending(stream.name, stored.length);
+    if (pending > 0) {
+      throw new SluiceError(
+        ErrorCode.EXPORT_CONFIG,
+        `stream ${stream.name} changed while its export buffer holds ${pending} undelivered rows written with its old columns (${stored!.join(', ')}); its columns are now (${columns.join(', ')}). ` +
+          `Start once more with the old schema and let target ${stream.exportTarget} take those rows (@Statistics exports[].rowsPending reaches 0), then change the schema`,
+        { object: stream.name },
+      );
+    }
+    void store.putShape(stream.name, columns);
+  }
 }
 
 function isParsed(config: unknown): config is ExportsConfig {

@@ -5,7 +5,9 @@
  * - per stream partition, the last acknowledged sequence ['a', stream, partition] and, while a
  *   delivery is under way, its last sequence ['i', stream, partition] (so a retry after a crash
  *   re-sends exactly the same batch and a file target overwrites the same file);
- * - end-of-day jobs done: ['d', job, day] → {rows, at}.
+ * - end-of-day jobs done: ['d', job, day] → {rows, at};
+ * - per stream, the columns its stored chunks were written with ['s', stream] → ["name TYPE", …],
+ *   so a schema changed across a restart is caught before old rows are read with the new shape.
  *
  * Writes go through lmdb-js's asynchronous batching (one LMDB transaction per event-loop turn),
  * off the main thread. A process crash loses at most the writes of the last turns; the command log
@@ -14,6 +16,7 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { open, type Key, type RootDatabase } from 'lmdb';
+import { decodeStreamChunk } from '../engine/storage/stream-chunk.ts';
 
 export interface StoredChunk {
   readonly stream: string;
@@ -105,6 +108,26 @@ export class ExportStore {
 
   removeInflight(stream: string, partition: number): Promise<boolean> {
     return this.db.remove(['i', stream, partition]);
+  }
+
+  /** The columns ("name TYPE") the stream's chunks were written with; undefined if never recorded. */
+  shape(stream: string): string[] | undefined {
+    return this.db.get(['s', stream]) as string[] | undefined;
+  }
+
+  putShape(stream: string, columns: readonly string[]): Promise<boolean> {
+    return this.db.put(['s', stream], columns);
+  }
+
+  /** Rows of the stream stored and not yet acknowledged, counting `width` values per row. */
+  rowsPending(stream: string, width: number): number {
+    let pending = 0;
+    for (const { key, value } of this.db.getRange({ start: ['c', stream], end: ['c', `${stream}\u0000`] })) {
+      const [, , partition, first] = key as [string, string, number, number];
+      const count = Math.floor(decodeStreamChunk(value as Uint8Array).values.length / width);
+      pending += Math.max(0, Math.min(count, first + count - 1 - this.acked(stream, partition)));
+    }
+    return pending;
   }
 
   day(job: string, day: string): DayRecord | undefined {
