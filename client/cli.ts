@@ -27,7 +27,7 @@ import readline from 'node:readline';
 import { Command, CommanderError } from 'commander';
 import type { SecurityConfig } from '../engine/security/config.ts';
 import type { TlsConfig } from '../engine/security/tls.ts';
-import { connect, SluiceClientError, type Client, type ConnectOptions, type QueryResult } from './index.ts';
+import { connect, SluiceClientError, type Client, type ConnectOptions, type QueryResult, type WhereCondition } from './index.ts';
 
 const defaultUrl = 'ws://127.0.0.1:21212';
 const historyFile = path.join(os.homedir(), '.sluice_history');
@@ -311,10 +311,10 @@ program
   .option('--password <password>', 'password (default: $SLUICE_PASSWORD; prefer the variable: arguments show in ps)')
   .option('--ca <file>', 'PEM certificate(s) to trust for wss://')
   .argument('<stream>')
-  .option('--where <column=value>', 'only rows whose column equals value (JSON where it parses); repeat a column for any of several values', collectWhere, {})
+  .option('--where <condition>', 'only rows meeting it: column=value, != < <= > >= (value: JSON where it parses); repeat for AND, a column=value repeated for any of several values', collectWhere, {})
   .option('--from <position>', 'earliest, now, or a position printed by an earlier run: {"0":12,"1":40}', 'now')
   .option('--count <n>', 'exit after this many rows', parseInteger)
-  .action(async (stream: string, options: { url: string; where: Record<string, unknown[]>; from: string; count?: number } & ConnectionFlags) => {
+  .action(async (stream: string, options: { url: string; where: Record<string, WhereCondition>; from: string; count?: number } & ConnectionFlags) => {
     const from = options.from === 'earliest' || options.from === 'now' ? options.from : parsePosition(options.from);
     const client = await connect(options.url, { ...(await connectOptions(options)), reconnect: true });
     let printed = 0;
@@ -334,12 +334,17 @@ program
     if (failure !== undefined) throw failure;
   });
 
-/** `--where col=value`, repeatable: a column named twice matches either value. */
-function collectWhere(text: string, where: Record<string, unknown[]>): Record<string, unknown[]> {
-  const at = text.indexOf('=');
-  if (at <= 0) throw new UsageError(`--where takes column=value, got ${text}`);
-  const column = text.slice(0, at);
-  (where[column] ??= []).push(parseArgument(text.slice(at + 1)));
+/**
+ * `--where kwh>=5`, repeatable: every condition must hold, except that `column=value` given
+ * twice for one column matches either value (an IN list).
+ */
+function collectWhere(text: string, where: Record<string, WhereCondition>): Record<string, WhereCondition> {
+  const match = /^([^<>=!]+)(<=|>=|!=|=|<|>)(.*)$/s.exec(text);
+  if (match === null) throw new UsageError(`--where takes column=value, or column!=, <, <=, >, >= value; got ${text}`);
+  const [, column, operator, value] = match;
+  const condition = (where[column] ??= {});
+  if (operator === '=') (condition.in ??= []).push(parseArgument(value));
+  else condition[operator as '!=' | '<' | '<=' | '>' | '>='] = parseArgument(value);
   return where;
 }
 

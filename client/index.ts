@@ -43,7 +43,7 @@ import {
 import { SubscriptionRegistry, type RowHandler, type SubscribeOptions, type Subscription } from './subscriptions.ts';
 
 export { Status, type StatusName, type QueryResult };
-export { Subscription, SubscriptionError, type RowHandler, type RowPosition, type StreamRow, type SubscribeOptions, type SubscriptionPosition } from './subscriptions.ts';
+export { Subscription, SubscriptionError, type RowHandler, type RowPosition, type StreamRow, type SubscribeOptions, type SubscriptionPosition, type WhereCondition } from './subscriptions.ts';
 
 /** Default most calls outstanding per connection. */
 export const clientCallsInFlightMax = 2000;

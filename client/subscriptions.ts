@@ -13,9 +13,24 @@ import { FrameKind, ProtocolCode } from '../engine/server/protocol.ts';
 /** Per partition, the sequence number of the next row wanted (0: from the first row the server has seen since it started). */
 export type SubscriptionPosition = Record<number, number>;
 
+/** Comparisons on one column of a subscription filter (docs/protocol.md). NULL meets none. */
+export interface WhereCondition {
+  '='?: unknown;
+  '!='?: unknown;
+  '<'?: unknown;
+  '<='?: unknown;
+  '>'?: unknown;
+  '>='?: unknown;
+  in?: unknown[];
+}
+
 export interface SubscribeOptions {
-  /** Column → value, or column → list of values: only rows matching every entry are sent. */
-  where?: Record<string, unknown>;
+  /**
+   * Only rows meeting every condition are sent (filtered on the server). Per column: a value
+   * (equals), a list (one of), or an object of comparisons, all of which must hold:
+   * `{ region: 'north', meter_id: [1, 2], kwh: { '>=': 1, '<': 5 }, kind: { '!=': 'test' } }`.
+   */
+  where?: Record<string, unknown | unknown[] | WhereCondition>;
   /** Where to start: 'now' (default), 'earliest' (every row the server retains), or a saved `position`. */
   from?: SubscriptionPosition | 'now' | 'earliest';
   /**

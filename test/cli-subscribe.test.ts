@@ -43,6 +43,9 @@ describe('sluice subscribe', () => {
     server.subscriptions.publish('meter_alerts', 0, 5, [[5, 'north', 'e', at, null]]);
     const resumed = await sluice('subscribe', '--url', server.url, 'meter_alerts', '--from', '{"0":5}', '--count', '1');
     expect(JSON.parse(resumed.stdout).sequence).toBe(5);
+    const compared = await sluice('subscribe', '--url', server.url, 'meter_alerts', '--from', 'earliest', '--where', 'meter_id>1', '--where', 'meter_id<=4', '--where', 'region!=east', '--count', '2');
+    expect(compared.code, compared.stderr).toBe(0);
+    expect(compared.stdout.trim().split('\n').map((line) => JSON.parse(line).sequence)).toEqual([2, 3]);
   });
 
   it('reports a refused subscription as one line and exits 1', async () => {
@@ -51,6 +54,6 @@ describe('sluice subscribe', () => {
     expect(result.code).toBe(1);
     expect(result.stderr.trim()).toBe("error: UNKNOWN_TABLE cannot subscribe to meter_alert: no stream; did you mean 'meter_alerts'?");
     const where = await sluice('subscribe', '--url', server.url, 'meter_alerts', '--where', 'region');
-    expect([where.code, where.stderr.trim()]).toEqual([1, 'error: --where takes column=value, got region']);
+    expect([where.code, where.stderr.trim()]).toEqual([1, 'error: --where takes column=value, or column!=, <, <=, >, >= value; got region']);
   });
 });

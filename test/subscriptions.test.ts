@@ -77,6 +77,55 @@ describe('stream subscriptions', () => {
     expect(some.got.map((g) => g.at.sequence)).toEqual([2, 3, 4]);
   });
 
+  it('filters by comparisons, IN lists and their AND, with NULL meeting no condition', async () => {
+    const server = await serve({ schema, partitions: 1 });
+    const sdk = await client(server);
+    const middle = collector();
+    const notNorth = collector();
+    const late = collector();
+    const binary = collector();
+    await sdk.subscribe('meter_alerts', { where: { meter_id: { '>': 1, '<=': 4 }, kind: { in: ['k2', 'k3', 'k5'] } } }, middle.onRow);
+    await sdk.subscribe('meter_alerts', { where: { region: { '!=': 'north' } } }, notNorth.onRow);
+    // Values convert to the column's type, here a Date for a TIMESTAMP.
+    await sdk.subscribe('meter_alerts', { where: { at: { '>=': new Date(at + 4) }, meter_id: { '<': 9 } } }, late.onRow);
+    await sdk.subscribe('meter_alerts', { where: { raw: { '!=': new Uint8Array([2]) } } }, binary.onRow);
+    const nullRegion = [6, null, 'k6', at + 6, null];
+    server.subscriptions.publish('meter_alerts', 0, 1, [alert(1, 1), alert(2, 2, 'south'), alert(3, 3), alert(4, 4, 'east'), alert(5, 5, 'south'), nullRegion, alert(9, 7)]);
+    expect(await eventually(() => middle.got.length >= 2 && notNorth.got.length >= 3 && late.got.length >= 3 && binary.got.length >= 5)).toBe(true);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(middle.got.map((g) => g.at.sequence)).toEqual([2, 3]);
+    expect(notNorth.got.map((g) => g.at.sequence)).toEqual([2, 4, 5]);
+    expect(late.got.map((g) => g.at.sequence)).toEqual([4, 5, 6]);
+    expect(binary.got.map((g) => g.at.sequence)).toEqual([1, 3, 4, 5, 7]);
+  });
+
+  it('refuses filters with unknown operators, comparisons a type has not, NULL and values of the wrong type', async () => {
+    const server = await serve({ schema, partitions: 1 });
+    const sdk = await client(server);
+    const refusal = async (where: Record<string, unknown>): Promise<[string, string, unknown]> => {
+      try {
+        await sdk.subscribe('meter_alerts', { where }, () => undefined);
+      } catch (error) {
+        const failure = error as SubscriptionError;
+        return [failure.code, failure.message, failure.details?.path];
+      }
+      throw new Error(`expected ${JSON.stringify(where)} to be refused`);
+    };
+    expect(await refusal({ meter_id: { '=>': 3 } })).toEqual([ErrorCode.PARAM_TYPE, "subscription filter on meter_id uses operator '=>'; the operators are =, !=, <, <=, >, >=, in", ['where', 'meter_id', '=>']]);
+    expect(await refusal({ raw: { '<': new Uint8Array([1]) } })).toEqual([ErrorCode.TYPE_MISMATCH, "subscription filter on raw compares with '<', but column meter_alerts.raw is VARBINARY, which has only =, != and in", ['where', 'raw', '<']]);
+    expect(await refusal({ kind: { in: 'k1' } })).toEqual([ErrorCode.PARAM_TYPE, 'subscription filter on kind: \'in\' takes a list of values, got "k1"', ['where', 'kind', 'in']]);
+    expect(await refusal({ region: { '!=': null } })).toEqual([ErrorCode.PARAM_TYPE, 'subscription filter on region compares with NULL, which no row matches; leave the condition out', ['where', 'region', '!=']]);
+    expect(await refusal({ region: {} })).toEqual([ErrorCode.PARAM_TYPE, 'subscription filter on region has no condition; give one of =, !=, <, <=, >, >=, in', ['where', 'region']]);
+    const [code, message, path] = await refusal({ meter_id: { '>=': 'many' } });
+    expect([code, path]).toEqual([ErrorCode.TYPE_MISMATCH, ['where', 'meter_id', '>=']]);
+    expect(message).toMatch(/filter value for column meter_alerts\.meter_id/);
+    const [, listMessage, listPath] = await refusal({ meter_id: { in: [1, 'two'] } });
+    expect(listPath).toEqual(['where', 'meter_id', 'in', 1]);
+    expect(listMessage).toMatch(/filter value for column meter_alerts\.meter_id/);
+    expect(server.subscriptions.size).toBe(0);
+    expect(await sdk.query('SELECT COUNT(*) FROM meters')).toMatchObject({ rows: [[0]] });
+  });
+
   it('advances the position past rows the filter drops, so a resume does not fall behind', async () => {
     const server = await serve({ schema, partitions: 1 });
     const sdk = await client(server);

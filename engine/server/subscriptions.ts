@@ -1,8 +1,9 @@
 /**
  * Live stream subscriptions (alerts for clients): a client subscribes to a stream over its ws
  * connection (SUBSCRIBE frame, docs/protocol.md) and gets the stream's rows as their
- * transactions commit (ROWS frames), filtered here by a `where` map, with a per-partition
- * position that lets a reconnecting client continue exactly where it stopped.
+ * transactions commit (ROWS frames), filtered here by a `where` map (equality, comparisons, IN,
+ * all ANDed), with a per-partition position that lets a reconnecting client continue exactly
+ * where it stopped.
  *
  * Place in the system: the router hands the committed rows of every worker batch to `publish`
  * (rows cross from the partition workers once, for the export pipeline and for this hub; an
@@ -25,7 +26,7 @@
  */
 import type { ColumnDef, Catalog, TableDef } from '../catalog/schema.ts';
 import { ErrorCode, SluiceError, nearNames } from '../errors.ts';
-import { coerceValue, valuesEqual, type Value } from '../types.ts';
+import { coerceValue, compareValues, valuesEqual, type Value } from '../types.ts';
 import { FrameKind, ProtocolCode } from './protocol.ts';
 
 /** Rows retained per stream partition for resuming subscribers. */
@@ -49,7 +50,10 @@ export interface SubscriptionSink {
 }
 
 export interface SubscribeOptions {
-  /** Column → value (or list of values): a row is sent when every listed column equals (one of) them. */
+  /**
+   * Column → value, list of values (IN) or { operator: value } with =, !=, <, <=, >, >=, in: a row
+   * is sent when every condition holds (compileWhere).
+   */
   where?: unknown;
   /** 'now' (default), 'earliest', or partition → next sequence wanted. */
   from?: unknown;
@@ -333,39 +337,94 @@ function visible(stream: TableDef): readonly ColumnDef[] {
   return stream.columns.filter((column) => !column.hidden);
 }
 
-/** The `where` map as a row predicate; errors name the column or value that is wrong. */
+/** The comparisons a `where` condition object may use; several in one object must all hold. */
+const whereOperators = ['=', '!=', '<', '<=', '>', '>=', 'in'] as const;
+type WhereOperator = (typeof whereOperators)[number];
+
+/** One condition on one column; `values` holds one value, or the IN list. */
+interface WhereTest {
+  readonly position: number;
+  readonly operator: WhereOperator;
+  readonly values: readonly Value[];
+}
+
+/**
+ * The `where` map as a row predicate: every column's conditions must hold (AND). A column maps
+ * to a value (=), a list (IN) or an object of operator → value, e.g. `{ kwh: { '>=': 1, '<': 5 } }`.
+ * NULL satisfies no condition, as in SQL. Errors name the column, operator or value that is wrong.
+ */
 function compileWhere(stream: TableDef, where: unknown): Matcher | undefined {
   if (where === undefined || where === null) return undefined;
   if (typeof where !== 'object' || Array.isArray(where) || where instanceof Uint8Array) {
-    throw new SluiceError(ErrorCode.PARAM_TYPE, `subscription option 'where' is an object of column → value (or list of values), got ${JSON.stringify(where)}`, { path: ['where'] });
+    throw new SluiceError(ErrorCode.PARAM_TYPE, `subscription option 'where' is an object of column → value, list of values or { operator: value }, got ${JSON.stringify(where)}`, { path: ['where'] });
   }
-  const tests: { position: number; values: Value[] }[] = [];
+  const tests: WhereTest[] = [];
   for (const [name, wanted] of Object.entries(where as Record<string, unknown>)) {
     const column = stream.columnsByName.get(name.toLowerCase());
     if (column === undefined || column.hidden) {
       throw new SluiceError(ErrorCode.UNKNOWN_COLUMN, `subscription filter names column ${name}, which stream ${stream.name} does not have`, { path: ['where', name], object: name, suggestions: nearNames(name, visible(stream).map((c) => c.name)) });
     }
-    const list = Array.isArray(wanted) ? wanted : [wanted];
-    if (list.length === 0 || list.length > whereValuesMax) throw new SluiceError(ErrorCode.PARAM_TYPE, `subscription filter on ${name} lists ${list.length} values; give 1 to ${whereValuesMax}`, { path: ['where', name] });
-    const values = list.map((value, i) => coerceValue(value, column.type, { label: `filter value for column ${stream.name}.${column.name}`, path: Array.isArray(wanted) ? ['where', name, i] : ['where', name] }));
-    tests.push({ position: column.position, values });
+    if (Array.isArray(wanted)) tests.push(whereTest(stream, column, name, 'in', wanted, ['where', name]));
+    else if (isConditionObject(wanted)) {
+      const conditions = Object.entries(wanted);
+      if (conditions.length === 0) throw new SluiceError(ErrorCode.PARAM_TYPE, `subscription filter on ${name} has no condition; give one of ${whereOperators.join(', ')}`, { path: ['where', name] });
+      for (const [operator, value] of conditions) {
+        if (!(whereOperators as readonly string[]).includes(operator)) {
+          throw new SluiceError(ErrorCode.PARAM_TYPE, `subscription filter on ${name} uses operator '${operator}'; the operators are ${whereOperators.join(', ')}`, { path: ['where', name, operator], expected: whereOperators.join(' | ') });
+        }
+        tests.push(whereTest(stream, column, name, operator as WhereOperator, value, ['where', name, operator]));
+      }
+    } else tests.push(whereTest(stream, column, name, '=', wanted, ['where', name]));
   }
   if (tests.length === 0) return undefined;
   return (row) => {
-    for (const test of tests) {
-      const value = row[test.position] ?? null;
-      if (value === null) return false;
-      let hit = false;
-      for (const candidate of test.values) {
-        if (candidate !== null && valuesEqual(value, candidate)) {
-          hit = true;
-          break;
-        }
-      }
-      if (!hit) return false;
-    }
+    for (const test of tests) if (!holds(test, row[test.position] ?? null)) return false;
     return true;
   };
+}
+
+function isConditionObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !(value instanceof Uint8Array) && !(value instanceof Date) && !Array.isArray(value);
+}
+
+function whereTest(stream: TableDef, column: ColumnDef, name: string, operator: WhereOperator, wanted: unknown, path: (string | number)[]): WhereTest {
+  const ordered = operator === '<' || operator === '<=' || operator === '>' || operator === '>=';
+  if (ordered && (column.type.name === 'BOOLEAN' || column.type.name === 'VARBINARY')) {
+    throw new SluiceError(ErrorCode.TYPE_MISMATCH, `subscription filter on ${name} compares with '${operator}', but column ${stream.name}.${column.name} is ${column.type.name}, which has only =, != and in`, { path, object: name });
+  }
+  if (operator === 'in' && !Array.isArray(wanted)) {
+    throw new SluiceError(ErrorCode.PARAM_TYPE, `subscription filter on ${name}: 'in' takes a list of values, got ${JSON.stringify(wanted)}`, { path });
+  }
+  const list = operator === 'in' ? (wanted as unknown[]) : [wanted];
+  if (list.length === 0 || list.length > whereValuesMax) throw new SluiceError(ErrorCode.PARAM_TYPE, `subscription filter on ${name} lists ${list.length} values; give 1 to ${whereValuesMax}`, { path });
+  const label = `filter value for column ${stream.name}.${column.name}`;
+  const values = list.map((value, i) => {
+    const at = operator === 'in' ? [...path, i] : path;
+    if (value === null || value === undefined) throw new SluiceError(ErrorCode.PARAM_TYPE, `subscription filter on ${name} compares with NULL, which no row matches; leave the condition out`, { path: at });
+    return coerceValue(value, column.type, { label, path: at });
+  });
+  return { position: column.position, operator, values };
+}
+
+function holds(test: WhereTest, value: Value): boolean {
+  if (value === null) return false;
+  switch (test.operator) {
+    case '=':
+      return valuesEqual(value, test.values[0]);
+    case '!=':
+      return !valuesEqual(value, test.values[0]);
+    case '<':
+      return compareValues(value, test.values[0]) < 0;
+    case '<=':
+      return compareValues(value, test.values[0]) <= 0;
+    case '>':
+      return compareValues(value, test.values[0]) > 0;
+    case '>=':
+      return compareValues(value, test.values[0]) >= 0;
+    case 'in':
+      for (const candidate of test.values) if (valuesEqual(value, candidate)) return true;
+      return false;
+  }
 }
 
 /**
