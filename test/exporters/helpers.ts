@@ -4,8 +4,9 @@
  * external service — skip with a printed reason when its address is not set, fail under CI=true.
  */
 import net from 'node:net';
+import { Consumer, type Message } from '@platformatic/kafka';
 import { describe } from 'vitest';
-import { serviceAddress } from '../services/env.ts';
+import { serviceAddress, uniqueName } from '../services/env.ts';
 import { applyDdl } from '../../engine/catalog/ddl.ts';
 import type { TableDef } from '../../engine/catalog/schema.ts';
 import type { Value } from '../../engine/types.ts';
@@ -146,4 +147,36 @@ export function dedupe(sequences: readonly number[]): { unique: number[]; duplic
 
 export function range(first: number, count: number): number[] {
   return Array.from({ length: count }, (_, i) => first + i);
+}
+
+/** A record the kafka target produced, as a consumer reads it back. */
+export interface KafkaRecord {
+  key: string;
+  value: { [column: string]: unknown };
+  stream: string;
+  partition: number;
+  sequence: number;
+  timestamp: bigint;
+}
+
+/**
+ * Reads `topic` from its start with a consumer group of its own; the array fills as records
+ * arrive. `onCleanup` receives what closes the consumer.
+ */
+export async function consumeTopic(brokers: string[], topic: string, onCleanup: (close: () => Promise<unknown>) => void): Promise<KafkaRecord[]> {
+  const consumer = new Consumer({ groupId: uniqueName('exportnet-group'), clientId: uniqueName('exportnet-consumer'), bootstrapBrokers: brokers });
+  const stream = await consumer.consume({ topics: [topic], mode: 'earliest', autocommit: false, sessionTimeout: 10_000, heartbeatInterval: 500 });
+  onCleanup(async () => {
+    await stream.close();
+    await consumer.close(true);
+  });
+  const records: KafkaRecord[] = [];
+  stream.on('data', (message: Message<Buffer, Buffer, Buffer, Buffer>) => {
+    const header = (name: string): string => {
+      for (const [key, value] of message.headers) if (key.toString() === name) return value.toString();
+      return '';
+    };
+    records.push({ key: message.key.toString(), value: JSON.parse(message.value.toString()), stream: header('sluice-stream'), partition: Number(header('sluice-partition')), sequence: Number(header('sluice-sequence')), timestamp: message.timestamp });
+  });
+  return records;
 }

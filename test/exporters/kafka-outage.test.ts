@@ -12,14 +12,14 @@
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { Admin, ConfigResourceTypes, Consumer, type Message } from '@platformatic/kafka';
+import { Admin, ConfigResourceTypes } from '@platformatic/kafka';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { TargetStatistics } from '../../exporters/pipeline.ts';
 import type raiseAlert from '../fixtures/alerts/raise-alert.ts';
 import { inCi, kafkaBrokers } from '../services/env.ts';
 import { client, serve } from '../server-helpers.ts';
 import { KafkaTarget } from '../../exporters/kafka.ts';
-import { alertRow, batchOf, dedupe, eventually, range, startTcpProxy, streamDef, uniqueName } from './helpers.ts';
+import { alertRow, batchOf, consumeTopic, dedupe, eventually, range, startTcpProxy, streamDef, uniqueName, type KafkaRecord } from './helpers.ts';
 
 type AlertsApp = { RaiseAlert: typeof raiseAlert };
 
@@ -56,29 +56,9 @@ if (brokers !== undefined && outage === undefined) {
   console.warn(`skipping: ${reason}`);
 }
 
-interface Received {
-  meter: number;
-  partition: number;
-  sequence: number;
-}
-
 /** Reads the topic from the start, straight from the broker (not through the proxy). */
-async function consume(topic: string): Promise<Received[]> {
-  const consumer = new Consumer({ groupId: uniqueName('outage-group'), clientId: uniqueName('outage-consumer'), bootstrapBrokers: brokers! });
-  const stream = await consumer.consume({ topics: [topic], mode: 'earliest', autocommit: false, sessionTimeout: 10_000, heartbeatInterval: 500 });
-  cleanup.push(async () => {
-    await stream.close();
-    await consumer.close(true);
-  });
-  const received: Received[] = [];
-  stream.on('data', (message: Message<Buffer, Buffer, Buffer, Buffer>) => {
-    const header = (name: string): number => {
-      for (const [key, value] of message.headers) if (key.toString() === name) return Number(value.toString());
-      return Number.NaN;
-    };
-    received.push({ meter: Number(message.key.toString()), partition: header('sluice-partition'), sequence: header('sluice-sequence') });
-  });
-  return received;
+function consume(topic: string): Promise<KafkaRecord[]> {
+  return consumeTopic(brokers!, topic, (close) => cleanup.push(close));
 }
 
 async function createTopic(partitions: number): Promise<string> {
@@ -178,7 +158,7 @@ describe.skipIf(outage === undefined)('kafka broker outage', () => {
     expect(total).toBe(60);
     // Kafka keeps order per key (a meter lives on one Sluice partition and one Kafka partition).
     for (const meter of range(1, 6)) {
-      const sequences = received.filter((r) => r.meter === meter).map((r) => r.sequence);
+      const sequences = received.filter((r) => r.key === String(meter)).map((r) => r.sequence);
       expect(sequences, `meter ${meter}`).toHaveLength(10);
       expect(sequences, `meter ${meter}`).toEqual(sequences.toSorted((a, b) => a - b));
     }

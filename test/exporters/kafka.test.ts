@@ -4,22 +4,13 @@
  * column), JSON values, sequence headers, order per key — and a target whose topic is not there
  * yet fails with a clear error and loses nothing once it is. Bad settings are refused by name.
  */
-import { Admin, Consumer, type Message } from '@platformatic/kafka';
+import { Admin } from '@platformatic/kafka';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { applyDdl } from '../../engine/catalog/ddl.ts';
 import { ErrorCode, SluiceError } from '../../engine/errors.ts';
 import { KafkaTarget, kafkaSettings } from '../../exporters/kafka.ts';
 import { kafkaBrokersVariable } from '../services/env.ts';
-import { alertRow, batchOf, dedupe, deliverUntilAcknowledged, describeWithService, eventually, range, startTcpProxy, streamDef, uniqueName } from './helpers.ts';
-
-interface Record {
-  key: string;
-  value: { [column: string]: unknown };
-  partition: number;
-  sequence: number;
-  stream: string;
-  timestamp: bigint;
-}
+import { alertRow, batchOf, consumeTopic, dedupe, deliverUntilAcknowledged, describeWithService, eventually, range, startTcpProxy, streamDef, uniqueName, type KafkaRecord } from './helpers.ts';
 
 const cleanup: (() => Promise<unknown>)[] = [];
 afterEach(async () => {
@@ -44,23 +35,7 @@ describeWithService(kafkaBrokersVariable, 'bash test/services/kafka.sh', 'kafka 
     return name;
   }
 
-  async function consume(name: string): Promise<Record[]> {
-    const consumer = new Consumer({ groupId: uniqueName('exportnet-group'), clientId: uniqueName('exportnet-consumer'), bootstrapBrokers: brokers });
-    const stream = await consumer.consume({ topics: [name], mode: 'earliest', autocommit: false, sessionTimeout: 10_000, heartbeatInterval: 500 });
-    cleanup.push(async () => {
-      await stream.close();
-      await consumer.close(true);
-    });
-    const records: Record[] = [];
-    stream.on('data', (message: Message<Buffer, Buffer, Buffer, Buffer>) => {
-      const header = (name: string): string => {
-        for (const [key, value] of message.headers) if (key.toString() === name) return value.toString();
-        return '';
-      };
-      records.push({ key: message.key.toString(), value: JSON.parse(message.value.toString()), partition: Number(header('sluice-partition')), sequence: Number(header('sluice-sequence')), stream: header('sluice-stream'), timestamp: message.timestamp });
-    });
-    return records;
-  }
+  const consume = (name: string): Promise<KafkaRecord[]> => consumeTopic(brokers, name, (close) => cleanup.push(close));
 
   function target(name: string, settings: { [key: string]: unknown } = {}): KafkaTarget {
     const created = new KafkaTarget({ name: 'alerts-kafka', type: 'kafka', brokers, topic: name, ...settings }, { streams: [def] });
