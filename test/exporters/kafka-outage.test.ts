@@ -61,7 +61,8 @@ function consume(topic: string): Promise<KafkaRecord[]> {
   return consumeTopic(brokers!, topic, (close) => cleanup.push(close));
 }
 
-async function createTopic(partitions: number): Promise<string> {
+/** A new topic, and how many records its partitions hold now (the sum of their end offsets). */
+async function createTopic(partitions: number): Promise<{ topic: string; recordCount: () => Promise<number> }> {
   const topic = uniqueName('sluice-outage');
   const admin = new Admin({ clientId: uniqueName('outage-admin'), bootstrapBrokers: brokers! });
   cleanup.push(async () => {
@@ -69,18 +70,32 @@ async function createTopic(partitions: number): Promise<string> {
     await admin.close();
   });
   await admin.createTopics({ topics: [topic], partitions, replicas: 1 });
-  return topic;
+  const recordCount = async (): Promise<number> => {
+    const [listed] = await admin.listOffsets({ topics: [{ name: topic, partitions: range(0, partitions).map((partitionIndex) => ({ partitionIndex, timestamp: -1n })) }] });
+    return listed.partitions.reduce((sum, partition) => sum + Number(partition.offset), 0);
+  };
+  return { topic, recordCount };
+}
+
+/** Polls `condition` (which may ask the server) every 50 ms for up to `timeoutMs`; whether it held. */
+async function until(condition: () => Promise<boolean>, timeoutMs = 30_000): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return true;
 }
 
 // Both tests listen on the one advertised port, so they run one after the other, in this file.
 describe.skipIf(outage === undefined)('kafka broker outage', () => {
   it('counts a request whose answer was lost as possible copies, and the copies are there', async () => {
     const { port, advertisedPort } = outage!;
-    const topic = await createTopic(1);
+    const { topic } = await createTopic(1);
     const proxy = await startTcpProxy('127.0.0.1', port, advertisedPort);
     cleanup.push(() => proxy.close());
     const def = streamDef();
-    const alerts = new KafkaTarget({ name: 'lossy', type: 'kafka', brokers: [`127.0.0.1:${advertisedPort}`], topic, retriesMax: 2, retryDelayMs: 50, requestTimeoutMs: 1000 }, { streams: [def] });
+    const alerts = new KafkaTarget({ name: 'lossy', type: 'kafka', brokers: [`127.0.0.1:${advertisedPort}`], topic, retriesMax: 2, retryDelayMs: 50, requestTimeoutMs: 2000 }, { streams: [def] });
     cleanup.push(() => alerts.close());
     await alerts.deliver(batchOf(def, 0, 1, range(1, 10).map((n) => alertRow(3, n))));
     // The broker appends the next request, but its acknowledgement never comes back.
@@ -101,7 +116,7 @@ describe.skipIf(outage === undefined)('kafka broker outage', () => {
 
   it('delivers every row once and in order after the broker returns, and counts redeliveries and possible copies', async () => {
     const { port, advertisedPort } = outage!;
-    const topic = await createTopic(2);
+    const { topic, recordCount } = await createTopic(2);
     const proxy = await startTcpProxy('127.0.0.1', port, advertisedPort);
     cleanup.push(() => proxy.close());
 
@@ -113,7 +128,7 @@ describe.skipIf(outage === undefined)('kafka broker outage', () => {
       procedures: 'test/fixtures/alerts',
       partitions: 2,
       data,
-      exports: { targets: [{ name: 'alerts', type: 'kafka', brokers: [`127.0.0.1:${advertisedPort}`], topic, retriesMax: 2, retryDelayMs: 50, requestTimeoutMs: 1000, backoffMsMin: 50, backoffMsMax: 300 }] },
+      exports: { targets: [{ name: 'alerts', type: 'kafka', brokers: [`127.0.0.1:${advertisedPort}`], topic, retriesMax: 2, retryDelayMs: 50, backoffMsMin: 50, backoffMsMax: 300 }] },
     });
     const sdk = await client<AlertsApp>(server);
     const statistics = async (): Promise<TargetStatistics> => ((await server.router.call('@Statistics')) as { exports: TargetStatistics[] }).exports[0];
@@ -123,29 +138,30 @@ describe.skipIf(outage === undefined)('kafka broker outage', () => {
     };
 
     const received = await consume(topic);
+    let stats = await statistics();
+    const statisticsShow = (condition: (stats: TargetStatistics) => boolean, timeoutMs?: number): Promise<boolean> =>
+      until(async () => condition((stats = await statistics())), timeoutMs);
 
     await raise(1, 20);
-    expect(await eventually(() => received.length >= 20, 30_000), `received ${received.length} of 20 before the outage`).toBe(true);
+    // Every acknowledgement is in before the cut: a request in flight then would be a lost answer.
+    expect(await statisticsShow((s) => s.rowsDelivered === 20 && s.rowsPending === 0), JSON.stringify(stats)).toBe(true);
 
     await proxy.cut();
     await raise(21, 20);
-    let during: TargetStatistics | undefined;
-    const failing = async (): Promise<boolean> => {
-      during = await statistics();
-      return during.failures >= 2;
-    };
-    for (let i = 0; i < 300 && !(await failing()); i++) await new Promise((resolve) => setTimeout(resolve, 50));
-    expect(during!.failures, 'deliveries failed while the broker was away').toBeGreaterThanOrEqual(2);
-    expect(during!.rowsPending).toBe(20);
-    expect(during!.lastError).toMatch(new RegExp(`kafka target 'alerts': producing to topic ${topic} at 127\\.0\\.0\\.1:${advertisedPort} failed`));
-    expect(received).toHaveLength(20);
+    expect(await statisticsShow((s) => s.failures >= 2), 'deliveries failed while the broker was away').toBe(true);
+    expect(stats.rowsPending).toBe(20);
+    expect(stats.lastError).toMatch(new RegExp(`kafka target 'alerts': producing to topic ${topic} at 127\\.0\\.0\\.1:${advertisedPort} failed`));
+    expect(await recordCount()).toBe(20);
 
     await proxy.restore();
     await raise(41, 20);
-    expect(await eventually(() => new Set(received.map((r) => `${r.partition}/${r.sequence}`)).size >= 60, 60_000), `received ${received.length} of 60 after the broker returned`).toBe(true);
+    expect(await statisticsShow((s) => s.rowsPending === 0 && s.rowsDelivered === 60, 60_000), JSON.stringify(stats)).toBe(true);
+    const inTopic = await recordCount();
+    expect(await eventually(() => received.length >= inTopic, 30_000), `consumed ${received.length} of ${inTopic}`).toBe(true);
 
     const after = await statistics();
     expect(after).toMatchObject({ rowsPending: 0, rowsDelivered: 60, duplicatesPossible: 0, lastError: null });
+    expect(inTopic).toBe(60);
     expect(after.failures).toBeGreaterThanOrEqual(2);
     expect(after.rowsRedelivered).toBeGreaterThanOrEqual(1);
     let total = 0;
