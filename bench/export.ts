@@ -5,25 +5,27 @@
  * 1. The pipeline alone: committed-row chunks as partition workers send them are fed to
  *    ExportPipeline.accept and timed until every row is acknowledged — to a file target (Parquet,
  *    CSV) and, when a PostgreSQL URL is given, to the postgresql target. Prints rows/s.
- * 2. OLTP with exporting on and off: a server (worker-thread partitions) runs a Voter-sized
- *    procedure that appends one row to an exported stream per call (`Emit`), driven over the
- *    network with a window of outstanding calls; once without a data directory (rows are not
- *    exported) and once with a Parquet file target. Prints calls/s and the difference.
+ * 2. OLTP with exporting on and off: a server (worker-thread partitions) driven over the network
+ *    with a window of outstanding calls, once without a data directory (stream rows are not
+ *    exported) and once with a Parquet file target; prints calls/s and the difference. Two loads:
+ *    `Emit`, a call that is nothing but one stream row (the export's cost at its most visible),
+ *    and Voter's Vote with each accepted vote appended to an exported stream (the issue's
+ *    "Voter-style" load, bench/fixtures/vote-fed.ts).
  *
  *   node bench/export.ts [--rows 200000] [--seconds 10] [--partitions 2] [--postgres postgres://…] [--only oltp]
  *
  * Ends with one JSON line: {"workload":"export", …}.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { applyDdl } from '../engine/catalog/ddl.ts';
 import { startServer } from '../engine/server/server.ts';
-import { connect } from '../client/index.ts';
+import { connect, type Client } from '../client/index.ts';
+import { contestantCount, contestantNames, maxVotesPerPhone, voterLoad } from './voter-load.ts';
 import { ExportPipeline } from '../exporters/pipeline.ts';
 import { encodeStreamChunk } from '../engine/storage/stream-chunk.ts';
-import type Emit from '../test/fixtures/exporters/emit.ts';
 
 const { values: options } = parseArgs({
   options: {
@@ -73,11 +75,55 @@ async function pipelineRate(label: string, target: Record<string, unknown>): Pro
   }
 }
 
-/** Calls Emit (one stream row each) for `seconds` with `callWindow` calls outstanding. */
-async function oltpRate(label: string, exporting: boolean): Promise<number> {
+/** An OLTP load for the exporting on/off comparison: its schema, setup, and one call. */
+interface OltpLoad {
+  name: string;
+  schema: string;
+  procedures?: string;
+  setup(client: Client): Promise<void>;
+  call(client: Client, n: number): Promise<unknown>;
+}
+
+const meters = 1000;
+/** Emit: the call is nothing but its one stream row, so this is the export's cost at its most visible. */
+const emitLoad: OltpLoad = {
+  name: 'Emit (one stream row, nothing else)',
+  schema: schemaFile,
+  async setup(client) {
+    for (let meter = 1; meter <= meters; meter++) await client.query('INSERT INTO meters VALUES (?, 0)', [meter]);
+  },
+  call: (client, n) => client.call('Emit', (n % meters) + 1, 1_795_000_000_000 + n, 1, 0),
+};
+
+/** Voter's Vote, each accepted vote also appended to an exported stream (bench/fixtures/vote-fed.ts). */
+function voterFeedLoad(folder: string): OltpLoad {
+  // Procedures load from inside one folder: the repository, so Voter's files and the fixture both are.
+  const ddl = `${readFileSync('procedures/voter/ddl.sql', 'utf8').replaceAll("FROM '", "FROM 'procedures/voter/")}
+CREATE STREAM vote_feed PARTITION ON COLUMN phone_number EXPORT TO TARGET lake (
+  phone_number BIGINT NOT NULL, contestant_number INTEGER NOT NULL, voted_at TIMESTAMP NOT NULL);
+CREATE PROCEDURE VoteFed PARTITION ON TABLE votes COLUMN phone_number PARAMETER 0 FROM 'bench/fixtures/vote-fed.ts';
+`;
+  const schema = path.join(folder, 'voter-feed.sql');
+  writeFileSync(schema, ddl);
+  const votes = voterLoad(7);
+  return {
+    name: 'Voter (Vote + one stream row per accepted vote)',
+    schema,
+    procedures: path.resolve('.'),
+    setup: async (client) => void (await client.call('Initialize', contestantCount, contestantNames)),
+    call: (client) => {
+      const [phone, contestant] = votes.next();
+      return client.call('VoteFed', phone, contestant, maxVotesPerPhone);
+    },
+  };
+}
+
+/** Runs `load` for `seconds` with `callWindow` calls outstanding, exporting its stream to Parquet or not. */
+async function oltpRate(label: string, load: OltpLoad, exporting: boolean): Promise<number> {
   const folder = mkdtempSync(path.join(os.tmpdir(), 'sluice-bench-oltp-'));
   const server = await startServer({
-    schema: schemaFile,
+    schema: load.schema,
+    procedures: load.procedures,
     partitions,
     port: 0,
     host: '127.0.0.1',
@@ -85,18 +131,16 @@ async function oltpRate(label: string, exporting: boolean): Promise<number> {
     durability: exporting ? { mode: 'off' } : undefined,
     exports: exporting ? { targets: [{ name: 'lake', type: 'file', format: 'parquet', path: path.join(folder, 'files'), lingerMs: 1000 }] } : undefined,
   });
-  const client = await connect<{ Emit: typeof Emit }>(server.url);
+  const client = await connect(server.url);
   try {
-    const meters = 1000;
-    for (let meter = 1; meter <= meters; meter++) await client.query('INSERT INTO meters VALUES (?, 0)', [meter]);
+    await load.setup(client);
     let calls = 0;
     let next = 0;
     const end = performance.now() + seconds * 1000;
     const start = performance.now();
     const worker = async (): Promise<void> => {
       while (performance.now() < end) {
-        const n = next++;
-        await client.call('Emit', (n % meters) + 1, 1_795_000_000_000 + n, 1, 0);
+        await load.call(client, next++);
         calls++;
       }
     };
@@ -105,13 +149,22 @@ async function oltpRate(label: string, exporting: boolean): Promise<number> {
     // Throughput that leaves the export behind would only defer its cost: say how far behind it is.
     const statistics = exporting ? ((await client.call('@Statistics')) as { exports?: { rowsPending: number; lagSeconds: number }[] }) : undefined;
     const lag = statistics?.exports?.[0];
-    console.log(`${label.padEnd(22)} ${Math.round(rate).toLocaleString('en-US').padStart(10)} calls/s${lag ? `   export behind by ${lag.rowsPending} rows (${lag.lagSeconds.toFixed(1)} s) at the end` : ''}`);
+    console.log(`${label.padEnd(30)} ${Math.round(rate).toLocaleString('en-US').padStart(10)} calls/s${lag ? `   export behind by ${lag.rowsPending} rows (${lag.lagSeconds.toFixed(1)} s) at the end` : ''}`);
     return rate;
   } finally {
     await client.close();
     await server.close();
     rmSync(folder, { recursive: true, force: true });
   }
+}
+
+/** Exporting off, then on, for one load; prints the cost. */
+async function onOff(load: OltpLoad, short: string): Promise<{ off: number; on: number }> {
+  console.log(`OLTP: ${load.name}`);
+  const off = options.only === 'oltp-on' ? Number.NaN : await oltpRate(`${short}, exporting off`, load, false);
+  const on = await oltpRate(`${short}, exporting on`, load, true);
+  console.log(`exporting costs ${(((off - on) / off) * 100).toFixed(1)} % of ${short} throughput (target: at most 15 %)`);
+  return { off, on };
 }
 
 console.log(`export benchmark: ${rowsTotal} rows, ${partitions} partitions; ${os.cpus()[0]?.model ?? 'cpu'}, ${os.cpus().length} cores, Node ${process.version}, load ${os.loadavg()[0].toFixed(2)}`);
@@ -130,7 +183,8 @@ if (options.postgres && pipelines) {
 } else {
   console.log('pipeline → postgresql   skipped: pass --postgres <url> or set SLUICE_TEST_POSTGRES_URL');
 }
-const off = options.only === 'oltp-on' ? Number.NaN : await oltpRate('oltp, exporting off', false);
-const on = await oltpRate('oltp, exporting on', true);
-console.log(`exporting costs ${(((off - on) / off) * 100).toFixed(1)} % of OLTP throughput (target: at most 15 %)`);
-console.log(JSON.stringify({ workload: 'export', rows: rowsTotal, partitions, parquet_rows_per_s: Math.round(parquet), csv_rows_per_s: Math.round(csv), postgresql_rows_per_s: postgres === undefined ? null : Math.round(postgres), oltp_off_calls_per_s: Math.round(off), oltp_on_calls_per_s: Math.round(on) }));
+const emit = await onOff(emitLoad, 'emit');
+const feedFolder = mkdtempSync(path.join(os.tmpdir(), 'sluice-bench-voter-feed-'));
+const voter = await onOff(voterFeedLoad(feedFolder), 'voter');
+rmSync(feedFolder, { recursive: true, force: true });
+console.log(JSON.stringify({ workload: 'export', rows: rowsTotal, partitions, parquet_rows_per_s: Math.round(parquet), csv_rows_per_s: Math.round(csv), postgresql_rows_per_s: postgres === undefined ? null : Math.round(postgres), oltp_off_calls_per_s: Math.round(emit.off), oltp_on_calls_per_s: Math.round(emit.on), voter_off_calls_per_s: Math.round(voter.off), voter_on_calls_per_s: Math.round(voter.on) }));
