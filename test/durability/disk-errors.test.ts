@@ -110,6 +110,17 @@ async function startBehindBlockedTarget() {
   return { data, root, options, first, db };
 }
 
+/** Unblocks the target, restarts (replaying the four calls) and waits for both rounds of every meter to be there. */
+async function restartAndExpectBothRounds(root: string, options: Partial<ServerOptions>): Promise<SluiceServer> {
+  rmSync(path.join(root, 'readings'));
+  const second = await start(options);
+  expect(second.recovery?.transactionsReplayed).toBe(4);
+  await waitFor(() => second.exports!.pipeline.statistics()[0].rowsDelivered === 80, '80 rows delivered');
+  const atTarget = readingsAtTarget(root);
+  for (const meter of meters) expect(atTarget.get(meter)).toEqual(expectedReadings([day1, day1 + hourMs]));
+  return second;
+}
+
 describe('snapshots, the export buffer and disk errors', () => {
   it('refuses a snapshot while the export buffer cannot write its rows; after a restart every acknowledged row reaches the target once', async () => {
     const { data, root, options, first, db } = await startBehindBlockedTarget();
@@ -130,12 +141,7 @@ describe('snapshots, the export buffer and disk errors', () => {
 
     // The process ends with the second round in memory only (as a crash would leave it).
     await stop(first, db);
-    rmSync(path.join(root, 'readings'));
-    const second = await start(options);
-    expect(second.recovery?.transactionsReplayed).toBe(4);
-    await waitFor(() => second.exports!.pipeline.statistics()[0].rowsDelivered === 80, '80 rows delivered');
-    const atTarget = readingsAtTarget(root);
-    for (const meter of meters) expect(atTarget.get(meter)).toEqual(expectedReadings([day1, day1 + hourMs]));
+    await restartAndExpectBothRounds(root, options);
   });
 
   it('retries a failed buffer write once the disk is back; then snapshots complete again', async () => {
@@ -150,12 +156,7 @@ describe('snapshots, the export buffer and disk errors', () => {
     await emitRound(db, day1 + hourMs);
     await stop(first, db);
 
-    rmSync(path.join(root, 'readings'));
-    const second = await start(options);
-    expect(second.recovery?.transactionsReplayed).toBe(4);
-    await waitFor(() => second.exports!.pipeline.statistics()[0].rowsDelivered === 80, '80 rows delivered');
-    const atTarget = readingsAtTarget(root);
-    for (const meter of meters) expect(atTarget.get(meter)).toEqual(expectedReadings([day1, day1 + hourMs]));
+    const second = await restartAndExpectBothRounds(root, options);
     // The replayed second round was in the buffer already: recognised by sequence, not sent twice.
     expect(second.exports!.pipeline.statistics()[0].duplicatesDropped).toBe(40);
   });
