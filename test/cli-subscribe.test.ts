@@ -2,22 +2,9 @@
  * `sluice subscribe`: a stream's rows as JSON lines, filtered with --where, from a position, and
  * the position to resume from printed on exit; a refused subscription is one error line, exit 1.
  */
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { client, serve } from './server-helpers.ts';
+import { client, serve, sluice } from './server-helpers.ts';
 
-const run = promisify(execFile);
-
-async function sluice(...args: string[]): Promise<{ stdout: string; stderr: string; code: number }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, ['client/cli.ts', ...args]);
-    return { stdout, stderr, code: 0 };
-  } catch (error) {
-    const failed = error as { stdout: string; stderr: string; code: number };
-    return { stdout: failed.stdout, stderr: failed.stderr, code: failed.code };
-  }
-}
 
 const at = Date.UTC(2026, 10, 22, 8, 0, 0);
 

@@ -2,26 +2,14 @@
  * The `sluice` command line against a running server: `sql -c`, `sql -f`, `call`, and errors as
  * one line with exit code 1. `start` is covered by starting a server process and stopping it.
  */
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { writeFile, mkdtemp } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
-import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { client, openAccounts, serve } from './server-helpers.ts';
+import { client, openAccounts, serve, sluice } from './server-helpers.ts';
 
-const run = promisify(execFile);
-
-async function sluice(...args: string[]): Promise<{ stdout: string; stderr: string; code: number }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, ['client/cli.ts', ...args]);
-    return { stdout, stderr, code: 0 };
-  } catch (error) {
-    const failed = error as { stdout: string; stderr: string; code: number };
-    return { stdout: failed.stdout, stderr: failed.stderr, code: failed.code };
-  }
-}
 
 describe('sluice CLI', () => {
   it('sql -c and -f print aligned tables; call prints results', async () => {

@@ -2,6 +2,8 @@
  * Helpers for tests of the server, the client SDK and the CLI: start a real server in-process on
  * a free port (its partitions are real worker threads), connect typed clients, and always close.
  */
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { afterEach } from 'vitest';
 import { connect, type AppShape, type Client, type ConnectOptions } from '../client/index.ts';
 import { startServer, type ServerOptions, type SluiceServer } from '../engine/server/server.ts';
@@ -45,4 +47,17 @@ export async function rejection(promise: Promise<unknown>): Promise<Error & { st
     return error as Error & { status?: string; code?: string };
   }
   throw new Error('expected the call to fail, but it succeeded');
+}
+
+const execFileAsync = promisify(execFile);
+
+/** Runs the CLI (`sluice …`) as its own process; a non-zero exit is answered, not thrown. */
+export async function sluice(...args: string[]): Promise<{ stdout: string; stderr: string; code: number }> {
+  try {
+    const { stdout, stderr } = await execFileAsync(process.execPath, ['client/cli.ts', ...args]);
+    return { stdout, stderr, code: 0 };
+  } catch (error) {
+    const failed = error as { stdout: string; stderr: string; code: number };
+    return { stdout: failed.stdout, stderr: failed.stderr, code: failed.code };
+  }
 }
