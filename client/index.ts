@@ -377,7 +377,9 @@ export class Client<App extends AppShape = UntypedApp> {
   private send(call: PendingCall): void {
     call.sent = true;
     this.inFlight++;
-    if (this.callStride > 3) this.out.push(call.id, call.name, call.params, call.timeoutMs);
+    // What is left of the call's time: a call that waited here for room must not run at the
+    // server after this client has given up on it.
+    if (this.callStride > 3) this.out.push(call.id, call.name, call.params, Math.max(1, call.deadline - Date.now()));
     else this.out.push(call.id, call.name, call.params);
     if (this.out.length - 1 >= frameCallsMax * this.callStride) this.flush();
     else if (!this.flushScheduled) {
