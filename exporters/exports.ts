@@ -12,7 +12,7 @@ import { ErrorCode, SluiceError } from '../engine/errors.ts';
 import type { ExportHold, Router, RouterOptions } from '../engine/execution/router.ts';
 import { Op, errorPayload } from '../engine/execution/messages.ts';
 import type { Value } from '../engine/types.ts';
-import { decodeStreamChunk, streamChunkStride } from '../engine/storage/stream-chunk.ts';
+import { decodeStreamRows, streamChunkStride } from '../engine/storage/stream-chunk.ts';
 import { parseExportsConfig, type ExportsConfig } from './config.ts';
 import { DailyJobs, type DailyRunResult } from './daily.ts';
 import { ExportPipeline, type PartitionHold, type TargetStatistics } from './pipeline.ts';
@@ -55,12 +55,7 @@ export function streamRowsOptions(ddl: string, exports: ServerExports | undefine
         const stream = chunks[i] as string;
         if (!to.wants(stream)) continue;
         const first = chunks[i + 1] as number;
-        const count = chunks[i + 2] as number;
-        const width = widths.get(stream)!;
-        const { values } = decodeStreamChunk(chunks[i + 4] as Uint8Array);
-        const rows = new Array<Value[]>(count);
-        for (let r = 0; r < count; r++) rows[r] = values.slice(r * width, (r + 1) * width);
-        to.publish(stream, partition, first, rows);
+        to.publish(stream, partition, first, decodeStreamRows(chunks[i + 4] as Uint8Array, widths.get(stream)!));
       }
     },
   };

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { stringify } from 'csv-stringify/sync';
 import { parquetWriteBuffer, schemaFromColumnData } from 'hyparquet-writer';
 import { decimalDefaultPrecision, decimalDefaultScale, type SqlType, type TypeName, type Value } from '../engine/types.ts';
-import { decodeStreamChunk } from '../engine/storage/stream-chunk.ts';
+import { decodeStreamRows } from '../engine/storage/stream-chunk.ts';
 
 export type FileFormat = 'parquet' | 'csv' | 'jsonl';
 
@@ -59,13 +59,7 @@ export function encode(task: EncodeTask): Uint8Array {
 }
 
 function decodeRows(encoded: NonNullable<EncodeTask['encoded']>): Value[][] {
-  const rows: Value[][] = [];
-  const width = encoded.width;
-  for (const chunk of encoded.chunks) {
-    const { values } = decodeStreamChunk(chunk.data);
-    for (let r = chunk.skip; r < chunk.skip + chunk.count; r++) rows.push(values.slice(r * width, (r + 1) * width));
-  }
-  return rows;
+  return encoded.chunks.flatMap((chunk) => decodeStreamRows(chunk.data, encoded.width, chunk.skip, chunk.count));
 }
 
 /**

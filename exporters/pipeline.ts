@@ -28,7 +28,7 @@ import { backoffMsMaxDefault, backoffMsMinDefault, batchBytesMaxDefault, batchRo
 import { targetFactory, type TargetContext } from './registry.ts';
 import { ExportStore } from './store.ts';
 import type { EncodedRows, ExportBatch, ExportTarget, TargetConfig } from './target.ts';
-import { decodeStreamChunk, encodeStreamChunk, streamChunkStride } from '../engine/storage/stream-chunk.ts';
+import { decodeStreamChunk, decodeStreamRows, encodeStreamChunk, streamChunkStride } from '../engine/storage/stream-chunk.ts';
 import './targets.ts';
 
 /** A full lane takes calls again once its undelivered bytes fall below this share of bytesMax. */
@@ -816,9 +816,8 @@ class StoredBatch implements ExportBatch {
     const rows: Value[][] = [];
     const commitTimestamps: number[] = [];
     for (const chunk of chunks) {
-      const { values } = decodeStreamChunk(chunk.data);
-      for (let r = chunk.skip; r < chunk.skip + chunk.count; r++) {
-        rows.push(values.slice(r * width, (r + 1) * width));
+      for (const row of decodeStreamRows(chunk.data, width, chunk.skip, chunk.count)) {
+        rows.push(row);
         commitTimestamps.push(chunk.timestamp);
       }
     }

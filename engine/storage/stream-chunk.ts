@@ -23,5 +23,14 @@ export function decodeStreamChunk(data: Uint8Array): { timestamp: number; values
   return { timestamp, values };
 }
 
+/** Rows `skip … skip+count-1` of an encoded chunk, `width` values each (default: every row from `skip`). */
+export function decodeStreamRows(data: Uint8Array, width: number, skip = 0, count?: number): Value[][] {
+  const { values } = decodeStreamChunk(data);
+  const end = count === undefined ? Math.floor(values.length / width) : skip + count;
+  const rows = new Array<Value[]>(end - skip);
+  for (let r = skip; r < end; r++) rows[r - skip] = values.slice(r * width, (r + 1) * width);
+  return rows;
+}
+
 /** Values per chunk in the flat layout `StreamBuffer.takeCommitted` appends. */
 export const streamChunkStride = 5;
