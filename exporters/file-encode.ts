@@ -8,16 +8,30 @@
 import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { stringify } from 'csv-stringify/sync';
-import { parquetWriteBuffer, schemaFromColumnData } from 'hyparquet-writer';
+import { Binary, Bool, Decimal, Field, Float64, Int32, Int64, RecordBatch, Schema, Struct, Table, TimestampMillisecond, Utf8, makeData, tableToIPC, type DataType } from 'apache-arrow';
+import { Compression, EnabledStatistics, Table as WasmTable, WriterPropertiesBuilder, writeParquet } from 'parquet-wasm';
 import { decimalDefaultPrecision, decimalDefaultScale, type SqlType, type TypeName, type Value } from '../engine/types.ts';
-import { decodeStreamRows } from '../engine/storage/stream-chunk.ts';
+import { decodeStreamColumns, decodeStreamRows, encodeStreamChunk, type ColumnBuffers, type ColumnLayout } from '../engine/storage/stream-chunk.ts';
 
 export type FileFormat = 'parquet' | 'csv' | 'jsonl';
+export type ParquetCompression = 'snappy' | 'zstd' | 'lz4' | 'gzip' | 'none';
+
+const compressionCodes: Record<ParquetCompression, Compression> = {
+  snappy: Compression.SNAPPY,
+  zstd: Compression.ZSTD,
+  lz4: Compression.LZ4_RAW,
+  gzip: Compression.GZIP,
+  none: Compression.UNCOMPRESSED,
+};
+export const parquetCompressions = Object.keys(compressionCodes) as ParquetCompression[];
+export const parquetCompressionDefault: ParquetCompression = 'snappy';
 
 export interface EncodeTask {
   /** Final path of the file; the folder is created if missing. */
   file: string;
   format: FileFormat;
+  /** Parquet only; default parquetCompressionDefault. */
+  compression?: ParquetCompression;
   columns: { name: string; type: SqlType }[];
   /** The rows, or (from the export buffer) the encoded chunks holding them, decoded here. */
   rows?: Value[][];
@@ -40,10 +54,9 @@ export default function encodeFile(task: EncodeTask): EncodeResult {
 }
 
 export function encode(task: EncodeTask): Uint8Array {
+  if (task.format === 'parquet') return encodeParquet(task.columns, decodeColumns(task), task.compression ?? parquetCompressionDefault);
   const rows = task.rows ?? decodeRows(task.encoded!);
   switch (task.format) {
-    case 'parquet':
-      return encodeParquet(task, rows);
     case 'csv':
       return Buffer.from(stringify(rows.map((row) => row.map((value, c) => textValue(value, task.columns[c].type.name))), { header: true, columns: task.columns.map((column) => column.name) }));
     case 'jsonl': {
@@ -58,57 +71,95 @@ export function encode(task: EncodeTask): Uint8Array {
   }
 }
 
+/** The task's rows as column buffers; rows sent as values are encoded as a chunk first, so that one decoder builds every column. */
+export function decodeColumns(task: EncodeTask): ColumnBuffers[] {
+  const layouts = task.columns.map((column) => columnLayout(column.type));
+  if (task.encoded !== undefined) return decodeStreamColumns(task.encoded.chunks, layouts);
+  const rows = task.rows!;
+  const width = layouts.length;
+  const values = new Array<Value>(rows.length * width);
+  for (let r = 0; r < rows.length; r++) for (let c = 0; c < width; c++) values[r * width + c] = rows[r][c];
+  return decodeStreamColumns([{ data: encodeStreamChunk(0, values), skip: 0, count: rows.length }], layouts);
+}
+
 function decodeRows(encoded: NonNullable<EncodeTask['encoded']>): Value[][] {
   return encoded.chunks.flatMap((chunk) => decodeStreamRows(chunk.data, encoded.width, chunk.skip, chunk.count));
 }
 
 /**
- * DECIMAL columns get a schema element of their own (the library's basic types have no DECIMAL):
- * the DECIMAL logical type with the column's precision and scale over INT32 (p ≤ 9) or INT64, so
- * readers get exact decimals, not doubles. Every other column keeps the library's element.
+ * Parquet through Apache Arrow: the rows become Arrow columns (decodeStreamColumns reads encoded
+ * chunks straight into Arrow's buffers), cross into parquet-wasm (the Rust arrow-rs writer built
+ * for WebAssembly) as one IPC stream and come back as the file's bytes. SQL types map to
+ * INTEGER-family → INT32, BIGINT → INT64, FLOAT → DOUBLE, DECIMAL(p,s) → the DECIMAL logical type
+ * with the same precision and scale (INT32 for p ≤ 9, else INT64: exact, not doubles), TIMESTAMP
+ * → TIMESTAMP(MILLIS), VARCHAR → UTF-8 string, VARBINARY → binary, BOOLEAN; every column nullable.
  */
-function encodeParquet(task: EncodeTask, rows: Value[][]): Uint8Array {
-  const columnData = task.columns.map((column, c) => parquetColumn(column.name, column.type.name, rows, c));
-  const schema = schemaFromColumnData({ columnData });
-  for (let c = 0; c < task.columns.length; c++) {
-    const type = task.columns[c].type;
-    if (type.name !== 'DECIMAL') continue;
-    const precision = type.precision ?? decimalDefaultPrecision;
-    const scale = type.scale ?? decimalDefaultScale;
-    schema[c + 1] = { name: task.columns[c].name, type: precision <= 9 ? 'INT32' : 'INT64', repetition_type: 'OPTIONAL', converted_type: 'DECIMAL', precision, scale, logical_type: { type: 'DECIMAL', precision, scale } };
-    // Sluice keeps a DECIMAL as a double rounded to its scale with at most 15 digits, so the
-    // scaled value is within rounding error of an integer below 2^53: exact after Math.round.
-    const factor = 10 ** scale;
-    const data = columnData[c].data;
-    for (let r = 0; r < data.length; r++) if (data[r] !== null) data[r] = BigInt(Math.round((data[r] as number) * factor));
-  }
-  return new Uint8Array(parquetWriteBuffer({ columnData: columnData.map(({ name, data }) => ({ name, data })), schema }));
+export function encodeParquet(columns: EncodeTask['columns'], buffers: ColumnBuffers[], compression: ParquetCompression): Uint8Array {
+  const fields = columns.map((column) => new Field(column.name, arrowType(column.type), true));
+  const children = buffers.map((column, c) =>
+    makeData({
+      type: fields[c].type,
+      length: column.rows,
+      nullCount: column.nullCount,
+      nullBitmap: column.nullCount > 0 ? column.validity : undefined,
+      data: column.values,
+      valueOffsets: column.offsets,
+    } as Parameters<typeof makeData>[0]),
+  );
+  const rows = buffers.length > 0 ? buffers[0].rows : 0;
+  const batch = new RecordBatch(new Schema(fields), makeData({ type: new Struct(fields), length: rows, nullCount: 0, children }));
+  const ipc = tableToIPC(new Table(batch), 'stream');
+  const properties = new WriterPropertiesBuilder()
+    .setCompression(compressionCodes[compression])
+    // Column-chunk min/max let readers skip files; page statistics would cost more than they save
+    // in files of one row group.
+    .setStatisticsEnabled(EnabledStatistics.Chunk)
+    .build();
+  return writeParquet(WasmTable.fromIPCStream(ipc), properties);
 }
 
-/** SQL type → Parquet column: integers as INT32/INT64, FLOAT as DOUBLE (DECIMAL too, until encodeParquet
- * replaces its schema element), TIMESTAMP in ms. */
-function parquetColumn(name: string, type: TypeName, rows: Value[][], c: number): { name: string; data: unknown[]; type: 'INT32' | 'INT64' | 'DOUBLE' | 'STRING' | 'BYTE_ARRAY' | 'TIMESTAMP' | 'BOOLEAN'; nullable: boolean } {
-  const data = new Array<unknown>(rows.length);
-  for (let r = 0; r < rows.length; r++) data[r] = rows[r][c];
-  switch (type) {
+/** The decode layout and Arrow type of each SQL type. */
+export function columnLayout(type: SqlType): ColumnLayout {
+  switch (type.name) {
     case 'TINYINT':
     case 'SMALLINT':
     case 'INTEGER':
-      return { name, data, type: 'INT32', nullable: true };
+      return { kind: 'int32' };
     case 'BIGINT':
-      for (let r = 0; r < data.length; r++) if (data[r] !== null) data[r] = BigInt(data[r] as number);
-      return { name, data, type: 'INT64', nullable: true };
-    case 'FLOAT':
-    case 'DECIMAL':
-      return { name, data, type: 'DOUBLE', nullable: true };
-    case 'VARCHAR':
-      return { name, data, type: 'STRING', nullable: true };
-    case 'VARBINARY':
-      return { name, data, type: 'BYTE_ARRAY', nullable: true };
     case 'TIMESTAMP':
-      return { name, data, type: 'TIMESTAMP', nullable: true };
+      return { kind: 'int64' };
+    case 'FLOAT':
+      return { kind: 'float64' };
+    case 'DECIMAL':
+      return { kind: 'decimal128', scale: type.scale ?? decimalDefaultScale };
     case 'BOOLEAN':
-      return { name, data, type: 'BOOLEAN', nullable: true };
+      return { kind: 'boolean' };
+    case 'VARCHAR':
+    case 'VARBINARY':
+      return { kind: 'bytes' };
+  }
+}
+
+function arrowType(type: SqlType): DataType {
+  switch (type.name) {
+    case 'TINYINT':
+    case 'SMALLINT':
+    case 'INTEGER':
+      return new Int32();
+    case 'BIGINT':
+      return new Int64();
+    case 'TIMESTAMP':
+      return new TimestampMillisecond();
+    case 'FLOAT':
+      return new Float64();
+    case 'DECIMAL':
+      return new Decimal(type.scale ?? decimalDefaultScale, type.precision ?? decimalDefaultPrecision, 128);
+    case 'BOOLEAN':
+      return new Bool();
+    case 'VARCHAR':
+      return new Utf8();
+    case 'VARBINARY':
+      return new Binary();
   }
 }
 

@@ -34,3 +34,228 @@ export function decodeStreamRows(data: Uint8Array, width: number, skip = 0, coun
 
 /** Values per chunk in the flat layout `StreamBuffer.takeCommitted` appends. */
 export const streamChunkStride = 5;
+
+/**
+ * How decodeStreamColumns lays out one column: Apache Arrow's memory layout, so the buffers become
+ * Arrow vectors without a copy. `int64` is pairs of Int32 words (low, high) — no BigInt per value;
+ * `decimal128` holds the value times 10^scale as four Uint32 words, little end first.
+ */
+export type ColumnLayout =
+  | { kind: 'int32' }
+  | { kind: 'int64' }
+  | { kind: 'float64' }
+  | { kind: 'decimal128'; scale: number }
+  | { kind: 'boolean' }
+  | { kind: 'bytes' };
+
+export interface ColumnBuffers {
+  rows: number;
+  nullCount: number;
+  /** Bit r (least significant first) is set when row r is not NULL. */
+  validity: Uint8Array;
+  /** int32, int64: Int32Array; float64: Float64Array; decimal128: Uint32Array; boolean: a bitmap
+   * like `validity`; bytes: the UTF-8 or binary bytes of every row, back to back. */
+  values: Int32Array | Float64Array | Uint32Array | Uint8Array;
+  /** bytes: row r is values[offsets[r] … offsets[r + 1]). */
+  offsets?: Int32Array;
+}
+
+const layoutCodes = { int32: 0, int64: 1, float64: 2, decimal128: 3, boolean: 4, bytes: 5 } as const;
+const twoTo32 = 4294967296;
+const bytesPerRowGuess = 16;
+
+/**
+ * Rows of encoded chunks (each `skip … skip+count-1`, `width` values a row) straight into column
+ * buffers, reading the msgpack bytes in place: no JavaScript value per row or field, strings and
+ * binaries copied as bytes. The encoder threads' Parquet path (exporters/file-encode.ts).
+ */
+export function decodeStreamColumns(chunks: readonly { data: Uint8Array; skip: number; count: number }[], layouts: readonly ColumnLayout[]): ColumnBuffers[] {
+  let rows = 0;
+  for (const chunk of chunks) rows += chunk.count;
+  const width = layouts.length;
+  const codes = Int8Array.from(layouts, (layout) => layoutCodes[layout.kind]);
+  const factors = Float64Array.from(layouts, (layout) => (layout.kind === 'decimal128' ? 10 ** layout.scale : 1));
+  const columns = layouts.map((layout): ColumnBuffers => {
+    const column: ColumnBuffers = { rows, nullCount: 0, validity: new Uint8Array((rows + 7) >> 3), values: new Int32Array(0) };
+    switch (layout.kind) {
+      case 'int32': column.values = new Int32Array(rows); break;
+      case 'int64': column.values = new Int32Array(rows * 2); break;
+      case 'float64': column.values = new Float64Array(rows); break;
+      case 'decimal128': column.values = new Uint32Array(rows * 4); break;
+      case 'boolean': column.values = new Uint8Array((rows + 7) >> 3); break;
+      case 'bytes':
+        column.values = new Uint8Array(rows * bytesPerRowGuess);
+        column.offsets = new Int32Array(rows + 1);
+        break;
+    }
+    return column;
+  });
+  const cursor = new ChunkCursor();
+  let row = 0;
+  for (const chunk of chunks) {
+    cursor.open(chunk.data, (chunk.skip + chunk.count) * width);
+    for (let i = chunk.skip * width; i > 0; i--) cursor.skip();
+    for (let end = row + chunk.count; row < end; row++) {
+      for (let c = 0; c < width; c++) {
+        const column = columns[c];
+        if (cursor.data[cursor.pos] === 0xc0) {
+          cursor.pos++;
+          column.nullCount++;
+          if (codes[c] === layoutCodes.bytes) column.offsets![row + 1] = column.offsets![row];
+          continue;
+        }
+        column.validity[row >> 3] |= 1 << (row & 7);
+        switch (codes[c]) {
+          case layoutCodes.int32:
+            (column.values as Int32Array)[row] = cursor.number(c);
+            break;
+          case layoutCodes.int64:
+            cursor.int64(column.values as Int32Array, row * 2, c);
+            break;
+          case layoutCodes.float64:
+            (column.values as Float64Array)[row] = cursor.number(c);
+            break;
+          case layoutCodes.decimal128: {
+            // Sluice keeps a DECIMAL as a double rounded to its scale with at most 15 digits, so the
+            // scaled value is within rounding error of an integer below 2^53: exact after Math.round.
+            const scaled = Math.round(cursor.number(c) * factors[c]);
+            const high = Math.floor(scaled / twoTo32);
+            const words = column.values as Uint32Array;
+            words[row * 4] = scaled - high * twoTo32;
+            words[row * 4 + 1] = high;
+            words[row * 4 + 2] = words[row * 4 + 3] = high < 0 ? 0xffffffff : 0;
+            break;
+          }
+          case layoutCodes.boolean:
+            if (cursor.boolean(c)) column.values[row >> 3] |= 1 << (row & 7);
+            break;
+          default:
+            cursor.bytes(column, row, c);
+        }
+      }
+    }
+  }
+  for (const column of columns) if (column.offsets !== undefined) column.values = column.values.subarray(0, column.offsets[rows]);
+  return columns;
+}
+
+/** A read position in one chunk's msgpack: `[timestamp, [values…]]` as encodeStreamChunk writes it. */
+class ChunkCursor {
+  data: Uint8Array = new Uint8Array(0);
+  view: DataView = new DataView(this.data.buffer);
+  pos = 0;
+
+  /** Positions at the first value and checks the chunk holds at least `values` of them. */
+  open(data: Uint8Array, values: number): void {
+    this.data = data;
+    this.view = new DataView(data.buffer, data.byteOffset, data.byteLength);
+    this.pos = 0;
+    if (data[this.pos++] !== 0x92) throw this.corrupt('a two-element array');
+    this.skip();
+    const head = data[this.pos++];
+    let length: number;
+    if (head >= 0x90 && head <= 0x9f) length = head & 0x0f;
+    else if (head === 0xdc) length = this.view.getUint16((this.pos += 2) - 2);
+    else if (head === 0xdd) length = this.view.getUint32((this.pos += 4) - 4);
+    else throw this.corrupt('the values array');
+    if (length < values) throw new Error(`stream chunk holds ${length} values, fewer than the ${values} asked for`);
+  }
+
+  number(column: number): number {
+    const data = this.data;
+    const head = data[this.pos++];
+    if (head <= 0x7f) return head;
+    if (head >= 0xe0) return head - 256;
+    const view = this.view;
+    const at = this.pos;
+    switch (head) {
+      case 0xcb: this.pos += 8; return view.getFloat64(at);
+      case 0xca: this.pos += 4; return view.getFloat32(at);
+      case 0xcc: this.pos += 1; return data[at];
+      case 0xcd: this.pos += 2; return view.getUint16(at);
+      case 0xce: this.pos += 4; return view.getUint32(at);
+      case 0xcf: this.pos += 8; return view.getUint32(at) * twoTo32 + view.getUint32(at + 4);
+      case 0xd0: this.pos += 1; return view.getInt8(at);
+      case 0xd1: this.pos += 2; return view.getInt16(at);
+      case 0xd2: this.pos += 4; return view.getInt32(at);
+      case 0xd3: this.pos += 8; return view.getInt32(at) * twoTo32 + view.getUint32(at + 4);
+    }
+    this.pos--;
+    throw this.corrupt(`a number in column ${column}`);
+  }
+
+  /** A 64-bit integer into `words[at]` (low) and `words[at + 1]` (high); exact for msgpack's int64 and uint64. */
+  int64(words: Int32Array, at: number, column: number): void {
+    const head = this.data[this.pos];
+    if (head === 0xcf || head === 0xd3) {
+      words[at + 1] = this.view.getInt32(this.pos + 1);
+      words[at] = this.view.getInt32(this.pos + 5);
+      this.pos += 9;
+      return;
+    }
+    const value = this.number(column);
+    const high = Math.floor(value / twoTo32);
+    words[at] = value - high * twoTo32;
+    words[at + 1] = high;
+  }
+
+  boolean(column: number): boolean {
+    const head = this.data[this.pos++];
+    if (head === 0xc3) return true;
+    if (head === 0xc2) return false;
+    this.pos--;
+    throw this.corrupt(`a boolean in column ${column}`);
+  }
+
+  /** A string's UTF-8 bytes or a binary's bytes, appended to a `bytes` column as row `row`. */
+  bytes(column: ColumnBuffers, row: number, index: number): void {
+    const data = this.data;
+    const head = data[this.pos++];
+    let length: number;
+    if (head >= 0xa0 && head <= 0xbf) length = head & 0x1f;
+    else if (head === 0xd9 || head === 0xc4) length = data[this.pos++];
+    else if (head === 0xda || head === 0xc5) length = this.view.getUint16((this.pos += 2) - 2);
+    else if (head === 0xdb || head === 0xc6) length = this.view.getUint32((this.pos += 4) - 4);
+    else {
+      this.pos--;
+      throw this.corrupt(`a string or binary in column ${index}`);
+    }
+    const offsets = column.offsets!;
+    const start = offsets[row];
+    const end = start + length;
+    let target = column.values as Uint8Array;
+    if (end > target.length) {
+      const grown = new Uint8Array(Math.max(end, target.length * 2));
+      grown.set(target.subarray(0, start));
+      column.values = target = grown;
+    }
+    // Short strings are the common case: a loop beats creating a subarray for set().
+    if (length <= 32) for (let i = 0; i < length; i++) target[start + i] = data[this.pos + i];
+    else target.set(data.subarray(this.pos, this.pos + length), start);
+    this.pos += length;
+    offsets[row + 1] = end;
+  }
+
+  /** Steps over one value of any type encodeStreamChunk writes. */
+  skip(): void {
+    const data = this.data;
+    const head = data[this.pos++];
+    if (head <= 0x7f || head >= 0xe0 || head === 0xc0 || head === 0xc2 || head === 0xc3) return;
+    if (head >= 0xa0 && head <= 0xbf) return void (this.pos += head & 0x1f);
+    switch (head) {
+      case 0xcc: case 0xd0: this.pos += 1; return;
+      case 0xcd: case 0xd1: this.pos += 2; return;
+      case 0xce: case 0xd2: case 0xca: this.pos += 4; return;
+      case 0xcf: case 0xd3: case 0xcb: this.pos += 8; return;
+      case 0xd9: case 0xc4: this.pos += 1 + data[this.pos]; return;
+      case 0xda: case 0xc5: this.pos += 2 + this.view.getUint16(this.pos); return;
+      case 0xdb: case 0xc6: this.pos += 4 + this.view.getUint32(this.pos); return;
+    }
+    this.pos--;
+    throw this.corrupt('a value');
+  }
+
+  private corrupt(expected: string): Error {
+    return new Error(`stream chunk: expected ${expected} at byte ${this.pos}, found msgpack type 0x${this.data[this.pos]?.toString(16) ?? 'end'}`);
+  }
+}
