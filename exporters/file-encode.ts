@@ -9,13 +9,12 @@ import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { stringify } from 'csv-stringify/sync';
 import { Binary, Bool, Decimal, Field, Float64, Int32, Int64, RecordBatch, Schema, Struct, Table, TimestampMillisecond, Utf8, makeData, tableToIPC, type DataType } from 'apache-arrow';
-import { Compression, EnabledStatistics, Table as WasmTable, WriterPropertiesBuilder, writeParquet } from 'parquet-wasm';
+import { Compression, EnabledStatistics, Table as WasmTable, WriterPropertiesBuilder, WriterVersion, writeParquet } from 'parquet-wasm';
 import { decimalDefaultPrecision, decimalDefaultScale, type SqlType, type TypeName, type Value } from '../engine/types.ts';
+import type { ParquetCompression } from './file-target.ts';
 import { decodeStreamColumns, decodeStreamRows, encodeStreamChunk, type ColumnBuffers, type ColumnLayout } from '../engine/storage/stream-chunk.ts';
 
 export type FileFormat = 'parquet' | 'csv' | 'jsonl';
-export type ParquetCompression = 'snappy' | 'zstd' | 'lz4' | 'gzip' | 'none';
-
 const compressionCodes: Record<ParquetCompression, Compression> = {
   snappy: Compression.SNAPPY,
   zstd: Compression.ZSTD,
@@ -23,7 +22,6 @@ const compressionCodes: Record<ParquetCompression, Compression> = {
   gzip: Compression.GZIP,
   none: Compression.UNCOMPRESSED,
 };
-export const parquetCompressions = Object.keys(compressionCodes) as ParquetCompression[];
 export const parquetCompressionDefault: ParquetCompression = 'snappy';
 
 export interface EncodeTask {
@@ -95,6 +93,11 @@ function decodeRows(encoded: NonNullable<EncodeTask['encoded']>): Value[][] {
  * → TIMESTAMP(MILLIS), VARCHAR → UTF-8 string, VARBINARY → binary, BOOLEAN; every column nullable.
  */
 export function encodeParquet(columns: EncodeTask['columns'], buffers: ColumnBuffers[], compression: ParquetCompression): Uint8Array {
+  return parquetFromArrow(columns, arrowStream(columns, buffers), compression);
+}
+
+/** The columns as an Arrow IPC stream of one record batch; the buffers are copied once, into it. */
+export function arrowStream(columns: EncodeTask['columns'], buffers: ColumnBuffers[]): Uint8Array {
   const fields = columns.map((column) => new Field(column.name, arrowType(column.type), true));
   const children = buffers.map((column, c) =>
     makeData({
@@ -108,14 +111,21 @@ export function encodeParquet(columns: EncodeTask['columns'], buffers: ColumnBuf
   );
   const rows = buffers.length > 0 ? buffers[0].rows : 0;
   const batch = new RecordBatch(new Schema(fields), makeData({ type: new Struct(fields), length: rows, nullCount: 0, children }));
-  const ipc = tableToIPC(new Table(batch), 'stream');
-  const properties = new WriterPropertiesBuilder()
+  return tableToIPC(new Table(batch), 'stream');
+}
+
+export function parquetFromArrow(columns: EncodeTask['columns'], ipc: Uint8Array, compression: ParquetCompression): Uint8Array {
+  // Chosen by CPU per row against file size (bench/parquet-encode.ts, docs/benchmarks.md): the
+  // version 2 writer's delta encodings (what hyparquet-writer wrote too) shrink sequences and
+  // timestamps cheaply; dictionaries cost more than they save except on strings, which repeat.
+  let properties = new WriterPropertiesBuilder()
+    .setWriterVersion(WriterVersion.V2)
     .setCompression(compressionCodes[compression])
-    // Column-chunk min/max let readers skip files; page statistics would cost more than they save
-    // in files of one row group.
-    .setStatisticsEnabled(EnabledStatistics.Chunk)
-    .build();
-  return writeParquet(WasmTable.fromIPCStream(ipc), properties);
+    .setDictionaryEnabled(false)
+    // Column-chunk min/max let readers skip files; page statistics would cost more than they save.
+    .setStatisticsEnabled(EnabledStatistics.Chunk);
+  for (const column of columns) if (column.type.name === 'VARCHAR') properties = properties.setColumnDictionaryEnabled(column.name, true);
+  return writeParquet(WasmTable.fromIPCStream(ipc), properties.build());
 }
 
 /** The decode layout and Arrow type of each SQL type. */

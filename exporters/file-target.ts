@@ -26,6 +26,9 @@ import type { TargetContext } from './registry.ts';
 import type { DayBatch, ExportBatch, ExportTarget, TargetConfig } from './target.ts';
 
 export const fileFormats: readonly FileFormat[] = ['parquet', 'csv', 'jsonl'];
+/** Parquet page compression; the default is file-encode.ts's parquetCompressionDefault. */
+export const parquetCompressions = ['snappy', 'zstd', 'lz4', 'gzip', 'none'] as const;
+export type ParquetCompression = (typeof parquetCompressions)[number];
 /** With a day column, rows of a day may come late: a day is closed this long after it ends. */
 export const dayColumnCloseGraceMsDefault = 60 * 60 * 1000;
 export const successMarker = '_SUCCESS';
@@ -67,6 +70,8 @@ export class FileTarget implements ExportTarget {
   readonly duplicatesPossible = 0;
   readonly root: string;
   readonly format: FileFormat;
+  /** Parquet only; undefined: the encoder's default. */
+  readonly compression: ParquetCompression | undefined;
   readonly timeZone: string;
   readonly closeGraceMs: number;
   private readonly dayColumns = new Map<string, number | undefined>();
@@ -81,6 +86,11 @@ export class FileTarget implements ExportTarget {
     const at = (key: string): (string | number)[] => ['exports', 'targets', config.name, key];
     const format = config.format ?? 'parquet';
     if (typeof format !== 'string' || !(fileFormats as readonly string[]).includes(format)) throw configError(at('format'), `expected one of ${fileFormats.join(', ')}, got ${describe(format)}`);
+    const compression = config.compression;
+    if (compression !== undefined) {
+      if (typeof compression !== 'string' || !(parquetCompressions as readonly string[]).includes(compression)) throw configError(at('compression'), `expected one of ${parquetCompressions.join(', ')}, got ${describe(compression)}`);
+      if (format !== 'parquet') throw configError(at('compression'), `applies to the parquet format only, not ${format}`);
+    }
     if (config.path !== undefined && typeof config.path !== 'string') throw configError(at('path'), `expected a folder, got ${describe(config.path)}`);
     const timeZone = config.timeZone ?? 'UTC';
     if (typeof timeZone !== 'string' || !validTimeZone(timeZone)) throw configError(at('timeZone'), `expected an IANA time zone such as Europe/Copenhagen, got ${describe(timeZone)}`);
@@ -93,6 +103,7 @@ export class FileTarget implements ExportTarget {
     }
     this.name = config.name;
     this.format = format as FileFormat;
+    this.compression = compression as ParquetCompression | undefined;
     this.root = path.resolve((config.path as string | undefined) ?? path.join(context.exportDir, 'files', config.name));
     this.timeZone = timeZone;
     this.closeGraceMs = (config.closeGraceMs as number | undefined) ?? (dayColumn === undefined ? 0 : dayColumnCloseGraceMsDefault);
@@ -112,7 +123,7 @@ export class FileTarget implements ExportTarget {
         this.logger?.warn({ target: this.name, folder }, `rows for the closed day ${group.range.day} of stream ${batch.stream} arrived late; written beside its ${successMarker}`);
       }
       const file = path.join(folder, `part-p${String(batch.partition).padStart(4, '0')}-${pad(group.first)}-${pad(group.last)}.${extensions[this.format]}`);
-      writes.push(this.pool.run({ file, format: this.format, columns, ...group.rows }));
+      writes.push(this.pool.run({ file, format: this.format, compression: this.compression, columns, ...group.rows }));
       if (!existsSync(path.join(folder, successMarker))) this.openDays.set(folder, group.range.end);
     }
     await Promise.all(writes);
@@ -170,7 +181,7 @@ export class FileTarget implements ExportTarget {
     const folder = path.join(this.root, batch.table ?? batch.job, `dt=${batch.day}`);
     if (existsSync(path.join(folder, successMarker))) return 'already';
     const columns = batch.columns.map((column) => ({ name: column.name, type: column.type }));
-    await this.pool.run({ file: path.join(folder, `part-00000.${extensions[this.format]}`), format: this.format, columns, rows: batch.rows as EncodeTask['rows'] });
+    await this.pool.run({ file: path.join(folder, `part-00000.${extensions[this.format]}`), format: this.format, compression: this.compression, columns, rows: batch.rows as EncodeTask['rows'] });
     writeAtomically(path.join(folder, successMarker), '');
     return 'written';
   }

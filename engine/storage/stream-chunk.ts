@@ -76,7 +76,8 @@ export function decodeStreamColumns(chunks: readonly { data: Uint8Array; skip: n
   const codes = Int8Array.from(layouts, (layout) => layoutCodes[layout.kind]);
   const factors = Float64Array.from(layouts, (layout) => (layout.kind === 'decimal128' ? 10 ** layout.scale : 1));
   const columns = layouts.map((layout): ColumnBuffers => {
-    const column: ColumnBuffers = { rows, nullCount: 0, validity: new Uint8Array((rows + 7) >> 3), values: new Int32Array(0) };
+    // Every row valid to begin with: a NULL clears its bit, so values, the common case, cost nothing here.
+    const column: ColumnBuffers = { rows, nullCount: 0, validity: new Uint8Array((rows + 7) >> 3).fill(0xff), values: new Int32Array(0), offsets: undefined };
     switch (layout.kind) {
       case 'int32': column.values = new Int32Array(rows); break;
       case 'int64': column.values = new Int32Array(rows * 2); break;
@@ -88,6 +89,8 @@ export function decodeStreamColumns(chunks: readonly { data: Uint8Array; skip: n
         column.offsets = new Int32Array(rows + 1);
         break;
     }
+    // The bits past the last row stay clear, as Arrow writers leave them.
+    if ((rows & 7) !== 0) column.validity[rows >> 3] = (1 << (rows & 7)) - 1;
     return column;
   });
   const cursor = new ChunkCursor();
@@ -95,48 +98,59 @@ export function decodeStreamColumns(chunks: readonly { data: Uint8Array; skip: n
   for (const chunk of chunks) {
     cursor.open(chunk.data, (chunk.skip + chunk.count) * width);
     for (let i = chunk.skip * width; i > 0; i--) cursor.skip();
-    for (let end = row + chunk.count; row < end; row++) {
-      for (let c = 0; c < width; c++) {
-        const column = columns[c];
-        if (cursor.data[cursor.pos] === 0xc0) {
-          cursor.pos++;
-          column.nullCount++;
-          if (codes[c] === layoutCodes.bytes) column.offsets![row + 1] = column.offsets![row];
-          continue;
-        }
-        column.validity[row >> 3] |= 1 << (row & 7);
-        switch (codes[c]) {
-          case layoutCodes.int32:
-            (column.values as Int32Array)[row] = cursor.number(c);
-            break;
-          case layoutCodes.int64:
-            cursor.int64(column.values as Int32Array, row * 2, c);
-            break;
-          case layoutCodes.float64:
-            (column.values as Float64Array)[row] = cursor.number(c);
-            break;
-          case layoutCodes.decimal128: {
-            // Sluice keeps a DECIMAL as a double rounded to its scale with at most 15 digits, so the
-            // scaled value is within rounding error of an integer below 2^53: exact after Math.round.
-            const scaled = Math.round(cursor.number(c) * factors[c]);
-            const high = Math.floor(scaled / twoTo32);
-            const words = column.values as Uint32Array;
-            words[row * 4] = scaled - high * twoTo32;
-            words[row * 4 + 1] = high;
-            words[row * 4 + 2] = words[row * 4 + 3] = high < 0 ? 0xffffffff : 0;
-            break;
-          }
-          case layoutCodes.boolean:
-            if (cursor.boolean(c)) column.values[row >> 3] |= 1 << (row & 7);
-            break;
-          default:
-            cursor.bytes(column, row, c);
-        }
-      }
-    }
+    decodeRowsInto(cursor, columns, codes, factors, row, row + chunk.count);
+    row += chunk.count;
   }
   for (const column of columns) if (column.offsets !== undefined) column.values = column.values.subarray(0, column.offsets[rows]);
   return columns;
+}
+
+/**
+ * Rows `row … end-1` from the cursor into the columns. A function of its own, called once per
+ * chunk, so that V8 optimizes it whole rather than through on-stack replacement of the loop,
+ * which deoptimized at every chunk's end.
+ */
+function decodeRowsInto(cursor: ChunkCursor, columns: ColumnBuffers[], codes: Int8Array, factors: Float64Array, row: number, end: number): void {
+  const width = columns.length;
+  for (; row < end; row++) {
+    for (let c = 0; c < width; c++) {
+      const column = columns[c];
+      if (cursor.data[cursor.pos] === 0xc0) {
+        cursor.pos++;
+        column.nullCount++;
+        column.validity[row >> 3] &= ~(1 << (row & 7));
+        if (codes[c] === layoutCodes.bytes) column.offsets![row + 1] = column.offsets![row];
+        continue;
+      }
+      switch (codes[c]) {
+        case layoutCodes.int32:
+          (column.values as Int32Array)[row] = cursor.number(c);
+          break;
+        case layoutCodes.int64:
+          cursor.int64(column.values as Int32Array, row * 2, c);
+          break;
+        case layoutCodes.float64:
+          (column.values as Float64Array)[row] = cursor.number(c);
+          break;
+        case layoutCodes.decimal128: {
+          // Sluice keeps a DECIMAL as a double rounded to its scale with at most 15 digits, so the
+          // scaled value is within rounding error of an integer below 2^53: exact after Math.round.
+          const scaled = Math.round(cursor.number(c) * factors[c]);
+          const high = Math.floor(scaled / twoTo32);
+          const words = column.values as Uint32Array;
+          words[row * 4] = scaled - high * twoTo32;
+          words[row * 4 + 1] = high;
+          words[row * 4 + 2] = words[row * 4 + 3] = high < 0 ? 0xffffffff : 0;
+          break;
+        }
+        case layoutCodes.boolean:
+          if (cursor.boolean(c)) column.values[row >> 3] |= 1 << (row & 7);
+          break;
+        default:
+          cursor.bytes(column, row, c);
+      }
+    }
+  }
 }
 
 /** A read position in one chunk's msgpack: `[timestamp, [values…]]` as encodeStreamChunk writes it. */

@@ -300,9 +300,11 @@ describe('export configuration errors', () => {
     expect(parseExportsConfig({ targets: [{ name: 'PG', type: 'postgresql', password: '${SECRET}' }] }, { SECRET: 's3cret' }).targets[0]).toMatchObject({ name: 'pg', password: 's3cret' });
   });
 
-  it('refuses a file target with a bad format or day column, and opens nothing', async () => {
+  it('refuses a file target with a bad format, compression or day column, and opens nothing', async () => {
     const data = temporaryFolder();
     await expectError(() => openDatabase(data, fileExports(path.join(data, 'out'), { format: 'xml' })), ErrorCode.EXPORT_CONFIG, /exports\.targets\.lake\.format: expected one of parquet, csv, jsonl, got "xml"/);
+    await expectError(() => openDatabase(data, fileExports(path.join(data, 'out'), { format: 'parquet', compression: 'lzo' })), ErrorCode.EXPORT_CONFIG, /exports\.targets\.lake\.compression: expected one of snappy, zstd, lz4, gzip, none, got "lzo"/);
+    await expectError(() => openDatabase(data, fileExports(path.join(data, 'out'), { format: 'csv', compression: 'zstd' })), ErrorCode.EXPORT_CONFIG, /exports\.targets\.lake\.compression: applies to the parquet format only, not csv/);
     await expectError(() => openDatabase(data, fileExports(path.join(data, 'out'), { dayColumn: 'note' })), ErrorCode.EXPORT_CONFIG, /column readings\.note is VARCHAR; a day column must be TIMESTAMP/);
     await expectError(() => Database.open({ schema: exportSchema, exports: fileExports('x') }), ErrorCode.EXPORT_CONFIG, /needs a data directory/);
   });
