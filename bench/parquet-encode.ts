@@ -16,8 +16,6 @@
  * Ends with one JSON line: {"workload":"parquet-encode", …}.
  */
 import { parseArgs } from 'node:util';
-import v8 from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import { stringify } from 'csv-stringify/sync';
 import { parquetWriteBuffer, schemaFromColumnData } from 'hyparquet-writer';
 import { decodeStreamColumns, decodeStreamRows, encodeStreamChunk } from '../engine/storage/stream-chunk.ts';
@@ -98,14 +96,8 @@ function encodedTask(fixture: Fixture): EncodeTask {
 /** Runs before the measured ones, so that the figures are of optimized code, as on a busy encoder thread. */
 const warmups = 3;
 
-// Garbage left by one stage (or by the baseline) is collected before the next is measured, so
-// that each figure is that stage's own work.
-v8.setFlagsFromString('--expose-gc');
-const collectGarbage = runInNewContext('gc') as () => void;
-
 /** CPU µs of one call, all threads. */
 function cpu<T>(work: () => T): { micros: number; result: T } {
-  collectGarbage();
   const before = process.cpuUsage();
   const result = work();
   const used = process.cpuUsage(before);
@@ -193,7 +185,7 @@ for (const fixture of fixtures) {
   console.log(`\nbefore/after: ${(baselineTotal / whole.perRow['whole task']).toFixed(1)}x; file bytes/row ${((baseline.result as Uint8Array).length / rowsTotal).toFixed(1)} before, ${((whole.result as Uint8Array).length / rowsTotal).toFixed(1)} after\n`);
 
   const columns = decodeStreamColumns(task.encoded!.chunks, layouts);
-  console.log('| compression | Parquet ns/row | bytes/row |\n| --- | ---: | ---: |');
+  console.log('| compression | Arrow + Parquet ns/row | bytes/row |\n| --- | ---: | ---: |');
   const compressions: Record<string, { nsPerRow: number; bytesPerRow: number }> = {};
   for (const compression of parquetCompressions) {
     const { perRow, result } = measure([[compression, () => encodeParquet(task.columns, columns, compression)]]);
