@@ -32,21 +32,22 @@ export interface ExportsOptions {
 export interface StreamRowsSubscriber {
   /** Whether anyone reads this stream's rows: a stream nobody has subscribed to is not cut into rows. */
   wants(stream: string): boolean;
+  /** Values per row of the stream as the partitions encode them (its columns in the catalog in force). */
+  valuesPerRow(stream: string): number;
   publish(stream: string, partition: number, firstSequence: number, rows: readonly (readonly Value[])[]): void;
 }
 
 /**
  * The router options that bring committed stream rows to the main thread: every stream's rows
- * (worker.ts takeCommitted chunks) go to the export pipeline, which keeps those with a target,
- * and to the subscriptions (as rows, for the streams they want).
+ * (worker.ts takeCommitted chunks), those of streams added by live updates too, go to the export
+ * pipeline, which keeps those with a target, and to the subscriptions (as rows, for the streams
+ * they want). At each version switch the pipeline follows the router's new catalog, before the
+ * first row of a stream the version adds can arrive.
  */
-export function streamRowsOptions(ddl: string, exports: ServerExports | undefined, subscriber: () => StreamRowsSubscriber | undefined): Pick<RouterOptions, 'exportStreams' | 'onStreamRows'> {
-  const streams = [...applyDdl(ddl, emptyCatalog).tables.values()].filter((table) => table.kind === 'stream');
-  if (streams.length === 0) return {};
-  const widths = new Map(streams.map((stream) => [stream.name, stream.columns.length]));
+export function streamRowsOptions(exports: ServerExports | undefined, subscriber: () => StreamRowsSubscriber | undefined): Pick<RouterOptions, 'sendStreamRows' | 'onStreamRows' | 'onVersionSwitched'> {
   const pipeline = exports?.pipeline;
   return {
-    exportStreams: streams.map((stream) => stream.name),
+    sendStreamRows: true,
     onStreamRows: (partition, chunks) => {
       pipeline?.accept(partition, chunks);
       const to = subscriber();
@@ -55,9 +56,10 @@ export function streamRowsOptions(ddl: string, exports: ServerExports | undefine
         const stream = chunks[i] as string;
         if (!to.wants(stream)) continue;
         const first = chunks[i + 1] as number;
-        to.publish(stream, partition, first, decodeStreamRows(chunks[i + 4] as Uint8Array, widths.get(stream)!));
+        to.publish(stream, partition, first, decodeStreamRows(chunks[i + 4] as Uint8Array, to.valuesPerRow(stream)));
       }
     },
+    onVersionSwitched: pipeline === undefined ? undefined : (catalog) => pipeline.adoptCatalog(catalog),
   };
 }
 

@@ -75,6 +75,7 @@ export class FileTarget implements ExportTarget {
   readonly timeZone: string;
   readonly closeGraceMs: number;
   private readonly dayColumns = new Map<string, number | undefined>();
+  private readonly dayColumn: string | undefined;
   private readonly pool: Piscina<EncodeTask, EncodeResult>;
   private readonly logger: Logger | undefined;
   /** Day folders written and not yet closed: `<stream folder>/dt=<day>` → the day's end (ms). */
@@ -97,11 +98,11 @@ export class FileTarget implements ExportTarget {
     nonNegativeInteger(config.closeGraceMs, at('closeGraceMs'));
     const dayColumn = config.dayColumn;
     if (dayColumn !== undefined && typeof dayColumn !== 'string') throw configError(at('dayColumn'), `expected a TIMESTAMP column name, got ${describe(dayColumn)}`);
-    for (const table of context.catalog.tables.values()) {
-      if (table.kind !== 'stream' || table.exportTarget !== config.name) continue;
-      this.dayColumns.set(table.name, dayColumn === undefined ? undefined : dayColumnOf(table, dayColumn.toLowerCase(), at('dayColumn')));
-    }
     this.name = config.name;
+    this.dayColumn = dayColumn?.toLowerCase();
+    for (const table of context.catalog.tables.values()) {
+      if (table.kind === 'stream' && table.exportTarget === config.name) this.addStream(table);
+    }
     this.format = format as FileFormat;
     this.compression = compression as ParquetCompression | undefined;
     this.root = path.resolve((config.path as string | undefined) ?? path.join(context.exportDir, 'files', config.name));
@@ -111,6 +112,11 @@ export class FileTarget implements ExportTarget {
     mkdirSync(this.root, { recursive: true });
     this.findOpenDays();
     this.pool = acquirePool();
+  }
+
+  /** A stream exporting here, at creation or added live: its rows are filed by the day column. */
+  addStream(stream: TableDef): void {
+    this.dayColumns.set(stream.name, this.dayColumn === undefined ? undefined : dayColumnOf(stream, this.dayColumn, ['exports', 'targets', this.name, 'dayColumn']));
   }
 
   async deliver(batch: ExportBatch): Promise<void> {

@@ -10,19 +10,20 @@
  * - value: the row as JSON; timestamp: the row's commit time;
  * - headers `sluice-stream`, `sluice-partition`, `sluice-sequence`: delivery is at least once.
  *
- * When `deliver` fails (broker down, retries exhausted) the pipeline hands the batch again. The
- * target remembers, per stream partition, the last sequence the broker acknowledged and sends
- * only what follows it, so produce requests that succeeded before the failure are not repeated.
+ * A batch goes out as produce requests of at most `recordsPerSendMax` records, one after another;
+ * each one the broker acknowledges is reported to the pipeline (ExportBatch.acknowledged), which
+ * stores it as the stream partition's delivered position at once. So when `deliver` fails (broker
+ * down, retries exhausted) the pipeline hands again only what follows the last acknowledged
+ * request, and a restart resumes there too: requests that succeeded are not repeated.
  * The request that failed is sent again from a new producer (a new producer id, so the broker
  * cannot recognise a copy): when its failure leaves open whether the broker appended it (the
  * connection dropped after sending, a timeout), its records count as `duplicatesPossible`;
  * when it provably never got in (connection refused, the broker answered with an error) they do
- * not. Consumers drop real copies by the headers. After a restart the memory is gone and the
- * pipeline's whole pending range is sent again.
+ * not. Consumers drop real copies by the headers.
  */
 import { Producer, type MessageToProduce } from '@platformatic/kafka';
 import type { Logger } from 'pino';
-import type { ColumnDef } from '../engine/catalog/schema.ts';
+import type { ColumnDef, TableDef } from '../engine/catalog/schema.ts';
 import { rowToJson, valueToText } from './row-json.ts';
 import { TargetSettings, type StreamShape, type NetworkTargetContext } from './settings.ts';
 import type { ExportBatch, ExportTarget, TargetConfig } from './target.ts';
@@ -57,11 +58,7 @@ export function kafkaSettings(config: TargetConfig, context: NetworkTargetContex
   const topic = settings.requiredString('topic', 'meter-alerts');
   if (!/^[A-Za-z0-9._-]{1,249}$/.test(topic)) throw settings.error('topic', `"${topic}" is not a Kafka topic name (letters, digits, '.', '_', '-'; at most 249)`);
   const key = settings.string('key')?.toLowerCase();
-  if (key !== undefined) {
-    for (const stream of context.streams ?? []) {
-      if (!stream.columns.some((column) => column.name.toLowerCase() === key)) throw settings.error('key', `names column ${key}, which stream ${stream.name} does not have (its columns: ${columnList(stream.columns)})`);
-    }
-  }
+  for (const stream of context.streams ?? []) checkKey(settings, key, stream);
   const mechanism = settings.oneOf('saslMechanism', [...saslMechanisms, 'none'] as const, 'none');
   const username = settings.string('username');
   const password = settings.string('password');
@@ -82,12 +79,20 @@ export function kafkaSettings(config: TargetConfig, context: NetworkTargetContex
   return parsed;
 }
 
+/** The `key` setting must name a column of every stream exporting to the target. */
+function checkKey(settings: TargetSettings, key: string | undefined, stream: StreamShape): void {
+  if (key !== undefined && !stream.columns.some((column) => column.name.toLowerCase() === key)) {
+    throw settings.error('key', `names column ${key}, which stream ${stream.name} does not have (its columns: ${columnList(stream.columns)})`);
+  }
+}
+
 function columnList(columns: readonly ColumnDef[]): string {
   return columns.filter((column) => !column.hidden).map((column) => column.name).join(', ');
 }
 
 export class KafkaTarget implements ExportTarget {
   readonly name: string;
+  private readonly config: TargetConfig;
   private readonly settings: KafkaSettings;
   private readonly logger: Logger | undefined;
   private readonly streams = new Map<string, StreamShape>();
@@ -97,16 +102,21 @@ export class KafkaTarget implements ExportTarget {
   produced = 0;
   /** Records sent again after a failed request that the broker may have appended (see above). */
   duplicatesPossible = 0;
-  /** Per `stream\0partition`: the last sequence the broker acknowledged. */
-  private readonly acknowledged = new Map<string, number>();
   /** Per `stream\0partition`: the last sequence of a failed request the broker may have appended. */
   private readonly uncertain = new Map<string, number>();
 
   constructor(config: TargetConfig, context: NetworkTargetContext = {}) {
     this.name = config.name;
+    this.config = config;
     this.settings = kafkaSettings(config, context);
     this.logger = context.logger;
     for (const stream of context.streams ?? []) this.streams.set(stream.name, stream);
+  }
+
+  /** A stream added live: keyed by its partition column (or the `key` column, which it must have). */
+  addStream(stream: TableDef): void {
+    checkKey(new TargetSettings(this.config), this.settings.key, stream);
+    this.streams.set(stream.name, stream);
   }
 
   async deliver(batch: ExportBatch): Promise<void> {
@@ -121,10 +131,8 @@ export class KafkaTarget implements ExportTarget {
       ]);
     const step = this.settings.recordsPerSendMax;
     const lane = `${batch.stream}\u0000${batch.partition}`;
-    const acknowledged = this.acknowledged.get(lane) ?? 0;
     const uncertainLast = this.uncertain.get(lane) ?? 0;
-    const resumeAt = acknowledged >= batch.firstSequence ? acknowledged - batch.firstSequence + 1 : 0;
-    for (let start = resumeAt; start < batch.rows.length; start += step) {
+    for (let start = 0; start < batch.rows.length; start += step) {
       const messages: MessageToProduce[] = [];
       for (let i = start; i < Math.min(batch.rows.length, start + step); i++) {
         const row = batch.rows[i];
@@ -149,7 +157,7 @@ export class KafkaTarget implements ExportTarget {
         throw new Error(`kafka target '${this.name}': producing to topic ${this.settings.topic} at ${this.settings.brokers.join(',')} failed after ${start} of ${batch.rows.length} records of ${batch.stream} partition ${batch.partition} (from sequence ${batch.firstSequence}): ${describe(error)}`);
       }
       this.produced += messages.length;
-      this.acknowledged.set(lane, lastSequence);
+      batch.acknowledged?.(lastSequence);
       if (uncertainLast >= firstSequence) {
         this.duplicatesPossible += Math.min(uncertainLast, lastSequence) - firstSequence + 1;
         if (uncertainLast <= lastSequence) this.uncertain.delete(lane);

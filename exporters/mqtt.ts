@@ -16,11 +16,11 @@
  */
 import mqtt, { type IClientPublishOptions, type MqttClient } from 'mqtt';
 import type { Logger } from 'pino';
-import type { ColumnDef } from '../engine/catalog/schema.ts';
+import type { ColumnDef, TableDef } from '../engine/catalog/schema.ts';
 import type { Value } from '../engine/types.ts';
 import { backoffDelayMs, sleep } from './backoff.ts';
 import { rowToJson } from './row-json.ts';
-import { TargetSettings, type NetworkTargetContext } from './settings.ts';
+import { TargetSettings, type NetworkTargetContext, type StreamShape } from './settings.ts';
 import type { ExportBatch, ExportTarget, TargetConfig } from './target.ts';
 import { TopicTemplate } from './topic-template.ts';
 
@@ -61,13 +61,7 @@ export function mqttSettings(config: TargetConfig, context: NetworkTargetContext
   } catch (error) {
     throw settings.error('topic', (error as Error).message);
   }
-  for (const stream of context.streams ?? []) {
-    try {
-      topic.bind(stream.name, stream.columns);
-    } catch (error) {
-      throw settings.error('topic', (error as Error).message);
-    }
-  }
+  for (const stream of context.streams ?? []) checkTopic(settings, topic, stream);
   const parsed: MqttSettings = {
     url,
     topic,
@@ -87,8 +81,18 @@ export function mqttSettings(config: TargetConfig, context: NetworkTargetContext
   return parsed;
 }
 
+/** The topic template must name only columns every stream exporting to the target has. */
+function checkTopic(settings: TargetSettings, topic: TopicTemplate, stream: StreamShape): void {
+  try {
+    topic.bind(stream.name, stream.columns);
+  } catch (error) {
+    throw settings.error('topic', (error as Error).message);
+  }
+}
+
 export class MqttTarget implements ExportTarget {
   readonly name: string;
+  private readonly config: TargetConfig;
   private readonly settings: MqttSettings;
   private readonly logger: Logger | undefined;
   private client: MqttClient | undefined;
@@ -104,6 +108,7 @@ export class MqttTarget implements ExportTarget {
 
   constructor(config: TargetConfig, context: NetworkTargetContext = {}) {
     this.name = config.name;
+    this.config = config;
     this.settings = mqttSettings(config, context);
     this.logger = context.logger;
     this.connect();
@@ -111,6 +116,11 @@ export class MqttTarget implements ExportTarget {
 
   get connected(): boolean {
     return this.client?.connected === true;
+  }
+
+  /** A stream added live: the topic template must fit its columns. */
+  addStream(stream: TableDef): void {
+    checkTopic(new TargetSettings(this.config), this.settings.topic, stream);
   }
 
   async deliver(batch: ExportBatch): Promise<void> {

@@ -16,12 +16,19 @@
  * A snapshot counts only once `holdThrough` says the buffer (or the target) has every row its
  * state includes: recovery from it never regenerates those rows. A failed chunk write keeps the
  * lane's rows in memory and is retried in order (a start drops rows found past a hole: replay refills them).
+ *
+ * The catalog is the router's: the pipeline opens with the schema the server starts with and
+ * follows every version switch (`adoptCatalog`, live or replayed in recovery), so a stream a live
+ * update adds is buffered and delivered from the switch on; `checkCatalog` refuses, before the
+ * switch, an update whose new streams name a target that is not configured or does not fit them.
+ * Lanes restored from disk for a stream the starting schema lacks wait for the replayed switch
+ * that brings it back (or are reported as a dropped stream's once recovery is over).
  */
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Catalog, ColumnDef, TableDef } from '../engine/catalog/schema.ts';
 import type { StreamPosition } from '../engine/durability/server-durability.ts';
-import { ErrorCode, SluiceError } from '../engine/errors.ts';
+import { ErrorCode, SluiceError, nearNames } from '../engine/errors.ts';
 import { typeToString, type Value } from '../engine/types.ts';
 import { assert } from '../engine/assert.ts';
 import { backoffMsMaxDefault, backoffMsMinDefault, batchBytesMaxDefault, batchRowsMaxDefault, parseExportsConfig, type ExportsConfig, type OnFull } from './config.ts';
@@ -53,6 +60,7 @@ export const fileBatchDefaults: Partial<Record<string, number>> = { batchRowsMax
 export interface PipelineOptions {
   /** `<data>/export`: the buffer file and, by default, file targets' output. */
   exportDir: string;
+  /** The catalog the database starts with; version switches bring later ones (adoptCatalog). */
   catalog: Catalog;
   /** The deployment file's `exports` section, raw (checked here) or already parsed. */
   config?: unknown;
@@ -123,9 +131,10 @@ interface TargetSlot {
 class Lane {
   readonly stream: string;
   readonly partition: number;
-  readonly def: TableDef | undefined;
-  readonly width: number;
-  readonly slot: TargetSlot;
+  /** Undefined for rows on disk of a stream the catalog lacks: until a version switch brings it (bind). */
+  def: TableDef | undefined;
+  width: number;
+  slot: TargetSlot;
   readonly chunks: Chunk[] = [];
   head = 0;
   /** Last sequence stored (on disk, or on its way there). */
@@ -164,7 +173,9 @@ class Lane {
 export class ExportPipeline {
   readonly store: ExportStore;
   readonly config: ExportsConfig;
-  readonly catalog: Catalog;
+  /** The catalog in force: the one the database started with, then each version switched to. */
+  catalog: Catalog;
+  private readonly context: TargetContext;
   private readonly logger: Logger | undefined;
   private readonly lanes = new Map<string, Lane>();
   private readonly slots = new Map<string, TargetSlot>();
@@ -175,20 +186,22 @@ export class ExportPipeline {
   private readonly watermarkTimer: NodeJS.Timeout;
   private closed = false;
   private closing = false;
-  private readonly exported: ReadonlySet<string>;
+  /** Streams with a target in the catalog in force: rows of others are not this pipeline's. */
+  private exported: ReadonlySet<string>;
   readonly partitionCount: number;
   /** Told when a partition's calls must wait or fail (a PartitionHold) and when they may go on. */
   onHold: ((partition: number, hold: PartitionHold | undefined) => void) | undefined;
 
-  private constructor(options: PipelineOptions, config: ExportsConfig, store: ExportStore, partitionCount: number) {
+  private constructor(options: PipelineOptions, config: ExportsConfig, store: ExportStore, partitionCount: number, context: TargetContext) {
     this.store = store;
     this.config = config;
     this.catalog = options.catalog;
+    this.context = context;
     this.logger = options.logger;
     this.residentBytesMax = options.residentBytesMax ?? residentBytesMaxDefault;
     this.watermarkDelayMs = options.watermarkDelayMs ?? watermarkDelayMsDefault;
     this.partitionCount = partitionCount;
-    this.exported = new Set([...options.catalog.tables.values()].filter((table) => table.kind === 'stream' && table.exportTarget !== undefined).map((table) => table.name));
+    this.exported = new Set(exportedStreams(options.catalog).map((table) => table.name));
     this.fullLanes = new Array<number>(partitionCount).fill(0);
     this.watermarkTimer = setInterval(() => this.watermarkAll(), watermarkIntervalMs);
     this.watermarkTimer.unref();
@@ -200,44 +213,35 @@ export class ExportPipeline {
    */
   static async open(options: PipelineOptions & { partitions: number }): Promise<ExportPipeline> {
     const config = isParsed(options.config) ? options.config : parseExportsConfig(options.config, options.env);
-    const streams = [...options.catalog.tables.values()].filter((table) => table.kind === 'stream' && table.exportTarget !== undefined);
+    const streams = exportedStreams(options.catalog);
     const context: TargetContext = { exportDir: options.exportDir, catalog: options.catalog, logger: options.logger };
     const targetConfigs = new Map(config.targets.map((target) => [target.name, target]));
     // Embedded default: nothing configured, so every target a stream names is a file target.
     if (config.targets.length === 0) {
       for (const stream of streams) {
         const name = stream.exportTarget!;
-        if (!targetConfigs.has(name)) targetConfigs.set(name, { name, type: 'file', format: 'jsonl', path: path.join(options.exportDir, 'files', name) });
+        if (!targetConfigs.has(name)) targetConfigs.set(name, defaultTarget(name, options.exportDir));
       }
     }
     const built = new Map<string, ExportTarget>();
     try {
-      for (const target of targetConfigs.values()) {
-        const factory = targetFactory(target.type);
-        if (factory === undefined) {
-          throw new SluiceError(ErrorCode.EXPORT_CONFIG, `target ${target.name}: type ${target.type} is not available in this build`, { object: target.name });
-        }
-        built.set(target.name, await factory(target, context));
-      }
+      for (const target of targetConfigs.values()) built.set(target.name, buildTarget(target, context));
     } catch (error) {
       await Promise.allSettled([...built.values()].map((target) => target.close()));
       throw error;
     }
     const store = ExportStore.open(options.exportDir);
     try {
-      checkStreamShapes(store, streams);
+      for (const stream of streams) recordShape(store, stream);
     } catch (error) {
       await Promise.allSettled([...built.values()].map((target) => target.close()));
       await store.close();
       throw error;
     }
-    const pipeline = new ExportPipeline(options, config, store, options.partitions);
+    const pipeline = new ExportPipeline(options, config, store, options.partitions, context);
     for (const [name, target] of built) pipeline.addSlot(name, targetConfigs.get(name)!, target);
     for (const stream of streams) {
-      if (!pipeline.slots.has(stream.exportTarget!)) {
-        options.logger?.warn({ stream: stream.name, target: stream.exportTarget }, `stream ${stream.name} exports to target ${stream.exportTarget}, which the deployment does not configure: its rows are kept on disk (up to exports.buffer.bytesMax per partition), then its partitions' calls ${config.buffer.onFull === 'wait' ? 'wait' : 'fail'}`);
-        pipeline.addSlot(stream.exportTarget!, undefined, undefined);
-      }
+      if (!pipeline.slots.has(stream.exportTarget!)) pipeline.addUnconfiguredSlot(stream);
       for (let p = 0; p < options.partitions; p++) pipeline.lane(stream.name, p);
     }
     pipeline.restore();
@@ -255,16 +259,102 @@ export class ExportPipeline {
   sequenceFloors(): Record<string, number[]> {
     const floors: Record<string, number[]> = {};
     for (const lane of this.lanes.values()) {
-      if (lane.def === undefined) continue;
+      if (lane.def === undefined) {
+        // Recovery is over (this is asked after it): no replayed version brought the stream back.
+        if (lane.rowsPending > 0) this.logger?.warn({ stream: lane.stream, partition: lane.partition, rows: lane.rowsPending }, `the export buffer holds ${lane.rowsPending} rows of stream ${lane.stream}, which the schema no longer has; they are kept, not delivered`);
+        continue;
+      }
       const floor = (floors[lane.stream] ??= new Array<number>(this.partitionCount).fill(1));
       if (lane.partition < this.partitionCount) floor[lane.partition] = lane.stored + 1;
     }
     return floors;
   }
 
-  /** The streams whose rows the partitions must send here (worker.ts exportStreams). */
+  /** The streams whose rows the partitions must send here. */
   get streamNames(): string[] {
-    return [...this.catalog.tables.values()].filter((table) => table.kind === 'stream' && table.exportTarget !== undefined).map((table) => table.name);
+    return exportedStreams(this.catalog).map((table) => table.name);
+  }
+
+  /**
+   * Before a live update switches to `catalog`: each stream it adds with an export target must
+   * name a target the deployment configures (when it configures none, every name gets its default
+   * file target, as at start), fit that target's settings (ExportTarget.addStream: a day column, a
+   * key or topic template naming its columns) and not meet rows the buffer holds under its name
+   * with other columns. Throws EXPORT_CONFIG naming the stream (`object`) and the target; changes
+   * nothing the running streams use.
+   */
+  checkCatalog(catalog: Catalog): void {
+    for (const def of this.addedStreams(catalog)) {
+      const name = def.exportTarget!;
+      const target = this.slots.get(name)?.target;
+      if (target === undefined && this.config.targets.length > 0) {
+        const configured = this.config.targets.map((config) => config.name);
+        throw new SluiceError(
+          ErrorCode.EXPORT_CONFIG,
+          `stream ${def.name} exports to target ${name}, which the deployment does not configure (exports.targets: ${configured.join(', ')}); name a configured target, or add ${name} to exports.targets and restart before this update`,
+          { object: def.name, path: ['exports', 'targets'], suggestions: nearNames(name, configured) },
+        );
+      }
+      addStreamTo(target, def);
+      const conflict = shapeConflict(this.store, def);
+      if (conflict !== undefined) throw conflict;
+    }
+  }
+
+  /**
+   * The router switched to `catalog` (a live update, or its replay in recovery): the streams it
+   * adds get their lanes and are delivered from here on, and rows the buffer kept for them from
+   * before a restart go out. Throws only what `checkCatalog` refuses beforehand (in recovery: a
+   * deployment changed since the update, which stops the start as a bad configuration would).
+   */
+  adoptCatalog(catalog: Catalog): void {
+    const added = this.addedStreams(catalog);
+    this.catalog = catalog;
+    if (added.length === 0) return;
+    const context: TargetContext = { ...this.context, catalog };
+    for (const def of added) {
+      const name = def.exportTarget!;
+      if (!this.slots.has(name)) {
+        if (this.config.targets.length === 0) {
+          const config = defaultTarget(name, this.context.exportDir);
+          this.addSlot(name, config, buildTarget(config, context));
+        } else {
+          this.addUnconfiguredSlot(def);
+        }
+      }
+      addStreamTo(this.slots.get(name)!.target, def);
+      recordShape(this.store, def);
+    }
+    this.exported = new Set(exportedStreams(catalog).map((table) => table.name));
+    for (const def of added) {
+      for (let p = 0; p < this.partitionCount; p++) {
+        const lane = this.lane(def.name, p);
+        if (lane.def === undefined) this.bind(lane, def);
+        this.pump(lane);
+      }
+    }
+    this.logger?.info({ streams: added.map((def) => def.name) }, `export pipeline: streams ${added.map((def) => `${def.name} → ${def.exportTarget}`).join(', ')} added`);
+  }
+
+  /** Exported streams of `catalog` this pipeline does not export yet. */
+  private addedStreams(catalog: Catalog): TableDef[] {
+    return exportedStreams(catalog).filter((def) => !this.exported.has(def.name));
+  }
+
+  /** A lane restored for a stream the starting catalog lacked, now back: it joins its target. */
+  private bind(lane: Lane, def: TableDef): void {
+    const old = lane.slot;
+    old.lanes.splice(old.lanes.indexOf(lane), 1);
+    if (old.lanes.length === 0 && old.name === droppedStreamSlot) this.slots.delete(old.name);
+    lane.def = def;
+    lane.width = def.columns.length;
+    lane.slot = this.slots.get(def.exportTarget!)!;
+    lane.slot.lanes.push(lane);
+  }
+
+  private addUnconfiguredSlot(stream: TableDef): void {
+    this.logger?.warn({ stream: stream.name, target: stream.exportTarget }, `stream ${stream.name} exports to target ${stream.exportTarget}, which the deployment does not configure: its rows are kept on disk (up to exports.buffer.bytesMax per partition), then its partitions' calls ${this.config.buffer.onFull === 'wait' ? 'wait' : 'fail'}`);
+    this.addSlot(stream.exportTarget!, undefined, undefined);
   }
 
   private addSlot(name: string, config: TargetConfig | undefined, target: ExportTarget | undefined): void {
@@ -296,10 +386,11 @@ export class ExportPipeline {
     let lane = this.lanes.get(key);
     if (lane === undefined) {
       const def = this.catalog.tables.get(stream);
-      const targetName = def?.exportTarget ?? '(dropped stream)';
+      const targetName = def?.exportTarget ?? droppedStreamSlot;
       if (!this.slots.has(targetName)) this.addSlot(targetName, undefined, undefined);
       const slot = this.slots.get(targetName)!;
-      lane = new Lane(stream, partition, def, def?.columns.length ?? 0, slot);
+      // Rows of a stream the catalog lacks are read with the columns they were stored with.
+      lane = new Lane(stream, partition, def, def?.columns.length ?? this.store.shape(stream)?.length ?? 0, slot);
       slot.lanes.push(lane);
       this.lanes.set(key, lane);
     }
@@ -339,9 +430,6 @@ export class ExportPipeline {
     for (const lane of this.lanes.values()) {
       const inflight = this.store.inflight(lane.stream, lane.partition);
       if (inflight > lane.acked) lane.inflight = Math.min(inflight, lane.stored);
-      if (lane.def === undefined && lane.rowsPending > 0) {
-        this.logger?.warn({ stream: lane.stream, partition: lane.partition, rows: lane.rowsPending }, `the export buffer holds ${lane.rowsPending} rows of stream ${lane.stream}, which the schema no longer has; they are kept, not delivered`);
-      }
       lane.lingerSince = Date.now();
       this.checkFull(lane);
     }
@@ -570,11 +658,27 @@ export class ExportPipeline {
     slot.deliveries++;
     slot.rowsDelivered += last - lane.acked;
     slot.lastError = null;
-    lane.acked = last;
     lane.inflight = 0;
     lane.lingerSince = Date.now();
-    void this.store.putAcked(lane.stream, lane.partition, last);
     void this.store.removeInflight(lane.stream, lane.partition);
+    this.release(lane, last);
+  }
+
+  /**
+   * A target acknowledged the rows of the delivery under way up to `sequence` (ExportBatch.
+   * acknowledged: one Kafka request of several): stored like a whole delivery's acknowledgement,
+   * so a retry, also after a restart, sends only what follows. The delivery keeps its range.
+   */
+  private acknowledgedPart(lane: Lane, last: number, sequence: number): void {
+    if (lane.inflight !== last || sequence <= lane.acked || sequence >= last) return;
+    lane.slot.rowsDelivered += sequence - lane.acked;
+    this.release(lane, sequence);
+  }
+
+  /** Rows up to `last` are acknowledged: stores the position and drops the chunks it covers. */
+  private release(lane: Lane, last: number): void {
+    lane.acked = last;
+    void this.store.putAcked(lane.stream, lane.partition, last);
     while (lane.head < lane.chunks.length) {
       const chunk = lane.chunks[lane.head];
       if (chunk.first + chunk.count - 1 > last) break;
@@ -607,7 +711,7 @@ export class ExportPipeline {
       rows += count;
     }
     assert(rows === last - from + 1, 'a delivery covers its range without gaps');
-    return new StoredBatch(lane.stream, lane.partition, visible(lane.def!), from, lane.width, chunks);
+    return new StoredBatch(lane.stream, lane.partition, visible(lane.def!), from, lane.width, chunks, (sequence) => this.acknowledgedPart(lane, last, sequence));
   }
 
   // --- backpressure ---------------------------------------------------------------------------
@@ -757,28 +861,65 @@ function laneKey(stream: string, partition: number): string {
   return `${stream}\u0000${partition}`;
 }
 
+/** Where lanes of streams the catalog lacks are counted (statistics) until a version brings them back. */
+const droppedStreamSlot = '(dropped stream)';
+
+/** The streams of `catalog` that export to a target. */
+function exportedStreams(catalog: Catalog): TableDef[] {
+  return [...catalog.tables.values()].filter((table) => table.kind === 'stream' && table.exportTarget !== undefined);
+}
+
+/** With no target configured, every target a stream names is a JSON Lines file target under `<data>/export/files`. */
+function defaultTarget(name: string, exportDir: string): TargetConfig {
+  return { name, type: 'file', format: 'jsonl', path: path.join(exportDir, 'files', name) };
+}
+
+function buildTarget(config: TargetConfig, context: TargetContext): ExportTarget {
+  const factory = targetFactory(config.type);
+  if (factory === undefined) throw new SluiceError(ErrorCode.EXPORT_CONFIG, `target ${config.name}: type ${config.type} is not available in this build`, { object: config.name });
+  return factory(config, context);
+}
+
+/** Tells a target of a stream added after its creation; its refusal names the stream. */
+function addStreamTo(target: ExportTarget | undefined, stream: TableDef): void {
+  try {
+    target?.addStream?.(stream);
+  } catch (error) {
+    if (!(error instanceof SluiceError)) throw error;
+    throw new SluiceError(error.code, `stream ${stream.name} cannot export to target ${stream.exportTarget}: ${error.summary}`, { ...error.details, object: stream.name });
+  }
+}
+
 /**
  * Stored chunks are flat values read with the stream's current column count, so rows stored
- * under other columns must not be read after a schema change: refuse to start while any are
- * pending (they drain under the old schema first), else record the new columns. A buffer from
- * before shapes were recorded is taken to match, as it always was.
+ * under other columns must not be read after a schema change: refuse while any are pending (they
+ * drain under the old schema first). A buffer from before shapes were recorded is taken to
+ * match, as it always was.
  */
-function checkStreamShapes(store: ExportStore, streams: readonly TableDef[]): void {
-  for (const stream of streams) {
-    const columns = stream.columns.map((column) => `${column.name} ${typeToString(column.type)}`);
-    const stored = store.shape(stream.name);
-    if (stored !== undefined && stored.join(', ') === columns.join(', ')) continue;
-    const pending = stored === undefined ? 0 : store.rowsPending(stream.name, stored.length);
-    if (pending > 0) {
-      throw new SluiceError(
-        ErrorCode.EXPORT_CONFIG,
-        `stream ${stream.name} changed while its export buffer holds ${pending} undelivered rows written with its old columns (${stored!.join(', ')}); its columns are now (${columns.join(', ')}). ` +
-          `Start once more with the old schema and let target ${stream.exportTarget} take those rows (@Statistics exports[].rowsPending reaches 0), then change the schema`,
-        { object: stream.name },
-      );
-    }
-    void store.putShape(stream.name, columns);
-  }
+function shapeConflict(store: ExportStore, stream: TableDef): SluiceError | undefined {
+  const columns = columnsOf(stream);
+  const stored = store.shape(stream.name);
+  if (stored === undefined || stored.join(', ') === columns.join(', ')) return undefined;
+  const pending = store.rowsPending(stream.name, stored.length);
+  if (pending === 0) return undefined;
+  return new SluiceError(
+    ErrorCode.EXPORT_CONFIG,
+    `stream ${stream.name} changed while its export buffer holds ${pending} undelivered rows written with its old columns (${stored.join(', ')}); its columns are now (${columns.join(', ')}). ` +
+      `Start once more with the old schema and let target ${stream.exportTarget} take those rows (@Statistics exports[].rowsPending reaches 0), then change the schema`,
+    { object: stream.name },
+  );
+}
+
+/** Throws shapeConflict's refusal, else records the columns the stream's rows are stored with. */
+function recordShape(store: ExportStore, stream: TableDef): void {
+  const conflict = shapeConflict(store, stream);
+  if (conflict !== undefined) throw conflict;
+  const columns = columnsOf(stream);
+  if (store.shape(stream.name)?.join(', ') !== columns.join(', ')) void store.putShape(stream.name, columns);
+}
+
+function columnsOf(stream: TableDef): string[] {
+  return stream.columns.map((column) => `${column.name} ${typeToString(column.type)}`);
 }
 
 function isParsed(config: unknown): config is ExportsConfig {
@@ -792,14 +933,16 @@ class StoredBatch implements ExportBatch {
   readonly columns: readonly ColumnDef[];
   readonly firstSequence: number;
   readonly encoded: { readonly width: number; readonly chunks: readonly EncodedRows[] };
+  readonly acknowledged: (lastSequence: number) => void;
   private decoded: { rows: Value[][]; commitTimestamps: number[] } | undefined;
 
-  constructor(stream: string, partition: number, columns: readonly ColumnDef[], firstSequence: number, width: number, chunks: EncodedRows[]) {
+  constructor(stream: string, partition: number, columns: readonly ColumnDef[], firstSequence: number, width: number, chunks: EncodedRows[], acknowledged: (lastSequence: number) => void) {
     this.stream = stream;
     this.partition = partition;
     this.columns = columns;
     this.firstSequence = firstSequence;
     this.encoded = { width, chunks };
+    this.acknowledged = acknowledged;
   }
 
   get rows(): readonly (readonly Value[])[] {

@@ -14,8 +14,12 @@ export interface TargetContext {
   readonly logger: Logger | undefined;
 }
 
-/** Checks the config (throwing EXPORT_CONFIG errors that name the setting) and builds the target. */
-export type TargetFactory = (config: TargetConfig, context: TargetContext) => ExportTarget | Promise<ExportTarget>;
+/**
+ * Checks the config (throwing EXPORT_CONFIG errors that name the setting) and builds the target,
+ * synchronously: a version switch that adds a stream may build one (the default file target)
+ * between two transactions. Targets connect on first use.
+ */
+export type TargetFactory = (config: TargetConfig, context: TargetContext) => ExportTarget;
 
 const factories = new Map<string, TargetFactory>();
 

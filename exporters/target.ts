@@ -9,7 +9,7 @@
  * per-partition sequence number (dense, strictly increasing, deterministic under command-log
  * replay), so a target that can store them (PostgreSQL, a file name) makes delivery idempotent.
  */
-import type { ColumnDef } from '../engine/catalog/schema.ts';
+import type { ColumnDef, TableDef } from '../engine/catalog/schema.ts';
 import type { Value } from '../engine/types.ts';
 
 /** Committed rows of one stream partition, in sequence order, with no gaps. */
@@ -33,6 +33,13 @@ export interface ExportBatch {
    * values per row (hidden columns last).
    */
   readonly encoded?: { readonly width: number; readonly chunks: readonly EncodedRows[] };
+  /**
+   * Optional, for targets that send a batch in several requests (Kafka): the target holds every
+   * row up to `lastSequence`, a part of the batch. The pipeline stores it as the acknowledged
+   * position at once, so a retry, also after a restart, starts after it. Targets that name or
+   * store what they write by the batch's range (file, PostgreSQL) do not call it.
+   */
+  acknowledged?(lastSequence: number): void;
 }
 
 /** Rows `skip … skip+count-1` of one encoded chunk (engine/storage/stream-chunk.ts). */
@@ -91,6 +98,14 @@ export interface ExportTarget {
    * redelivered row may be a copy (MQTT, HTTP).
    */
   readonly duplicatesPossible?: number;
+  /**
+   * Optional; targets with settings that depend on a stream's columns implement it (a file target's
+   * `dayColumn`, Kafka's `key`, an MQTT topic template). A live update adds `stream`, which exports
+   * here: throws EXPORT_CONFIG naming the setting when the stream does not fit it; otherwise the
+   * target takes the stream as if it had been there at creation. Idempotent (the pipeline checks
+   * before the switch and adopts at it).
+   */
+  addStream?(stream: TableDef): void;
   /** Flushes what it holds (a file being rolled) and releases connections. */
   close(): Promise<void>;
 }

@@ -285,7 +285,7 @@ describe('subscription hub', () => {
   }
 
   it('cuts off a subscriber whose connection has too much unsent data, naming its position', () => {
-    const hub = new SubscriptionHub(catalog, 1, { bufferedBytesMax: 1000 });
+    const hub = new SubscriptionHub({ catalog }, 1, { bufferedBytesMax: 1000 });
     const slow = sink(5000);
     hub.subscribe(slow, 1, 'meter_alerts');
     hub.publish('meter_alerts', 0, 1, rowsFor(1, 1, 2));
@@ -294,7 +294,7 @@ describe('subscription hub', () => {
   });
 
   it('keeps only the last retainRowsMax rows per partition and replays from any of them', async () => {
-    const hub = new SubscriptionHub(catalog, 2, { retainRowsMax: 10 });
+    const hub = new SubscriptionHub({ catalog }, 2, { retainRowsMax: 10 });
     hub.publish('meter_alerts', 0, 1, rowsFor(1, 1, 5));
     expect(hub.wants('meter_alerts')).toBe(false); // Nobody subscribed yet: nothing kept.
     hub.subscribe(sink(), 9, 'meter_alerts');

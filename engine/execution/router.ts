@@ -110,10 +110,20 @@ export interface RouterOptions {
   log?: InvocationLog;
   /** A partition worker died (a broken invariant): the router refuses work from then on. */
   onFatal?: (error: Error) => void;
-  /** Streams whose committed rows go to `onStreamRows` (the export pipeline); see worker.ts. */
-  exportStreams?: readonly string[];
+  /**
+   * The partitions send every stream's committed rows (those of streams a live update adds too)
+   * to `onStreamRows`: the export pipeline and subscriptions; see worker.ts.
+   */
+  sendStreamRows?: boolean;
   /** Receives each worker batch's committed stream rows (storage/stream.ts takeCommitted chunks). */
   onStreamRows?: (partition: number, chunks: unknown[]) => void;
+  /**
+   * Told the new catalog at every version switch (a live update, or its replay in recovery) once
+   * the router has adopted it, before any row of a stream it adds arrives: the export pipeline
+   * follows the router's catalog. Throwing fails the switch's caller after the switch happened;
+   * a live update checks beforehand what could throw here (docs/live-update.md).
+   */
+  onVersionSwitched?: (catalog: Catalog) => void;
   /** Calls sent to a partition and not yet answered before further ones wait in the router. */
   callsSentMax?: number;
   /** A transaction running longer than this (ms) is logged and counted; default 1000. */
@@ -195,6 +205,7 @@ export class Router {
   private readonly log: InvocationLog | undefined;
   private readonly onFatal: (error: Error) => void;
   private readonly onStreamRows: ((partition: number, chunks: unknown[]) => void) | undefined;
+  private readonly onVersionSwitched: ((catalog: Catalog) => void) | undefined;
   private readonly exportHolds: (ExportHold | undefined)[];
   /** Per partition, calls waiting to be sequenced, in arrival order from `parkedHead`. */
   private readonly parked: ParkedCall[][];
@@ -266,6 +277,7 @@ export class Router {
     this.heldHead = new Array<number>(options.partitions + 1).fill(0);
     this.onFatal = options.onFatal ?? (() => {});
     this.onStreamRows = options.onStreamRows;
+    this.onVersionSwitched = options.onVersionSwitched;
     this.exportHolds = new Array<ExportHold | undefined>(options.partitions).fill(undefined);
     this.parked = Array.from({ length: options.partitions }, () => []);
     this.parkedHead = new Array<number>(options.partitions).fill(0);
@@ -326,7 +338,7 @@ export class Router {
         resultsPort: undefined as unknown as MessagePort,
         snapshotPort: undefined as unknown as MessagePort,
         running: this.monitor.buffer,
-        exportStreams: options.exportStreams,
+        sendStreamRows: options.sendStreamRows,
       };
       const results = new MessageChannel();
       this.resultPorts.push(results.port1);
@@ -1182,6 +1194,8 @@ export class Router {
     if (replayed === undefined && this.log !== undefined) this.appendLog(transactionId, timestamp, -1, updateApplicationProcedure, [version.epoch]);
     this.remote.end(true);
     this.adoptVersion(version);
+    // Before the results are drained: they may already hold rows of a stream the version adds.
+    this.onVersionSwitched?.(this.catalog);
     this.drainResults();
     return transactionId;
   }

@@ -51,11 +51,11 @@ export interface WorkerData {
   /** Where this worker publishes the transaction it runs, for the router's monitor (monitor.ts). */
   running: SharedArrayBuffer;
   /**
-   * Streams whose committed rows go to the export pipeline after every batch (with the answers);
-   * the other streams' rows are dropped then. Undefined when the server has no export pipeline:
-   * rows then stay in the stream buffers.
+   * Every stream's committed rows (also of streams a live update adds) go to the main thread after
+   * every batch, with the answers: the export pipeline and subscriptions take them there. Unset,
+   * rows stay in the stream buffers.
    */
-  exportStreams?: readonly string[];
+  sendStreamRows?: boolean;
 }
 
 const planCacheMax = 1000;
@@ -83,7 +83,7 @@ const durability = new PartitionDurability(partition, data.snapshotPort, catalog
 
 /** Answers of the batch being run, reused across batches (postMessage copies it). */
 const results: unknown[] = [];
-const exportStreams = data.exportStreams === undefined ? undefined : new Set(data.exportStreams);
+const sendStreamRows = data.sendStreamRows === true;
 /** Committed stream rows since the last message (StreamBuffer.takeCommitted chunks), reused. */
 const exportRows: unknown[] = [];
 
@@ -151,15 +151,12 @@ function runBatch(batch: unknown[]): void {
 
 /** Moves committed stream rows into `exportRows`: they ride with the answers as slot -1. */
 function collectStreamRows(): void {
-  for (const stream of partition.allStreams()) {
-    if (exportStreams!.has(stream.def.name)) stream.takeCommitted(exportRows);
-    else stream.discardCommitted();
-  }
+  for (const stream of partition.allStreams()) stream.takeCommitted(exportRows);
   if (exportRows.length > 0) results.push(-1, exportRows, 0);
 }
 
 function flushResults(): void {
-  if (exportStreams !== undefined) collectStreamRows();
+  if (sendStreamRows) collectStreamRows();
   if (results.length === 0) return;
   try {
     resultsPort.postMessage(results);

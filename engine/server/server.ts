@@ -176,7 +176,7 @@ export async function startServer(options: ServerOptions): Promise<SluiceServer>
       logger,
       log: durability ?? options.log,
       onFatal: (error) => logger?.fatal({ err: error }, 'a partition failed; the server refuses further calls'),
-      ...streamRowsOptions(ddl, exports, () => hub),
+      ...streamRowsOptions(exports, () => hub),
     });
   } catch (error) {
     await exports?.close();
@@ -194,7 +194,7 @@ export async function startServer(options: ServerOptions): Promise<SluiceServer>
   }
   try {
     if (durability) server.recovery = recovery = await durability.recover(router, options.onRecoveryProgress);
-    const liveUpdates = (server.liveUpdates = new LiveUpdates({ router, startupProceduresDir: proceduresDir, durability, logger }));
+    const liveUpdates = (server.liveUpdates = new LiveUpdates({ router, startupProceduresDir: proceduresDir, durability, exports: exports?.pipeline, logger }));
     router.setSystemHandler('@UpdateApplication', (params) => liveUpdates.apply(params));
     // After replay: new rows continue past every sequence the export buffer holds.
     exports?.attach(router);
@@ -250,7 +250,7 @@ class Server implements SluiceServer {
 
   constructor(router: Router, options: ServerOptions, durability: ServerDurability | undefined, exports: ServerExports | undefined, authenticator: Authenticator | undefined, tls: TlsMaterial | undefined) {
     this.router = router;
-    this.subscriptions = new SubscriptionHub(router.catalog, router.partitionCount, { retainRowsMax: options.subscriptionRetainRowsMax });
+    this.subscriptions = new SubscriptionHub(router, router.partitionCount, { retainRowsMax: options.subscriptionRetainRowsMax });
     this.durability = durability;
     this.exports = exports;
     this.authenticator = authenticator;

@@ -23,6 +23,9 @@
  *
  * Everything runs on the main thread, between worker batches, so a subscription's catch-up
  * from retained rows and the live rows that follow can neither overlap nor leave a gap.
+ *
+ * The hub reads the catalog in force from its source (the router) at each use, so a stream a live
+ * update adds can be subscribed to from the switch on.
  */
 import type { ColumnDef, Catalog, TableDef } from '../catalog/schema.ts';
 import { ErrorCode, SluiceError, nearNames } from '../errors.ts';
@@ -133,17 +136,22 @@ interface Subscription {
   lastSentMs: number;
 }
 
+/** Whoever owns the catalog in force (the router, which switches it at live updates). */
+export interface CatalogSource {
+  readonly catalog: Catalog;
+}
+
 export class SubscriptionHub {
   readonly partitions: number;
   readonly retainRowsMax: number;
-  private readonly catalog: Catalog;
+  private readonly source: CatalogSource;
   private readonly bufferedBytesMax: number;
   private readonly tails = new Map<string, PartitionTail[]>();
   private readonly byStream = new Map<string, Set<Subscription>>();
   private readonly bySink = new Map<SubscriptionSink, Map<number, Subscription>>();
 
-  constructor(catalog: Catalog, partitions: number, options: { retainRowsMax?: number; bufferedBytesMax?: number } = {}) {
-    this.catalog = catalog;
+  constructor(source: CatalogSource, partitions: number, options: { retainRowsMax?: number; bufferedBytesMax?: number } = {}) {
+    this.source = source;
     this.partitions = partitions;
     this.retainRowsMax = options.retainRowsMax ?? subscriptionRetainRowsMax;
     this.bufferedBytesMax = options.bufferedBytesMax ?? subscriberBufferedBytesMax;
@@ -151,7 +159,7 @@ export class SubscriptionHub {
 
   /** Streams whose rows the hub needs from the workers: all of them. */
   get streamNames(): string[] {
-    return [...this.catalog.tables.values()].filter((def) => def.kind === 'stream').map((def) => def.name);
+    return [...this.source.catalog.tables.values()].filter((def) => def.kind === 'stream').map((def) => def.name);
   }
 
   /** Subscriptions open now (all connections). */
@@ -168,6 +176,11 @@ export class SubscriptionHub {
    */
   wants(stream: string): boolean {
     return this.tails.has(stream);
+  }
+
+  /** Values per row of `stream` as the partitions encode them (streams only grow live: never stale). */
+  valuesPerRow(stream: string): number {
+    return this.source.catalog.tables.get(stream)!.columns.length;
   }
 
   /**
@@ -193,7 +206,7 @@ export class SubscriptionHub {
   subscribe(sink: SubscriptionSink, id: number, streamName: unknown, options: SubscribeOptions = {}): SubscribedInfo {
     if (typeof streamName !== 'string' || streamName === '') throw new SluiceError(ErrorCode.UNKNOWN_TABLE, 'SUBSCRIBE names a stream: a non-empty string');
     const name = streamName.toLowerCase();
-    const stream = this.catalog.tables.get(name);
+    const stream = this.source.catalog.tables.get(name);
     if (stream === undefined || stream.kind !== 'stream') {
       const streams = this.streamNames;
       const what = stream === undefined ? 'no stream' : `a ${stream.kind}, not a stream`;
@@ -241,7 +254,7 @@ export class SubscriptionHub {
   private tailsOf(stream: string): PartitionTail[] | undefined {
     let tails = this.tails.get(stream);
     if (tails === undefined) {
-      const def = this.catalog.tables.get(stream);
+      const def = this.source.catalog.tables.get(stream);
       if (def === undefined || def.kind !== 'stream') return undefined;
       tails = Array.from({ length: this.partitions }, () => new PartitionTail(this.retainRowsMax));
       this.tails.set(stream, tails);
