@@ -102,7 +102,7 @@ describe('streams added by a live update', () => {
     const { exports } = await db.call('@Statistics');
     // The lanes restored before the replayed switch brought new_events back joined target lake.
     expect(exports).toHaveLength(1);
-    const after = exports[0];
+    const after = exports![0];
     expect(after).toMatchObject({ target: 'lake', rowsPending: 0, lastError: null });
     expect([...after.streams].sort()).toEqual(['new_events', 'old_events']);
   });
