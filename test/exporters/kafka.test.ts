@@ -2,13 +2,19 @@
  * The kafka export target against the real broker (SLUICE_TEST_KAFKA_BROKERS, test/services/
  * kafka.sh): a consumer group reads back what the target produced — count, keys (the partition
  * column), JSON values, sequence headers, order per key — and a target whose topic is not there
- * yet fails with a clear error and loses nothing once it is. Bad settings are refused by name.
+ * yet fails with a clear error and loses nothing once it is. Behind the export pipeline, every
+ * request the broker acknowledged is the stored position: a retry and a restart send only what
+ * follows it. Bad settings are refused by name.
  */
-import { Admin } from '@platformatic/kafka';
+import path from 'node:path';
+import { Admin, ConfigResourceTypes } from '@platformatic/kafka';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { applyDdl } from '../../engine/catalog/ddl.ts';
 import { ErrorCode, SluiceError } from '../../engine/errors.ts';
 import { KafkaTarget, kafkaSettings } from '../../exporters/kafka.ts';
+import { ExportPipeline } from '../../exporters/pipeline.ts';
+import { encodeStreamChunk } from '../../engine/storage/stream-chunk.ts';
+import { temporaryFolder } from './file-helpers.ts';
 import { kafkaBrokersVariable } from '../services/env.ts';
 import { alertRow, batchOf, consumeTopic, dedupe, deliverUntilAcknowledged, describeWithService, eventually, range, startTcpProxy, streamDef, uniqueName, type KafkaRecord } from './helpers.ts';
 
@@ -95,18 +101,39 @@ describeWithService(kafkaBrokersVariable, 'bash test/services/kafka.sh', 'kafka 
     expect(duplicates).toBe(records.length - 100);
   });
 
-  it('sends a redelivered range only from after what the broker acknowledged', async () => {
-    const name = await topic();
-    const alerts = target(name, { recordsPerSendMax: 20 });
-    await alerts.deliver(batchOf(def, 0, 1, range(1, 50).map((n) => alertRow(5, n))));
-    // The pipeline hands a range again after a failure; what the broker took is not repeated.
-    await alerts.deliver(batchOf(def, 0, 1, range(1, 80).map((n) => alertRow(5, n))));
-    await alerts.deliver(batchOf(def, 0, 31, range(31, 60).map((n) => alertRow(5, n))));
-    expect(alerts.produced).toBe(90);
-    expect(alerts.duplicatesPossible).toBe(0);
+  it('stores each acknowledged request as the delivered position: a retry and a restart resume after it, nothing twice', async () => {
+    // The topic refuses record batches over 8000 bytes and row 50 carries a longer note, so of
+    // the pipeline's batch 1…100 (requests of 20) the first two requests are acknowledged and the
+    // third (41…60) fails until the limit is raised.
+    const name = uniqueName('sluice-export');
+    topics.push(name);
+    await admin.createTopics({ topics: [name], partitions: 1, replicas: 1, configs: [{ name: 'max.message.bytes', value: '8000' }] });
+    const catalog = applyDdl('CREATE STREAM events PARTITION ON COLUMN id EXPORT TO TARGET bus (id BIGINT NOT NULL, note VARCHAR(20000));');
+    const exportDir = path.join(temporaryFolder(), 'export');
+    const config = { targets: [{ name: 'bus', type: 'kafka', brokers, topic: name, recordsPerSendMax: 20, batchRowsMax: 100, retriesMax: 2, retryDelayMs: 10, requestTimeoutMs: 5000, backoffMsMin: 50, backoffMsMax: 200 }] };
+    const open = (): Promise<ExportPipeline> => ExportPipeline.open({ exportDir, catalog, partitions: 1, config });
+    let pipeline = await open();
+    const values: unknown[] = [];
+    for (let id = 1; id <= 100; id++) values.push(id, id === 50 ? 'x'.repeat(10_000) : `note ${id}`);
+    const committedAt = Date.UTC(2026, 10, 22, 12, 0, 0);
+    pipeline.accept(0, ['events', 1, 100, committedAt, encodeStreamChunk(committedAt, values)]);
+    expect(await eventually(() => pipeline.statistics()[0].failures >= 2, 30_000)).toBe(true);
+    // Every retry sent 41…100 only, and the position survives the restart.
+    const failing = pipeline.statistics()[0];
+    expect(failing).toMatchObject({ rowsDelivered: 40, rowsPending: 60 });
+    expect(failing.rowsRedelivered % 60 === 0 && failing.rowsRedelivered > 0, `${failing.rowsRedelivered} rows redelivered`).toBe(true);
+    await pipeline.close();
+
+    await admin.alterConfigs({ resources: [{ resourceType: ConfigResourceTypes.TOPIC, resourceName: name, configs: [{ name: 'max.message.bytes', value: '1048588' }] }] });
+    pipeline = await open();
+    cleanup.push(() => pipeline.close());
+    expect(pipeline.statistics()[0].rowsPending).toBe(60);
+    expect(await pipeline.idle(30_000)).toBe(true);
+    expect(pipeline.statistics()[0]).toMatchObject({ rowsDelivered: 60, rowsPending: 0, duplicatesPossible: 0 });
     const records = await consume(name);
-    expect(await eventually(() => records.length >= 90, 30_000), `consumed ${records.length} of 90`).toBe(true);
-    expect(records.map((r) => r.sequence)).toEqual(range(1, 90));
+    expect(await eventually(() => records.length >= 100, 30_000), `consumed ${records.length} of 100`).toBe(true);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(records.map((r) => r.sequence)).toEqual(range(1, 100));
   });
 
   it('fails clearly when no broker answers', async () => {
