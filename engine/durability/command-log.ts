@@ -30,7 +30,8 @@ import path from 'node:path';
 import { open, type RootDatabase } from 'lmdb';
 import { assert, VERIFY } from '../assert.ts';
 import type { Value } from '../types.ts';
-import { DurabilityErrorCode, decodeFrame, durabilityError, durableLmdbOptions, encodeFrame, frameDamage } from './framing.ts';
+import { DurabilityErrorCode, decodeFrame, decodePayload, durabilityError, durableLmdbOptions, encodeFrame, frameDamage } from './framing.ts';
+import { GroupEncoder, groupFrameVersion, groupRecordSpans } from './group-frame.ts';
 import type { SluiceError } from '../errors.ts';
 
 export type DurabilityMode = 'sync' | 'async' | 'off';
@@ -132,11 +133,6 @@ interface OpenSegment extends Segment {
   bytes: number;
 }
 
-interface Pending {
-  key: number;
-  frame: Buffer;
-}
-
 interface Deferred {
   promise: Promise<void>;
   resolve: () => void;
@@ -159,7 +155,10 @@ export class CommandLog {
   private older: Segment[];
   /** Older segments still flushing their last groups before their file is closed. */
   private readonly retiring = new Map<string, Promise<void>>();
-  private pending: Pending[] = [];
+  /** The group being built: every record appended since the last write, encoded (group-frame.ts). */
+  private readonly group = new GroupEncoder();
+  private groupFirstId = 0;
+  private groupLastId = 0;
   /** Settles when the current (unwritten) group is durable per the mode; sync mode only. */
   private groupDone: Deferred | undefined;
   private timer: NodeJS.Timeout | undefined;
@@ -251,7 +250,7 @@ export class CommandLog {
         segments.pop();
         continue;
       }
-      const records = store.getKeysCount({ start: 1 });
+      const records = countRecords(store, 1);
       return new CommandLog(options, segments.slice(0, -1), { ...last, store, records, bytes: statSync(last.file).size });
     }
   }
@@ -280,28 +279,35 @@ export class CommandLog {
    * a log with a hole must not take more records.
    */
   append(record: InvocationRecord): Promise<void> {
+    return this.appendInvocation(record.transactionId, record.timestamp, record.partition, record.procedure, record.catalogVersion, record.parameters);
+  }
+
+  /** `append` without the record object: the server's path, once per call that may write. */
+  appendInvocation(transactionId: number, timestamp: number, partition: number, procedure: string, catalogVersion: number, parameters: readonly Value[]): Promise<void> {
     if (this.closed) throw durabilityError(DurabilityErrorCode.LOG_CLOSED, 'the command log is closed');
     if (this.failure) throw this.failure;
-    assert(record.transactionId > this.lastAppendedId, 'command-log transaction ids only grow');
+    assert(transactionId > this.lastAppendedId, 'command-log transaction ids only grow');
     // The router builds every record: checking its shape is a self-check, on in tests (VERIFY).
     if (VERIFY) {
-      const shape = recordShapeProblem(record);
+      const shape = recordShapeProblem({ transactionId, timestamp, partition, procedure, catalogVersion, parameters });
       assert(shape === undefined, `a command-log record is well formed (${shape})`);
     }
-    this.lastAppendedId = record.transactionId;
+    this.lastAppendedId = transactionId;
     if (this.mode === 'off') return resolved;
-    const frame = encodeFrame(encodeRecord(record));
-    this.pending.push({ key: record.transactionId, frame });
-    if (this.pending.length === 1) {
+    const group = this.group;
+    if (group.records === 0) {
+      this.groupFirstId = transactionId;
       const windowMs = this.mode === 'sync' ? this.groupCommitMs : this.asyncFlushMs;
       this.timer = setTimeout(() => this.commitGroup(), windowMs);
     }
+    group.add(transactionId, timestamp, partition, procedure, catalogVersion, parameters);
+    this.groupLastId = transactionId;
     let done: Promise<void> = resolved;
     if (this.mode === 'sync') {
       this.groupDone ??= deferred();
       done = this.groupDone.promise;
     }
-    if (this.pending.length >= this.groupRecordsMax) this.commitGroup();
+    if (group.records >= this.groupRecordsMax) this.commitGroup();
     return done;
   }
 
@@ -320,7 +326,7 @@ export class CommandLog {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     if (this.rolling !== undefined) return;
-    const first = this.pending[0]?.key;
+    const first = this.group.records > 0 ? this.groupFirstId : undefined;
     if (first !== undefined && (this.current.records >= this.segmentRecordsMax || this.current.bytes >= this.segmentBytesMax)) {
       const full = this.current.store;
       this.rolling = this.lastWrite
@@ -344,43 +350,36 @@ export class CommandLog {
         );
       return;
     }
-    const records = this.pending;
+    const count = this.group.records;
     const done = this.groupDone;
-    this.pending = [];
     this.groupDone = undefined;
-    if (records.length === 0) {
+    if (count === 0) {
       done?.resolve();
       return;
     }
-    let write: Promise<boolean> | undefined;
-    const lastId = records[records.length - 1].key;
+    const lastId = this.groupLastId;
+    const value = this.group.take();
     const segment = this.current;
+    let write: Promise<boolean>;
     try {
-      if (this.failWriteAtRecord > 0 && this.stats.records + records.length >= this.failWriteAtRecord) {
+      if (this.failWriteAtRecord > 0 && this.stats.records + count >= this.failWriteAtRecord) {
         throw Object.assign(new Error('ENOSPC: no space left on device (injected by failWriteAtRecord)'), { code: 'ENOSPC' });
       }
-      for (let i = 0; i < records.length; i++) {
-        const { key, frame } = records[i];
-        // The frame was encoded and checksummed in `append` moments ago; a second CRC pass on the
-        // sequencing thread before every write is a self-check, on in tests (VERIFY).
-        if (VERIFY) {
-          const damage = frameDamage(frame);
-          assert(damage === undefined, `a command-log frame is whole before it is written (${damage})`);
-          assert(decodeRecord(decodeFrame(frame), key).record !== undefined, 'a command-log frame decodes to its record');
-        }
-        write = segment.store.put(key, frame);
-        segment.bytes += frame.length;
-        this.stats.bytes += frame.length;
-      }
+      // The records were encoded and checksummed in `append` moments ago; reading the group back
+      // on the sequencing thread before every write is a self-check, on in tests (VERIFY).
+      if (VERIFY) this.verifyGroup(value, lastId, count);
+      write = segment.store.put(lastId, value);
+      segment.bytes += value.length;
+      this.stats.bytes += value.length;
     } catch (error) {
       this.fail(error, done);
       return;
     }
-    segment.records += records.length;
+    segment.records += count;
     this.lastWrittenId = lastId;
-    this.stats.records += records.length;
+    this.stats.records += count;
     this.stats.groups++;
-    const commit = write!;
+    const commit = write;
     const flushed = (commit as Promise<boolean> & { flushed?: Promise<void> }).flushed;
     assert(flushed !== undefined, 'lmdb was opened with separateFlushed, so a write promise carries flushed');
     const durable = this.mode === 'sync' ? commit.then(() => flushed) : commit;
@@ -391,6 +390,19 @@ export class CommandLog {
       },
       (error: unknown) => this.fail(error, done),
     );
+  }
+
+  /** Reads a group back as recovery would: every record whole, well formed, in order, the last one under `lastId`. */
+  private verifyGroup(value: Buffer, lastId: number, count: number): void {
+    let previous = this.lastWrittenId;
+    let seen = 0;
+    for (const entry of valueRecords(value, lastId)) {
+      assert(entry.record !== undefined, `a command-log group is whole before it is written (${entry.problem})`);
+      assert(entry.record.transactionId > previous, 'a command-log group holds ids above every id written before it');
+      previous = entry.record.transactionId;
+      seen++;
+    }
+    assert(seen === count, 'a command-log group holds every record appended to it');
   }
 
   /**
@@ -424,7 +436,7 @@ export class CommandLog {
     // Appends already waiting on a later group are rejected too: their records follow a hole.
     this.groupDone?.reject(this.failure);
     this.groupDone = undefined;
-    this.pending = [];
+    this.group.clear();
     if (first) this.onFailure?.(this.failure);
   }
 
@@ -446,7 +458,7 @@ export class CommandLog {
    * Call it only while no appends are pending (at recovery, before the log takes records).
    */
   *read(fromTransactionId = 0, options: ReadOptions = {}): Generator<InvocationRecord> {
-    assert(this.pending.length === 0, 'the command log is read only while no appends are pending');
+    assert(this.group.records === 0, 'the command log is read only while no appends are pending');
     const from = Math.max(fromTransactionId, 1);
     const segments = this.segmentsFrom(from);
     let position = 0;
@@ -459,37 +471,48 @@ export class CommandLog {
       try {
         this.checkLink(segment, store, before, from);
         let positionInSegment = 0;
-        let torn: { key: number; problem: string } | undefined;
-        for (const { key, value } of store.getRange({ start: from })) {
-          position++;
-          positionInSegment++;
+        let torn: { key: number; problem: string; where: string; kept: Buffer | undefined; keptLastId: number } | undefined;
+        values: for (const { key, value } of store.getRange({ start: from })) {
           assert(typeof key !== 'number' || key > previousKey, 'LMDB returns command-log keys in increasing order');
-          const problem = typeof key !== 'number' || !Number.isSafeInteger(key) ? `key ${String(key)} is not a transaction id` : undefined;
-          const decoded = problem === undefined ? checkFrame(value, key) : { problem };
-          if (decoded.record !== undefined) {
-            previousKey = key;
-            yield decoded.record;
-            continue;
+          const keyProblem = typeof key !== 'number' || !Number.isSafeInteger(key) ? `key ${String(key)} is not a transaction id` : undefined;
+          const entries: Iterable<RecordEntry> = keyProblem === undefined ? valueRecords(value, key) : [{ problem: keyProblem, index: 1, last: true, start: 0, previousId: undefined }];
+          for (const entry of entries) {
+            if (entry.record !== undefined && entry.record.transactionId < from) continue;
+            position++;
+            positionInSegment++;
+            if (entry.record !== undefined) {
+              previousKey = entry.record.transactionId;
+              yield entry.record;
+              continue;
+            }
+            // A group value holding several records names the damaged one by its place in it.
+            const where = entry.index === 1 && entry.last ? `key ${String(key)}` : `key ${String(key)}, record ${entry.index} of that group`;
+            if (isLast && entry.last && isLastKey(store, key)) {
+              // Only records before the torn one stay: a prefix of a group value is a group value.
+              const kept = entry.start > 1 ? Buffer.from((value as Uint8Array).subarray(0, entry.start)) : undefined;
+              torn = { key, problem: entry.problem!, where, kept, keptLastId: entry.previousId ?? 0 };
+              break values;
+            }
+            throw durabilityError(
+              DurabilityErrorCode.LOG_CORRUPT,
+              `command log ${segment.file} is damaged at record ${positionInSegment} of that segment, record ${position} from transaction ${fromTransactionId} ` +
+                `(${where}, after transaction ${previousKey === -Infinity ? 'none' : previousKey}): ${entry.problem}; ` +
+                (isLast ? 'good records follow it' : 'it is in an older segment, and newer segments follow') +
+                ', so this is not a torn write; recovery stops rather than skip a transaction',
+              { object: `${segment.file}#${String(key)}` },
+            );
           }
-          if (isLast && isLastKey(store, key)) {
-            torn = { key, problem: decoded.problem! };
-            break;
-          }
-          throw durabilityError(
-            DurabilityErrorCode.LOG_CORRUPT,
-            `command log ${segment.file} is damaged at record ${positionInSegment} of that segment, record ${position} from transaction ${fromTransactionId} ` +
-              `(key ${String(key)}, after transaction ${previousKey === -Infinity ? 'none' : previousKey}): ${decoded.problem}; ` +
-              (isLast ? 'good records follow it' : 'it is in an older segment, and newer segments follow') +
-              ', so this is not a torn write; recovery stops rather than skip a transaction',
-            { object: `${segment.file}#${String(key)}` },
-          );
         }
         if (torn) {
-          store.removeSync(torn.key);
-          if (this.lastAppendedId === torn.key) this.lastAppendedId = lastRecordKey(store) ?? segment.first - 1;
+          const { key, kept, keptLastId } = torn;
+          store.transactionSync(() => {
+            store.removeSync(key);
+            if (kept !== undefined) store.putSync(keptLastId, kept);
+          });
+          if (this.lastAppendedId === key) this.lastAppendedId = lastRecordKey(store) ?? segment.first - 1;
           this.lastWrittenId = this.lastAppendedId;
           options.onTornTail?.(
-            `command log ${segment.file}: the last record (key ${torn.key}, record ${position} from transaction ${fromTransactionId}) ` +
+            `command log ${segment.file}: the last record (${torn.where}, record ${position} from transaction ${fromTransactionId}) ` +
               `is torn (${torn.problem}), probably by a crash while it was written; it was removed`,
           );
           return;
@@ -507,12 +530,12 @@ export class CommandLog {
     let count = 0;
     for (const segment of this.segmentsFrom(from)) {
       if (segment === this.current) {
-        count += this.current.store.getKeysCount({ start: from });
+        count += countRecords(this.current.store, from);
         continue;
       }
       const store = openSegmentStore(segment.file);
       try {
-        count += store.getKeysCount({ start: from });
+        count += countRecords(store, from);
       } finally {
         void store.close();
       }
@@ -670,9 +693,79 @@ function lastRecordKey(store: RootDatabase<Buffer, number>): number | undefined 
   return undefined;
 }
 
-/** The record as a msgpack array: positional, so a record costs no field names on disk. */
-function encodeRecord(record: InvocationRecord): unknown[] {
-  return [record.transactionId, record.timestamp, record.partition, record.procedure, record.catalogVersion, record.parameters];
+/**
+ * One record read from a log value, or why it cannot be read: `index` is its place in the value
+ * (from 1), `last` whether nothing follows it there, `start` its offset (the bytes before it are
+ * the whole records in front of it) and `previousId` the id of the record before it in the value.
+ */
+interface RecordEntry {
+  record?: InvocationRecord;
+  problem?: string;
+  index: number;
+  last: boolean;
+  start: number;
+  previousId: number | undefined;
+}
+
+/**
+ * The records of one LMDB value under `key`, each checked (CRC, decode, shape, ids): a group value
+ * (format 2, group-frame.ts) holds records with growing ids, the last one `key`; a format 1 frame
+ * holds the one record `key`. Ends after the first damaged record.
+ */
+function* valueRecords(value: Uint8Array | undefined, key: number): Generator<RecordEntry> {
+  if (value === undefined || value.length === 0 || value[0] !== groupFrameVersion) {
+    const checked = checkFrame(value, key);
+    yield { ...checked, index: 1, last: true, start: 0, previousId: undefined };
+    return;
+  }
+  let index = 0;
+  let previousId: number | undefined;
+  for (const span of groupRecordSpans(value)) {
+    index++;
+    let checked: { record?: InvocationRecord; problem?: string } = { problem: span.damage };
+    if (span.damage === undefined) {
+      try {
+        checked = decodeRecord(decodePayload(value, span.payloadStart, span.end), key, span.last, previousId);
+      } catch (error) {
+        checked = { problem: `msgpack cannot decode it (${(error as Error).message})` };
+      }
+    }
+    yield { ...checked, index, last: span.last, start: span.start, previousId };
+    if (checked.record === undefined) return;
+    previousId = checked.record.transactionId;
+  }
+}
+
+/**
+ * How many records with ids from `from` on a segment holds (for progress bars and the segment's
+ * record count). Walks the group values' lengths without checking CRCs; only the first value can
+ * hold ids below `from`, so only its records are decoded.
+ */
+function countRecords(store: RootDatabase<Buffer, number>, from: number): number {
+  let count = 0;
+  let first = true;
+  for (const { value } of store.getRange({ start: from })) {
+    if (value === undefined || value.length === 0 || value[0] !== groupFrameVersion) {
+      count++;
+    } else {
+      for (const span of groupRecordSpans(value, false)) {
+        if (first && from > 1 && span.damage === undefined && firstFieldOf(value, span.payloadStart, span.end) < from) continue;
+        count++;
+      }
+    }
+    first = false;
+  }
+  return count;
+}
+
+/** The transaction id (first field) of a record payload; Infinity when it cannot be decoded (counted, and reported by `read`). */
+function firstFieldOf(value: Uint8Array, start: number, end: number): number {
+  try {
+    const decoded = decodePayload(value, start, end);
+    return Array.isArray(decoded) && typeof decoded[0] === 'number' ? decoded[0] : Infinity;
+  } catch {
+    return Infinity;
+  }
 }
 
 function checkFrame(frame: Uint8Array | undefined, key: number): { record?: InvocationRecord; problem?: string } {
@@ -684,16 +777,22 @@ function checkFrame(frame: Uint8Array | undefined, key: number): { record?: Invo
   } catch (error) {
     return { problem: `msgpack cannot decode it (${(error as Error).message})` };
   }
-  return decodeRecord(value, key);
+  return decodeRecord(value, key, true, undefined);
 }
 
-function decodeRecord(value: unknown, key: number): { record?: InvocationRecord; problem?: string } {
+/**
+ * Checks a decoded payload: six fields of the right types; the last record of a value holds the
+ * value's key as its id, an earlier one an id below it and above the record before it.
+ */
+function decodeRecord(value: unknown, key: number, last: boolean, previousId: number | undefined): { record?: InvocationRecord; problem?: string } {
   if (!Array.isArray(value) || value.length !== 6) return { problem: 'it is not a 6-field record' };
   const [transactionId, timestamp, partition, procedure, catalogVersion, parameters] = value;
   const record = { transactionId, timestamp, partition, procedure, catalogVersion, parameters } as InvocationRecord;
   const problem = recordShapeProblem(record);
   if (problem !== undefined) return { problem };
-  if (transactionId !== key) return { problem: `it holds transaction ${transactionId} under key ${key}` };
+  if (last && transactionId !== key) return { problem: `it holds transaction ${transactionId} under key ${key}` };
+  if (!last && transactionId >= key) return { problem: `it holds transaction ${transactionId} before the group's last one, ${key}` };
+  if (previousId !== undefined && transactionId <= previousId) return { problem: `it holds transaction ${transactionId} after transaction ${previousId} in the same group` };
   return { record };
 }
 

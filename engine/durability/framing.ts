@@ -96,7 +96,12 @@ export function frameChecksum(frame: Uint8Array): number {
 
 /** Decodes a frame that frameDamage has accepted. A msgpack error here means damage the CRC missed. */
 export function decodeFrame(frame: Uint8Array): unknown {
-  return codec.unpack(Buffer.from(frame.buffer, frame.byteOffset + frameHeaderBytes, frame.length - frameHeaderBytes));
+  return decodePayload(frame, frameHeaderBytes, frame.length);
+}
+
+/** Decodes the msgpack payload at `bytes[start, end)` (a checked record of a command-log group, group-frame.ts). */
+export function decodePayload(bytes: Uint8Array, start: number, end: number): unknown {
+  return codec.unpack(Buffer.from(bytes.buffer, bytes.byteOffset + start, end - start));
 }
 
 export function hex(value: number): string {

@@ -171,8 +171,11 @@ export class ServerDurability implements InvocationLog {
 
   /** InvocationLog: the router calls it for every transaction that may write, in order. */
   append(transactionId: number, timestamp: number, partition: number, procedure: string, params: readonly Value[]): void {
-    this.lastWrite = this.log.append({ transactionId, timestamp, partition, procedure, parameters: params, catalogVersion: this.epoch });
-    this.lastWrite.catch(() => undefined);
+    const write = this.log.appendInvocation(transactionId, timestamp, partition, procedure, this.epoch, params);
+    // Appends of one group share its promise: one rejection handler per group, not per call.
+    if (write === this.lastWrite) return;
+    this.lastWrite = write;
+    write.catch(() => undefined);
   }
 
   /** InvocationLog: records from here on (the switch's own first) carry the new version. */

@@ -14,6 +14,7 @@ import { open } from 'lmdb';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { CommandLog, segmentFileName, type CommandLogOptions, type DurabilityMode, type InvocationRecord } from '../../engine/durability/command-log.ts';
 import { DurabilityErrorCode, encodeFrame } from '../../engine/durability/framing.ts';
+import { groupRecordSpans, type GroupRecordSpan } from '../../engine/durability/group-frame.ts';
 import { SluiceError } from '../../engine/errors.ts';
 
 const folders: string[] = [];
@@ -121,19 +122,25 @@ describe('command log', () => {
   it('resolves a sync append only after its commit is flushed to disk', async () => {
     const log = await openLog(tempLogPath(), 'sync');
     const events: string[] = [];
-    // Observe the real LMDB flush promise of each write (a spy around the real store).
+    const keys: number[] = [];
+    // Observe the real LMDB flush promise of each write (a spy around the real store). A group is
+    // one write, keyed by its last transaction id.
     const store = log.store;
     const put = store.put.bind(store);
     store.put = ((key: number, value: Buffer) => {
+      keys.push(key);
       const commit = put(key, value) as Promise<boolean> & { flushed: Promise<void> };
       void commit.then(() => events.push(`committed ${key}`));
       void commit.flushed.then(() => events.push(`flushed ${key}`));
       return commit;
     }) as typeof store.put;
     await Promise.all([1, 2, 3].map((id) => log.append(record(id)).then(() => events.push(`acknowledged ${id}`))));
-    for (const id of [1, 2, 3]) {
-      expect(events).toContain(`flushed ${id}`);
-      expect(events.indexOf(`flushed ${id}`)).toBeLessThan(events.indexOf(`acknowledged ${id}`));
+    await log.append(record(4)).then(() => events.push('acknowledged 4'));
+    expect(keys).toEqual([3, 4]);
+    for (const id of [1, 2, 3, 4]) {
+      const holder = keys.find((key) => key >= id)!;
+      expect(events).toContain(`flushed ${holder}`);
+      expect(events.indexOf(`flushed ${holder}`)).toBeLessThan(events.indexOf(`acknowledged ${id}`));
     }
   });
 
@@ -211,6 +218,37 @@ describe('command log', () => {
     await raw.close();
     const reopened = await openLog(logPath, 'sync');
     expect(() => [...reopened.read()]).toThrow(/key 2.*holds transaction 7 under key 2/);
+  });
+
+  it('trims a torn last record inside a group and keeps the group\'s earlier records; damage before it is in the middle', async () => {
+    const logPath = tempLogPath();
+    const log = await openLog(logPath, 'sync', { groupCommitMs: 20 });
+    for (let id = 1; id <= 5; id++) await log.append(record(id));
+    // 6…10 share one window: one group value under key 10.
+    await Promise.all([6, 7, 8, 9, 10].map((id) => log.append(record(id))));
+    expect(log.stats.groups).toBe(6);
+    await closeLog(log);
+    const spans = await groupSpans(logPath, 10);
+    expect(spans).toHaveLength(5);
+
+    // A byte of record 7 (the group's second) flipped: good records follow it in the group.
+    await damageGroup(logPath, 10, spans[1].payloadStart + 1);
+    let reopened = await openLog(logPath, 'sync');
+    expect(() => [...reopened.read()]).toThrow(/record 7 from transaction 0 \(key 10, record 2 of that group, after transaction 6\): checksum mismatch.*not a torn write/);
+    expect(reopened.count()).toBe(10);
+    await closeLog(reopened);
+    await damageGroup(logPath, 10, spans[1].payloadStart + 1);
+
+    // The group's last record cut short (a torn write): records 6…9 stay, under key 9.
+    await damageGroup(logPath, 10, 'truncate');
+    reopened = await openLog(logPath, 'sync');
+    const warnings: string[] = [];
+    expect([...reopened.read(0, { onTornTail: (message) => warnings.push(message) })].map((entry) => entry.transactionId)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    expect(warnings).toEqual([expect.stringMatching(/the last record \(key 10, record 5 of that group, record 10 from transaction 0\) is torn \(cut short/)]);
+    expect(reopened.lastTransactionId).toBe(9);
+    expect(reopened.count(8)).toBe(2);
+    await reopened.append(record(10));
+    expect([...reopened.read(7)].map((entry) => entry.transactionId)).toEqual([7, 8, 9, 10]);
   });
 
   it('rolls to a new segment when one is full, and reads and counts across them after a reopen', async () => {
@@ -367,6 +405,26 @@ describe('command log', () => {
     expect(() => log.append(record(1))).toThrow(expect.objectContaining({ code: DurabilityErrorCode.LOG_CLOSED }));
   });
 });
+
+/** The records of the group value stored under `key` in the log's first segment. */
+async function groupSpans(folder: string, key: number): Promise<GroupRecordSpan[]> {
+  const raw = open<Buffer, number>({ path: segmentFiles(folder)[0], noSubdir: true, encoding: 'binary', overlappingSync: true });
+  const spans = [...groupRecordSpans(Buffer.from(raw.getBinary(key)!))];
+  await raw.close();
+  return spans;
+}
+
+/** Flips the byte at `offset` of the group value under `key` (again: back), or cuts its last 3 bytes. */
+async function damageGroup(folder: string, key: number, how: number | 'truncate'): Promise<void> {
+  const raw = open<Buffer, number>({ path: segmentFiles(folder)[0], noSubdir: true, encoding: 'binary', overlappingSync: true });
+  const value = Buffer.from(raw.getBinary(key)!);
+  if (how === 'truncate') await raw.put(key, value.subarray(0, value.length - 3));
+  else {
+    value[how] ^= 0xff;
+    await raw.put(key, value);
+  }
+  await raw.close();
+}
 
 /** Damages the stored frame of `key` with LMDB directly: cut it short, or flip a payload byte. */
 async function corrupt(folder: string, key: number, how: 'truncate' | 'flip'): Promise<void> {
