@@ -14,6 +14,7 @@ import { open } from 'lmdb';
 import { afterEach, describe, expect, it } from 'vitest';
 import { connect, type Client } from '../../client/index.ts';
 import { encodeFrame } from '../../engine/durability/framing.ts';
+import { groupRecordSpans } from '../../engine/durability/group-frame.ts';
 import { segmentFileName } from '../../engine/durability/command-log.ts';
 import { logFolder } from '../../engine/durability/recovery.ts';
 import { completeSnapshots, readSnapshot } from '../../engine/durability/snapshot.ts';
@@ -334,16 +335,18 @@ CREATE VIEW v_accounts_by_balance (balance, n) AS SELECT balance, COUNT(*) FROM 
     await load(client, 20);
     await stop(first, client);
     const log = open<Buffer, number>({ path: path.join(logFolder(data), segmentFileName(1)), noSubdir: true, encoding: 'binary', keyEncoding: 'ordered-binary', overlappingSync: true });
-    // Key 0 is the segment's link record; records start at 1.
-    const keys = [...log.getKeys({ start: 1 })];
-    const victim = keys[5];
-    const frame = Buffer.from(log.getBinary(victim)!);
-    frame[frame.length - 1] ^= 0xff;
-    await log.put(victim, frame);
+    // Key 0 is the segment's link record; records start at 1, grouped one value per group commit
+    // (keyed by the group's last id). The sixth record's last byte flipped: more records follow.
+    const records = [...log.getRange({ start: 1 })].flatMap(({ key, value }) => [...groupRecordSpans(value)].map((span) => ({ key, end: span.end })));
+    expect(records.length).toBeGreaterThan(6);
+    const victim = records[5];
+    const value = Buffer.from(log.getBinary(victim.key)!);
+    value[victim.end - 1] ^= 0xff;
+    await log.put(victim.key, value);
     await log.flushed;
     await log.close();
     const error = await rejection(start(options));
-    expect(error.message).toMatch(new RegExp(`damaged at record 6 .*key ${victim}.*checksum mismatch`));
+    expect(error.message).toMatch(new RegExp(`damaged at record 6 .*key ${victim.key}.*checksum mismatch`));
   });
 
   it('removes a torn last log record with a warning and starts', async () => {
