@@ -19,8 +19,11 @@
  *   `asyncFlushMs`, and LMDB flushes each commit in the background.
  * - off: resolves at once and writes nothing (the ids are still checked to grow).
  *
- * Each record is a frame (framing.ts): CRC32 + msgpack. The frame is checked when read back
- * (and, with VERIFY, also just before the write); `read` tells a torn last record (truncated, with a warning)
+ * Each group commit is one LMDB value under its last transaction id (group-frame.ts, format 2):
+ * the group's records, each with its own length, CRC32 and msgpack payload, so damage is still
+ * found record by record. Values of format 1 (one framing.ts frame per record, older versions)
+ * are read too. Records are checked when read back (and, with VERIFY, the whole group just before
+ * the write); `read` tells a torn last record (truncated, with a warning)
  * from damage in the middle (stops with LOG_CORRUPT naming the segment, transaction id and
  * position). Only the last record of the last segment can be a torn tail: damage in an older
  * segment is damage in the middle.
@@ -273,8 +276,8 @@ export class CommandLog {
   /**
    * Adds a record; the router calls it for every invocation, in execution order, with strictly
    * growing transaction ids. Resolves when the record is durable per the mode (see the header).
-   * Does O(parameters) work on the caller's thread: msgpack encoding and a CRC (and, with
-   * VERIFY, a shape check).
+   * Does O(parameters) work on the caller's thread: the record's msgpack and CRC, written into the
+   * group's buffer (and, with VERIFY, a shape check).
    * Throws LOG_CLOSED after close, and DURABILITY_FAILED once any earlier write has failed:
    * a log with a hole must not take more records.
    */
@@ -312,8 +315,8 @@ export class CommandLog {
   }
 
   /**
-   * Writes the pending group as one LMDB transaction and settles its appends (with VERIFY, each
-   * frame is checked again just before the write). In sync mode the appends
+   * Writes the pending group as one LMDB value in one transaction and settles its appends (with
+   * VERIFY, the group is read back just before the write). In sync mode the appends
    * resolve on the commit's flush promise, i.e. after the fsync, not on the commit, which with
    * overlappingSync only means "visible".
    *
