@@ -9,7 +9,7 @@
  * on helper threads counts), the median of `--repeat` runs after one warm-up, in ns per row. It
  * holds on a machine shared with other work, where wall-clock rates do not. Before and after in
  * one run: `baseline` is the encoder as it was before parquet-wasm (msgpackr rows → row arrays →
- * hyparquet-writer), kept here for the comparison.
+ * hyparquet-writer; CSV by csv-stringify), kept here for the comparison.
  *
  *   node bench/parquet-encode.ts [--rows 100000] [--chunk-rows 100] [--repeat 5]
  *
@@ -158,6 +158,19 @@ function baselineParquet(task: EncodeTask, columnData: ReturnType<typeof baselin
   return new Uint8Array(parquetWriteBuffer({ columnData: columnData.map(({ name, data }) => ({ name, data })), schema }));
 }
 
+/** CSV as it was written before: csv-stringify over rows of cell values. */
+function baselineCsv(task: EncodeTask): Uint8Array {
+  const rows = task.encoded!.chunks.flatMap((chunk) => decodeStreamRows(chunk.data, task.encoded!.width, chunk.skip, chunk.count));
+  const cells = rows.map((row) =>
+    row.map((value, c) => {
+      if (value === null) return null;
+      if (task.columns[c].type.name === 'TIMESTAMP') return new Date(value as number).toISOString();
+      return value instanceof Uint8Array ? Buffer.from(value).toString('hex') : value;
+    }),
+  );
+  return Buffer.from(stringify(cells, { header: true, columns: task.columns.map((column) => column.name) }));
+}
+
 const fmt = (n: number): string => n.toFixed(0).padStart(7);
 const report: Record<string, unknown> = {};
 console.log(`${rowsTotal.toLocaleString('en-US')} rows per file, chunks of ${chunkRows} rows; CPU ns per row (all threads), median of ${repeat}\n`);
@@ -193,10 +206,11 @@ for (const fixture of fixtures) {
     console.log(`| ${compression} | ${fmt(perRow[compression])} | ${compressions[compression].bytesPerRow.toFixed(1)} |`);
   }
   const text = measure([
+    ['csv before (csv-stringify)', () => baselineCsv(task)],
     ['csv', () => encode({ ...task, format: 'csv' })],
     ['jsonl', () => encode({ ...task, format: 'jsonl' })],
   ]);
-  console.log(`\nCSV whole task ${fmt(text.perRow.csv)} ns/row, JSON Lines ${fmt(text.perRow.jsonl)} ns/row\n`);
-  report[fixture.name] = { before: { ...baseline.perRow, total: baselineTotal }, after: { ...now.perRow, total: whole.perRow['whole task'] }, compressions, csv: text.perRow.csv, jsonl: text.perRow.jsonl };
+  console.log(`\nwhole task, ns/row: CSV ${fmt(text.perRow['csv before (csv-stringify)'])} before, ${fmt(text.perRow.csv)} after; JSON Lines ${fmt(text.perRow.jsonl)}\n`);
+  report[fixture.name] = { before: { ...baseline.perRow, total: baselineTotal }, after: { ...now.perRow, total: whole.perRow['whole task'] }, compressions, csvBefore: text.perRow['csv before (csv-stringify)'], csv: text.perRow.csv, jsonl: text.perRow.jsonl };
 }
 console.log(JSON.stringify({ workload: 'parquet-encode', rows: rowsTotal, chunkRows, repeat, ...report }));

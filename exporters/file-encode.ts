@@ -7,7 +7,6 @@
  */
 import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { stringify } from 'csv-stringify/sync';
 import { Binary, Bool, Decimal, Field, Float64, Int32, Int64, RecordBatch, Schema, Struct, Table, TimestampMillisecond, Utf8, makeData, tableToIPC, type DataType } from 'apache-arrow';
 import { Compression, EnabledStatistics, Table as WasmTable, WriterPropertiesBuilder, WriterVersion, writeParquet } from 'parquet-wasm';
 import { decimalDefaultPrecision, decimalDefaultScale, type SqlType, type TypeName, type Value } from '../engine/types.ts';
@@ -56,15 +55,16 @@ export function encode(task: EncodeTask): Uint8Array {
   const rows = task.rows ?? decodeRows(task.encoded!);
   switch (task.format) {
     case 'csv':
-      return Buffer.from(stringify(rows.map((row) => row.map((value, c) => textValue(value, task.columns[c].type.name))), { header: true, columns: task.columns.map((column) => column.name) }));
+      return encodeCsv(task.columns, rows);
     case 'jsonl': {
-      let text = '';
+      const text = new TextSink();
+      const timestamps = new IsoTimestamps();
       for (const row of rows) {
         const object: Record<string, unknown> = {};
-        for (let c = 0; c < task.columns.length; c++) object[task.columns[c].name] = jsonValue(row[c], task.columns[c].type.name);
-        text += JSON.stringify(object) + '\n';
+        for (let c = 0; c < task.columns.length; c++) object[task.columns[c].name] = jsonValue(row[c], task.columns[c].type.name, timestamps);
+        text.write(JSON.stringify(object) + '\n');
       }
-      return Buffer.from(text);
+      return text.bytes();
     }
   }
 }
@@ -173,18 +173,106 @@ function arrowType(type: SqlType): DataType {
   }
 }
 
-/** CSV cells: timestamps as ISO 8601 (UTC), binaries as hex, NULL as an empty cell. */
-function textValue(value: Value, type: TypeName): string | number | boolean | null {
-  if (value === null) return null;
-  if (type === 'TIMESTAMP') return new Date(value as number).toISOString();
-  if (value instanceof Uint8Array) return Buffer.from(value.buffer, value.byteOffset, value.length).toString('hex');
-  return value;
+/**
+ * CSV with a header line: timestamps as ISO 8601 (UTC), binaries as hex, booleans as 1 and an
+ * empty cell, NULL as an empty cell; a cell holding a comma, a quote, CR or LF is quoted with its
+ * quotes doubled, and every line ends with LF. That is csv-stringify's output with its defaults,
+ * which this file used before (the tests hold the two equal), written here without its per-cell
+ * casting and option checks, which cost ~10 µs a row (docs/benchmarks.md, "Export").
+ */
+export function encodeCsv(columns: EncodeTask['columns'], rows: Value[][]): Uint8Array {
+  const width = columns.length;
+  const isTimestamp = columns.map((column) => column.type.name === 'TIMESTAMP');
+  const timestamps = new IsoTimestamps();
+  const text = new TextSink();
+  text.write(columns.map((column) => csvText(column.name)).join(',') + '\n');
+  for (const row of rows) {
+    let line = '';
+    for (let c = 0; c < width; c++) {
+      if (c > 0) line += ',';
+      const value = row[c];
+      if (value === null) continue;
+      if (typeof value === 'number') line += isTimestamp[c] ? timestamps.format(value) : String(value);
+      else if (typeof value === 'string') line += csvText(value);
+      else if (typeof value === 'boolean') line += value ? '1' : '';
+      else line += Buffer.from(value.buffer, value.byteOffset, value.length).toString('hex');
+    }
+    text.write(line + '\n');
+  }
+  return text.bytes();
+}
+
+/**
+ * Text written line by line into one growing buffer: concatenating a file's lines into one
+ * string and encoding it at the end cost twice as much CPU, most of it garbage collection.
+ */
+class TextSink {
+  private buffer = Buffer.allocUnsafe(64 * 1024);
+  private length = 0;
+
+  write(text: string): void {
+    // At most three UTF-8 bytes for each UTF-16 unit.
+    if (this.length + text.length * 3 > this.buffer.length) {
+      const grown = Buffer.allocUnsafe(Math.max(this.buffer.length * 2, this.length + text.length * 3));
+      this.buffer.copy(grown, 0, 0, this.length);
+      this.buffer = grown;
+    }
+    this.length += this.buffer.write(text, this.length);
+  }
+
+  bytes(): Uint8Array {
+    return this.buffer.subarray(0, this.length);
+  }
+}
+
+const dayMs = 86_400_000;
+/** The farthest a Date reaches either side of the epoch. */
+const dateMsMax = 8.64e15;
+
+/**
+ * Date.prototype.toISOString's text for milliseconds since the epoch, with the date part made
+ * once per day: a Date and toISOString for every value cost ~1.3 µs, more than the rest of a CSV
+ * row. Rows of one file are mostly of one day.
+ */
+export class IsoTimestamps {
+  private day = Number.NaN;
+  private datePart = '';
+
+  format(ms: number): string {
+    // As the Date constructor does (TimeClip): fractions of a millisecond truncate toward zero.
+    const time = Math.trunc(ms);
+    const day = Math.floor(time / dayMs);
+    if (day !== this.day || time > dateMsMax || time < -dateMsMax) {
+      // Through toISOString itself, so years before 0 or after 9999 read as it writes them;
+      // a time out of a Date's range throws here as it does there.
+      this.datePart = new Date(time).toISOString().slice(0, -13);
+      this.day = day;
+    }
+    let rest = time - day * dayMs;
+    const hours = Math.floor(rest / 3_600_000);
+    rest -= hours * 3_600_000;
+    const minutes = Math.floor(rest / 60_000);
+    rest -= minutes * 60_000;
+    const seconds = Math.floor(rest / 1000);
+    const millis = rest - seconds * 1000;
+    return `${this.datePart}${two(hours)}:${two(minutes)}:${two(seconds)}.${millis < 10 ? '00' : millis < 100 ? '0' : ''}${millis}Z`;
+  }
+}
+
+function two(n: number): string {
+  return n < 10 ? `0${n}` : `${n}`;
+}
+
+const csvQuoted = /[",\r\n]/;
+
+function csvText(text: string): string {
+  return csvQuoted.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
 }
 
 /** JSON values: timestamps as ISO 8601 (UTC), binaries as base64. */
-function jsonValue(value: Value, type: TypeName): unknown {
+function jsonValue(value: Value, type: TypeName, timestamps: IsoTimestamps): unknown {
   if (value === null) return null;
-  if (type === 'TIMESTAMP') return new Date(value as number).toISOString();
+  if (type === 'TIMESTAMP') return timestamps.format(value as number);
   if (value instanceof Uint8Array) return Buffer.from(value.buffer, value.byteOffset, value.length).toString('base64');
   return value;
 }

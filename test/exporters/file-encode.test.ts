@@ -1,14 +1,18 @@
 /**
- * The file target's Parquet path: decodeStreamColumns (encoded chunks straight into Arrow's column
- * buffers) against decodeStreamRows as the oracle, and whole files of every SQL type — from
- * encoded chunks and from rows — read back by DuckDB with their types, values and compression.
+ * The file target's encoder (exporters/file-encode.ts). Parquet: decodeStreamColumns (encoded
+ * chunks straight into Arrow's column buffers) against decodeStreamRows as the oracle, and whole
+ * files of every SQL type — from encoded chunks and from rows — read back by DuckDB with their
+ * types, values and compression. CSV: the same text csv-stringify wrote, cells that need quotes
+ * included.
  */
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DuckDBConnection, DuckDBInstance } from '@duckdb/node-api';
 import { decodeStreamColumns, decodeStreamRows, encodeStreamChunk, type ColumnBuffers, type ColumnLayout } from '../../engine/storage/stream-chunk.ts';
 import type { SqlType, Value } from '../../engine/types.ts';
-import encodeFile, { columnLayout, type EncodeTask } from '../../exporters/file-encode.ts';
+import { stringify } from 'csv-stringify/sync';
+import { seededRandom } from '../../engine/random.ts';
+import encodeFile, { IsoTimestamps, columnLayout, encodeCsv, type EncodeTask } from '../../exporters/file-encode.ts';
 import { temporaryFolder } from './file-helpers.ts';
 
 const columns: EncodeTask['columns'] = [
@@ -175,5 +179,45 @@ describe('Parquet files', () => {
       expect((await query(`SELECT COUNT(*)::INTEGER AS n FROM read_parquet('${file}')`))[0].n).toBe(50);
     }
     expect(codecs).toEqual({ default: ['SNAPPY'], zstd: ['ZSTD'], none: ['UNCOMPRESSED'] });
+  });
+});
+
+describe('CSV', () => {
+  it('is the text csv-stringify wrote with its defaults, quoting included', () => {
+    const tricky: Value[][] = [
+      ...samples,
+      [1, 2, 3, 4, -0, 1.25, 'comma, inside', null, 0, false],
+      [1, 2, 3, 4, NaN, 1.25, 'say "hi"', null, 0, true],
+      [1, 2, 3, 4, 5e-7, 1.25, 'two\nlines', null, 0, true],
+      [1, 2, 3, 4, 1e21, 1.25, 'carriage\rreturn', null, 0, true],
+      [1, 2, 3, 4, 6, 1.25, '"', null, 0, true],
+      [1, 2, 3, 4, 6, 1.25, ' spaced ', null, 0, true],
+    ];
+    const named = [...columns, { name: 'odd, "name"', type: { name: 'INTEGER' } as SqlType }];
+    const rows = tricky.map((values, r) => [...values, r]);
+    const cells = rows.map((values) =>
+      values.map((value, c) => {
+        if (value === null) return null;
+        if (named[c].type.name === 'TIMESTAMP') return new Date(value as number).toISOString();
+        return value instanceof Uint8Array ? Buffer.from(value).toString('hex') : value;
+      }),
+    );
+    const expected = stringify(cells, { header: true, columns: named.map((column) => column.name) });
+    expect(expected).toContain('"comma, inside"');
+    expect(Buffer.from(encodeCsv(named, rows)).toString('utf8')).toBe(expected);
+  });
+});
+
+describe('IsoTimestamps', () => {
+  it('writes what toISOString writes, across days, years past 9999 and before 0, and fractions', () => {
+    const random = seededRandom(11);
+    const range = 8.64e15;
+    const times = [0, -1, 1, 86_399_999, 86_400_000, -86_400_000, -86_400_001, 1.5, -1.5, 253_402_300_799_999, 253_402_300_800_000, -62_167_219_200_001, range, -range];
+    for (let i = 0; i < 2000; i++) times.push(Math.floor((random() * 2 - 1) * range));
+    // Runs of one day, then back to an earlier day: the cached date part must follow.
+    for (let i = 0; i < 200; i++) times.push(1_795_000_000_000 + Math.floor(random() * 3) * 86_400_000 + Math.floor(random() * 86_400_000));
+    const timestamps = new IsoTimestamps();
+    expect(times.map((time) => timestamps.format(time))).toEqual(times.map((time) => new Date(time).toISOString()));
+    for (const outside of [range + 1, -range - 1, range + 86_400_000, Number.NaN]) expect(() => timestamps.format(outside)).toThrow(RangeError);
   });
 });
