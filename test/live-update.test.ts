@@ -256,7 +256,7 @@ CREATE PROCEDURE Tag PARTITION ON TABLE tags COLUMN id PARAMETER 0 AS INSERT INT
       expect(await rows(second.client, 'SELECT COUNT(*) FROM later')).toEqual([[0]]);
     });
 
-    it('a start with other code than the server was first started with does not replay a log with live updates', async () => {
+    it('a start with other code replays a log with live updates with the stored versions, then refuses a schema without a table they added', async () => {
       const data = dataFolder();
       const first = await start({ data, durability: settings });
       await first.client.call('Bump', 1);
@@ -265,7 +265,9 @@ CREATE PROCEDURE Tag PARTITION ON TABLE tags COLUMN id PARAMETER 0 AS INSERT INT
       await stopAbruptly(first.server, first.client);
       const changed = `${readFileSync(schema, 'utf8')}\nCREATE TABLE extra (a INTEGER);`;
       const error = await rejection(startServer({ schema: changed, procedures: v1, partitions: 2, port: 0, host: '127.0.0.1', data, durability: settings }));
-      expect(error.message).toMatch(/command log holds 3 transactions from \d+ on, written before the schema \(DDL\)/);
+      // The catch-up start replayed both versions' calls and took a snapshot under version 2, whose
+      // bump_log table the new schema would drop.
+      expect(error.message).toMatch(/snapshot .*: table bump_log holds 1 rows but the schema no longer declares it/);
       // The same command line as the first start still recovers both versions' work.
       const again = await start({ data, durability: settings });
       expect(await rows(again.client, 'SELECT n FROM items')).toEqual([[11]]);

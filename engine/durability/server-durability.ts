@@ -19,7 +19,7 @@ import type { InvocationLog, ResultSink, Router } from '../execution/router.ts';
 import { updateApplicationProcedure } from '../../procedures/system.ts';
 import { Status } from '../server/protocol.ts';
 import type { Value } from '../types.ts';
-import { codeRoot, hasCodeVersion, readCodeVersion, removeCodeVersionsBefore } from './code-versions.ts';
+import { codeRoot, hasCodeVersion, readCodeVersion, readProcedureFolder, removeCodeVersionsBefore, writeCodeVersion, type CodeVersion } from './code-versions.ts';
 import { CommandLog, type DurabilityMode } from './command-log.ts';
 import { DurabilityErrorCode, durabilityError } from './framing.ts';
 import { describeStampChange, lockDataDir, proceduresDigest, readCatalogStamp, readLogStart, writeCatalogStamp, writeLogStart, type CatalogStamp } from './data-dir.ts';
@@ -113,6 +113,11 @@ export class ServerDurability implements InvocationLog {
   private router: Router | undefined;
   private epoch = 0;
   private proceduresVersion = '';
+  /**
+   * Set for the catch-up start only: recover with the stored code of the version the log was
+   * written under, although the code given to the server is another (see LogOfOtherCode).
+   */
+  replayWithStoredCode = false;
   /** The version the server was started with (live updates are applied on top of it). */
   private base: Omit<CatalogStamp, 'base'> | undefined;
   /** The last append's write: a live update's answer waits for its record. */
@@ -215,10 +220,12 @@ export class ServerDurability implements InvocationLog {
     // After live updates the data directory holds every version its log and snapshots need
     // (<data>/code). A start with the code the server was started with before them (the same
     // command line) continues with those versions: recovery switches to each as it goes.
-    const continuing = stored?.base !== undefined && describeStampChange(stored.base, current).length === 0;
+    // `replayWithStoredCode`: the catch-up start (startServer) runs the stored code whatever the
+    // stamp says; its files may differ from the originals only where imports were rewritten.
+    const continuing = stored !== undefined && (this.replayWithStoredCode || (stored.base !== undefined && describeStampChange(stored.base, current).length === 0));
     const changes = stored && !continuing ? describeStampChange(stored, current) : [];
     this.base = stored === undefined || changes.length > 0 ? undefined : (stored.base ?? stored);
-    this.epoch = continuing ? stored!.base!.epoch : (stored?.epoch ?? 1);
+    this.epoch = continuing ? (stored.base ?? stored).epoch : (stored?.epoch ?? 1);
     router.epoch = this.epoch;
     let replayed = 0;
     let aborted = 0;
@@ -227,6 +234,8 @@ export class ServerDurability implements InvocationLog {
         if (status !== Status.SUCCESS) aborted++;
       },
     };
+    // Recovery wraps what replay throws as log damage; this one is not damage (startServer).
+    let otherCode: LogOfOtherCode | undefined;
     const summary = await recover({
       dataDir: this.dataDir,
       log: this.log,
@@ -247,6 +256,8 @@ export class ServerDurability implements InvocationLog {
       },
       replay: async (record) => {
         if (replayed === 0 && changes.length > 0) {
+          const started = readCodeVersion(codeRoot(this.dataDir), (stored!.base ?? stored!).epoch);
+          if (started !== undefined) throw (otherCode = new LogOfOtherCode(started, changes, this.log.count(record.transactionId)));
           throw new SluiceError(
             ErrorCode.INVALID_SCHEMA,
             `data directory ${this.dataDir}: the command log holds ${this.log.count(record.transactionId)} transactions from ${record.transactionId} on, written before ${changes.join(' and ')} changed; ` +
@@ -265,6 +276,8 @@ export class ServerDurability implements InvocationLog {
       },
       onProgress,
       onWarning: (message) => this.logger?.warn({ dataDir: this.dataDir }, message),
+    }).catch((error: unknown) => {
+      throw otherCode ?? error;
     });
     await router.whenIdle();
     // A barrier through every partition: the snapshot's rows are loaded and every replay ran.
@@ -279,6 +292,10 @@ export class ServerDurability implements InvocationLog {
       router.epoch = this.epoch;
       writeCatalogStamp(this.dataDir, { ...current, epoch: this.epoch });
       this.base = { ...current, epoch: this.epoch };
+      // Kept so that a crash followed by a start with other code can still replay this version's
+      // log records with the code that wrote them (startServer's catch-up start).
+      const root = codeRoot(this.dataDir);
+      if (!hasCodeVersion(root, this.epoch)) writeCodeVersion(root, this.epoch, router.ddl, readProcedureFolder(router.proceduresDir), router.proceduresDir);
       if (stored !== undefined) {
         // New code from here on: a snapshot now, so no log record of the old code is ever replayed.
         this.logger?.info({ changes }, `the ${changes.join(' and ')} changed since the last run; taking a snapshot under the new one`);
@@ -445,9 +462,8 @@ export class ServerDurability implements InvocationLog {
     const removed = await this.log.truncateBefore(from);
     if (removed.segmentsRemoved > 0) this.logger?.debug({ ...removed, before: from }, 'command log segments removed');
     // Recovery replays only records after the kept snapshot, which ran under its version or later
-    // ones. After a change of code at start every stored version is past: the new one runs from
-    // its folder.
-    const versionsRemoved = removeCodeVersionsBefore(codeRoot(this.dataDir), dropOlder ? Infinity : keep.header.catalogVersion);
+    // ones. After a change of code at start every older version is past.
+    const versionsRemoved = removeCodeVersionsBefore(codeRoot(this.dataDir), dropOlder ? this.epoch : keep.header.catalogVersion);
     if (versionsRemoved.length > 0) this.logger?.debug({ versionsRemoved }, 'code versions no snapshot or log record needs removed');
   }
 
@@ -515,4 +531,21 @@ function checkCompatible(snapshot: Catalog, current: Catalog, info: SnapshotInfo
 
 function describeColumns(def: TableDef): string {
   return def.columns.map((column) => `${column.name} ${JSON.stringify(column.type)}${column.nullable ? '' : ' NOT NULL'}`).join(', ');
+}
+
+/**
+ * Recovery found log records written under other code than the server is started with, and the
+ * data directory holds that code (`version`, the version the server was last started with). The
+ * start becomes two: a catch-up start with `version` that replays the log and takes a snapshot,
+ * then the start asked for, from that snapshot (startServer).
+ */
+export class LogOfOtherCode extends SluiceError {
+  readonly version: CodeVersion;
+  readonly changes: readonly string[];
+
+  constructor(version: CodeVersion, changes: readonly string[], records: number) {
+    super(ErrorCode.INVALID_SCHEMA, `the command log holds ${records} transactions written before ${changes.join(' and ')} changed`, { object: String(version.epoch) });
+    this.version = version;
+    this.changes = changes;
+  }
 }

@@ -19,7 +19,7 @@ import { systemProcedureTable, type QueryResult } from '../../procedures/system.
 import { ErrorCode, SluiceError } from '../errors.ts';
 import { Router, type InvocationLog, type ResultSink } from '../execution/router.ts';
 import type { RecoveryProgress, RecoverySummary } from '../durability/recovery.ts';
-import { ServerDurability, type DurabilityMode, type DurabilitySettings } from '../durability/server-durability.ts';
+import { LogOfOtherCode, ServerDurability, type DurabilityMode, type DurabilitySettings } from '../durability/server-durability.ts';
 import { LiveUpdates } from './live-update.ts';
 import { importerSchemaDdl, parseImporterConfigs, startImporters, type RunningImporters } from '../../importers/index.ts';
 import { ServerExports, streamRowsOptions } from '../../exporters/exports.ts';
@@ -133,8 +133,34 @@ export interface SluiceServer {
   close(): Promise<void>;
 }
 
-/** Loads the schema and procedures, starts the partitions, and listens. */
+/**
+ * Loads the schema and procedures, starts the partitions, recovers, and listens. When the data
+ * directory's command log was written by other code than `options` give (a crash, then a start
+ * with new procedures or schema), the log is first replayed by a catch-up start with the code
+ * that wrote it, stored in the data directory: it recovers, takes a snapshot and stops without
+ * listening; the start asked for then begins from that snapshot, as after a clean stop.
+ */
 export async function startServer(options: ServerOptions): Promise<SluiceServer> {
+  try {
+    return await startOnce(options, false);
+  } catch (error) {
+    if (!(error instanceof LogOfOtherCode)) throw error;
+    options.logger?.warn(
+      { version: error.version.epoch, changes: error.changes },
+      `${error.message}: replaying them with the code that wrote them (version ${error.version.epoch}, kept in the data directory), then starting with the new code`,
+    );
+    const catchUp = await startOnce({ ...options, schema: error.version.ddl, procedures: error.version.proceduresDir, importers: undefined }, true);
+    try {
+      await catchUp.durability!.snapshot();
+    } finally {
+      await catchUp.close();
+    }
+    return startOnce(options, false);
+  }
+}
+
+/** One start; `catchUp`: recover with the stored code of the log's version, then return without listening. */
+async function startOnce(options: ServerOptions, catchUp: boolean): Promise<SluiceServer> {
   // Configuration first: a bad users list or certificate stops the start before any worker runs.
   const security = options.security === undefined ? undefined : checkSecurity(options.security);
   const tls = options.tls === undefined ? undefined : await loadTls(options.tls);
@@ -193,7 +219,11 @@ export async function startServer(options: ServerOptions): Promise<SluiceServer>
     }
   }
   try {
-    if (durability) server.recovery = recovery = await durability.recover(router, options.onRecoveryProgress);
+    if (durability) {
+      durability.replayWithStoredCode = catchUp;
+      server.recovery = recovery = await durability.recover(router, options.onRecoveryProgress);
+    }
+    if (catchUp) return server;
     const liveUpdates = (server.liveUpdates = new LiveUpdates({ router, startupProceduresDir: proceduresDir, durability, exports: exports?.pipeline, logger }));
     router.setSystemHandler('@UpdateApplication', (params) => liveUpdates.apply(params));
     // After replay: new rows continue past every sequence the export buffer holds.

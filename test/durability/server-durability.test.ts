@@ -263,12 +263,37 @@ CREATE VIEW v_accounts_by_balance (balance, n) AS SELECT balance, COUNT(*) FROM 
     expect((await (await open_(third)).query('SELECT body FROM notes')).rows).toEqual([['kept']]);
   });
 
-  it('refuses to replay log records under changed code, and names what changed', async () => {
+  it('replays log records written under other code with the code that wrote them, then runs the new code', async () => {
+    const data = dataFolder();
+    const first = await start({ data, durability: { mode: 'sync', snapshotOnShutdown: false } });
+    const client = await open_(first);
+    await load(client, 10);
+    const before = await state(client);
+    await stop(first, client);
+    const changed = ledgerDdl.replace('touches = touches + 1', 'touches = touches + 2');
+    const second = await start({ schema: changed, data, durability: { mode: 'sync' } });
+    // The catch-up start replayed the log and left a snapshot: this start replays nothing.
+    expect(second.recovery?.transactionsReplayed).toBe(0);
+    expect(second.recovery?.snapshot).toBeDefined();
+    const again = await open_(second);
+    // Replayed with the old Bump (+1 touch each), not the new one.
+    expect(await state(again)).toEqual(before);
+    expect((await again.query('SELECT touches FROM accounts WHERE id = 1')).rows).toEqual([[1]]);
+    await again.call('Bump', 0, 1);
+    expect((await again.query('SELECT touches FROM accounts WHERE id = 1')).rows).toEqual([[3]]);
+    await stop(second, again);
+    // The new code is now the data directory's own: a plain restart keeps it.
+    const third = await start({ schema: changed, data, durability: { mode: 'sync' } });
+    expect((await (await open_(third)).query('SELECT touches FROM accounts WHERE id = 1')).rows).toEqual([[3]]);
+  });
+
+  it('refuses to replay log records under changed code when the code that wrote them is gone, and names what changed', async () => {
     const data = dataFolder();
     const first = await start({ data, durability: { mode: 'sync', snapshotOnShutdown: false } });
     const client = await open_(first);
     await load(client, 10);
     await stop(first, client);
+    rmSync(path.join(data, 'code'), { recursive: true, force: true });
     const changed = ledgerDdl.replace('touches = touches + 1', 'touches = touches + 2');
     const error = await rejection(start({ schema: changed, data, durability: { mode: 'sync' } }));
     expect(error.message).toMatch(/command log holds \d+ transactions .* written before the schema \(DDL\) changed/);
