@@ -145,8 +145,9 @@ export function columnLayout(type: SqlType): ColumnLayout {
     case 'BOOLEAN':
       return { kind: 'boolean' };
     case 'VARCHAR':
+      return { kind: 'utf8' };
     case 'VARBINARY':
-      return { kind: 'bytes' };
+      return { kind: 'binary' };
   }
 }
 

@@ -38,7 +38,10 @@ export const streamChunkStride = 5;
 /**
  * How decodeStreamColumns lays out one column: Apache Arrow's memory layout, so the buffers become
  * Arrow vectors without a copy. `int64` is pairs of Int32 words (low, high) — no BigInt per value;
- * `decimal128` holds the value times 10^scale as four Uint32 words, little end first.
+ * `decimal128` holds the value times 10^scale as four Uint32 words, little end first. `utf8`
+ * and `binary` hold every row's bytes back to back, with offsets; a `utf8` column's lone
+ * surrogates, which msgpackr writes as the surrogate's own three bytes (not valid UTF-8, refused
+ * by Arrow), read as U+FFFD, as TextEncoder writes them.
  */
 export type ColumnLayout =
   | { kind: 'int32' }
@@ -46,7 +49,8 @@ export type ColumnLayout =
   | { kind: 'float64' }
   | { kind: 'decimal128'; scale: number }
   | { kind: 'boolean' }
-  | { kind: 'bytes' };
+  | { kind: 'utf8' }
+  | { kind: 'binary' };
 
 export interface ColumnBuffers {
   rows: number;
@@ -54,13 +58,13 @@ export interface ColumnBuffers {
   /** Bit r (least significant first) is set when row r is not NULL. */
   validity: Uint8Array;
   /** int32, int64: Int32Array; float64: Float64Array; decimal128: Uint32Array; boolean: a bitmap
-   * like `validity`; bytes: the UTF-8 or binary bytes of every row, back to back. */
+   * like `validity`; utf8, binary: the bytes of every row, back to back. */
   values: Int32Array | Float64Array | Uint32Array | Uint8Array;
-  /** bytes: row r is values[offsets[r] … offsets[r + 1]). */
+  /** utf8, binary: row r is values[offsets[r] … offsets[r + 1]). */
   offsets?: Int32Array;
 }
 
-const layoutCodes = { int32: 0, int64: 1, float64: 2, decimal128: 3, boolean: 4, bytes: 5 } as const;
+const layoutCodes = { int32: 0, int64: 1, float64: 2, decimal128: 3, boolean: 4, utf8: 5, binary: 6 } as const;
 const twoTo32 = 4294967296;
 const bytesPerRowGuess = 16;
 
@@ -84,7 +88,8 @@ export function decodeStreamColumns(chunks: readonly { data: Uint8Array; skip: n
       case 'float64': column.values = new Float64Array(rows); break;
       case 'decimal128': column.values = new Uint32Array(rows * 4); break;
       case 'boolean': column.values = new Uint8Array((rows + 7) >> 3); break;
-      case 'bytes':
+      case 'utf8':
+      case 'binary':
         column.values = new Uint8Array(rows * bytesPerRowGuess);
         column.offsets = new Int32Array(rows + 1);
         break;
@@ -119,7 +124,7 @@ function decodeRowsInto(cursor: ChunkCursor, columns: ColumnBuffers[], codes: In
         cursor.pos++;
         column.nullCount++;
         column.validity[row >> 3] &= ~(1 << (row & 7));
-        if (codes[c] === layoutCodes.bytes) column.offsets![row + 1] = column.offsets![row];
+        if (codes[c] >= layoutCodes.utf8) column.offsets![row + 1] = column.offsets![row];
         continue;
       }
       switch (codes[c]) {
@@ -147,7 +152,7 @@ function decodeRowsInto(cursor: ChunkCursor, columns: ColumnBuffers[], codes: In
           if (cursor.boolean(c)) column.values[row >> 3] |= 1 << (row & 7);
           break;
         default:
-          cursor.bytes(column, row, c);
+          cursor.bytes(column, row, c, codes[c] === layoutCodes.utf8);
       }
     }
   }
@@ -221,8 +226,8 @@ class ChunkCursor {
     throw this.corrupt(`a boolean in column ${column}`);
   }
 
-  /** A string's UTF-8 bytes or a binary's bytes, appended to a `bytes` column as row `row`. */
-  bytes(column: ColumnBuffers, row: number, index: number): void {
+  /** A string's UTF-8 bytes or a binary's bytes, appended to a `utf8` or `binary` column as row `row`. */
+  bytes(column: ColumnBuffers, row: number, index: number, utf8: boolean): void {
     const data = this.data;
     const head = data[this.pos++];
     let length: number;
@@ -248,6 +253,17 @@ class ChunkCursor {
     else target.set(data.subarray(this.pos, this.pos + length), start);
     this.pos += length;
     offsets[row + 1] = end;
+    // ED A0–BF is a surrogate's encoding (a pair is written as one four-byte character): same length as U+FFFD's.
+    if (utf8) {
+      for (let i = start; i + 2 < end; i++) {
+        if (target[i] === 0xed && target[i + 1] >= 0xa0) {
+          target[i] = 0xef;
+          target[i + 1] = 0xbf;
+          target[i + 2] = 0xbd;
+          i += 2;
+        }
+      }
+    }
   }
 
   /** Steps over one value of any type encodeStreamChunk writes. */

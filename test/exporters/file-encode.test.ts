@@ -86,7 +86,8 @@ function columnValues(column: ColumnBuffers, layout: ColumnLayout, type: SqlType
       case 'boolean':
         out.push((column.values[r >> 3] & (1 << (r & 7))) !== 0);
         break;
-      case 'bytes': {
+      case 'utf8':
+      case 'binary': {
         const bytes = (column.values as Uint8Array).slice(column.offsets![r], column.offsets![r + 1]);
         out.push(type.name === 'VARCHAR' ? Buffer.from(bytes).toString('utf8') : bytes);
         break;
@@ -118,7 +119,7 @@ describe('decodeStreamColumns', () => {
   it('refuses a chunk whose value does not fit the column, naming the column and the byte', () => {
     const chunk = { data: encodeStreamChunk(0, [1, 'not a number']), skip: 0, count: 1 };
     expect(() => decodeStreamColumns([chunk], [{ kind: 'int32' }, { kind: 'int32' }])).toThrow(/expected a number in column 1 at byte \d+, found msgpack type 0xac/);
-    expect(() => decodeStreamColumns([{ ...chunk, count: 2 }], [{ kind: 'int32' }, { kind: 'bytes' }])).toThrow(/holds 2 values, fewer than the 4 asked for/);
+    expect(() => decodeStreamColumns([{ ...chunk, count: 2 }], [{ kind: 'int32' }, { kind: 'utf8' }])).toThrow(/holds 2 values, fewer than the 4 asked for/);
   });
 });
 
@@ -167,6 +168,16 @@ describe('Parquet files', () => {
       const read = await query(`SELECT tiny, small, int, big, f, d::VARCHAR AS d, s, hex(b) AS b, epoch_ms(t) AS t, ok FROM read_parquet('${file}')`);
       expect(read, file).toEqual(expected);
     }
+  });
+
+  it('writes a lone surrogate in a VARCHAR as U+FFFD, as TextEncoder does, instead of failing', async () => {
+    const file = path.join(temporaryFolder(), 'surrogates.parquet');
+    const strings = ['a\ud800b', '\udc00', 'pair \ud83d\ude00 ok', `${'x'.repeat(100)}\ud800`, '\ud800\ud800'];
+    const chunk = { data: encodeStreamChunk(0, strings), skip: 0, count: strings.length };
+    encodeFile({ file, format: 'parquet', columns: [{ name: 's', type: { name: 'VARCHAR' } }], encoded: { width: 1, chunks: [chunk] } });
+    const read = await query(`SELECT s FROM read_parquet('${file}')`);
+    expect(read.map((line) => line.s)).toEqual(strings.map((text) => Buffer.from(text).toString('utf8')));
+    expect(read[0].s).toBe('a\ufffdb');
   });
 
   it('compresses pages with snappy unless told otherwise', async () => {
