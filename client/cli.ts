@@ -59,6 +59,8 @@ interface Deployment {
     longRunningMs?: number;
     /** Time (ms) a partition has to answer a multi-partition fragment. */
     fragmentTimeoutMs?: number;
+    /** Each partition thread's young generation (MB): smaller means shorter garbage-collection pauses. */
+    partitionYoungGenerationMb?: number;
   };
   /** Data directory (command log, snapshots, export buffers); relative to the deployment file. */
   data?: string;
@@ -137,6 +139,7 @@ program
       partitionCallsSentMax: deployment.limits?.partitionCallsSentMax,
       longRunningMs: deployment.limits?.longRunningMs,
       fragmentTimeoutMs: deployment.limits?.fragmentTimeoutMs,
+      partitionYoungGenerationMb: deployment.limits?.partitionYoungGenerationMb,
       security: deployment.security,
       tls: deployment.tls,
       logger,

@@ -172,6 +172,16 @@ describe('server-side deadlines', () => {
     await expect(serve({ longRunningMs: -1 })).rejects.toThrow('longRunningMs must be an integer from 20 to 86400000, got -1');
     await expect(serve({ fragmentTimeoutMs: 0 })).rejects.toThrow('fragmentTimeoutMs must be an integer from 100 to 86400000, got 0');
     await expect(serve({ partitionCallsSentMax: 1.5 })).rejects.toMatchObject({ code: 'INVALID_CONFIG' });
+    await expect(serve({ partitionYoungGenerationMb: 0 })).rejects.toThrow('partitionYoungGenerationMb must be an integer from 1 to 4096, got 0');
+  });
+
+  it('runs partitions with a small young generation', async () => {
+    const server = await serve({ partitionYoungGenerationMb: 3 });
+    const db = await client(server);
+    await openAccounts(db, 2, 5);
+    const results = await Promise.all(Array.from({ length: 2000 }, (_, i) => db.call('Touch', 1 + (i % 2))));
+    expect(results.length).toBe(2000);
+    expect((await touches(db, 1)) + (await touches(db, 2))).toBe(2000);
   });
 });
 

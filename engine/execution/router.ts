@@ -130,6 +130,13 @@ export interface RouterOptions {
   longRunningMs?: number;
   /** Time (ms) a partition has to answer a multi-partition fragment; default 10 s. */
   fragmentTimeoutMs?: number;
+  /**
+   * Each partition thread's young generation (MB; V8's default when unset). Every row a table
+   * keeps survives the scavenges of the young generation it was made in, and a scavenge pauses
+   * the partition for as long as copying those rows takes: a smaller young generation means
+   * shorter, more frequent pauses (docs/benchmarks.md).
+   */
+  youngGenerationMb?: number;
   /** Where long-running transactions and stuck partitions are reported. */
   logger?: Logger;
 }
@@ -319,6 +326,7 @@ export class Router {
     checkSetting('callsSentMax', options.callsSentMax, 1, partitionQueueDepthMax);
     checkSetting('longRunningMs', options.longRunningMs, partitionSampleIntervalMs, 86_400_000);
     checkSetting('fragmentTimeoutMs', options.fragmentTimeoutMs, 100, 86_400_000);
+    checkSetting('partitionYoungGenerationMb', options.youngGenerationMb, 1, 4096);
     const { catalog, procedures } = await loadApplication(options.ddl, options.proceduresDir, partitions);
     const router = new Router(options, catalog, procedures);
     await router.startWorkers(options);
@@ -348,7 +356,7 @@ export class Router {
       data.snapshotPort = snapshots.port2;
       snapshots.port1.on('message', (message: unknown[]) => this.snapshotHandler?.(p, message));
       snapshots.port1.unref();
-      const worker = new Worker(workerUrl, { workerData: data, transferList: [this.mpPorts[p], results.port2, snapshots.port2], name: `sluice-partition-${p}` });
+      const worker = new Worker(workerUrl, { workerData: data, transferList: [this.mpPorts[p], results.port2, snapshots.port2], name: `sluice-partition-${p}`, resourceLimits: options.youngGenerationMb === undefined ? undefined : { maxYoungGenerationSizeMb: options.youngGenerationMb } });
       this.workers.push(worker);
       ready.push(
         new Promise<void>((resolve, reject) => {

@@ -79,6 +79,8 @@ export interface ServerOptions {
   longRunningMs?: number;
   /** Time (ms) a partition has to answer a multi-partition transaction's fragment before it fails; default 10 s. */
   fragmentTimeoutMs?: number;
+  /** Each partition thread's young generation in MB (V8's default when unset; engine/execution/router.ts). */
+  partitionYoungGenerationMb?: number;
   /** Unread answers a connection may leave in the send buffer before it is closed (4006). */
   connectionBufferedBytesMax?: number;
   /** Users and roles (the deployment file's `security`, docs/security.md); off when absent or not enabled. */
@@ -199,6 +201,7 @@ async function startOnce(options: ServerOptions, catchUp: boolean): Promise<Slui
       callsSentMax: options.partitionCallsSentMax,
       longRunningMs: options.longRunningMs,
       fragmentTimeoutMs: options.fragmentTimeoutMs,
+      youngGenerationMb: options.partitionYoungGenerationMb,
       logger,
       log: durability ?? options.log,
       onFatal: (error) => logger?.fatal({ err: error }, 'a partition failed; the server refuses further calls'),
