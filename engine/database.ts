@@ -7,7 +7,7 @@
  * Every call is one transaction and runs to completion synchronously; the Promise it returns
  * only makes the embedded API look like the client SDK's.
  */
-import { readFile } from 'node:fs/promises';
+import { readSchema } from './catalog/schema-source.ts';
 import path from 'node:path';
 import { applyDdl, emptyCatalog } from './catalog/ddl.ts';
 import type { Catalog } from './catalog/schema.ts';
@@ -359,16 +359,4 @@ export class Database {
     }, intervalMs);
     this.ttlTimer.unref();
   }
-}
-
-async function readSchema(schema: string): Promise<{ ddl: string; folder: string }> {
-  if (/\.sql$/i.test(schema.trim()) && !/\s/.test(schema.trim())) {
-    const file = path.resolve(schema.trim());
-    try {
-      return { ddl: await readFile(file, 'utf8'), folder: path.dirname(file) };
-    } catch (error) {
-      throw new SluiceError(ErrorCode.INVALID_SCHEMA, `cannot read schema file ${file}: ${(error as Error).message}`);
-    }
-  }
-  return { ddl: schema, folder: process.cwd() };
 }

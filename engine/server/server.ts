@@ -8,7 +8,7 @@
  * connection with a documented close code, a bad call inside a good frame gets a FAILURE answer,
  * and answers for a connection that went away are dropped.
  */
-import { readFile } from 'node:fs/promises';
+import { readSchema } from '../catalog/schema-source.ts';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -704,17 +704,4 @@ class Connection {
     this.subscriptions?.close();
     this.server.forget(this);
   }
-}
-
-async function readSchema(schema: string): Promise<{ ddl: string; folder: string }> {
-  const trimmed = schema.trim();
-  if (/\.sql$/i.test(trimmed) && !/\s/.test(trimmed)) {
-    const file = path.resolve(trimmed);
-    try {
-      return { ddl: await readFile(file, 'utf8'), folder: path.dirname(file) };
-    } catch (error) {
-      throw new SluiceError(ErrorCode.INVALID_SCHEMA, `cannot read schema file ${file}: ${(error as Error).message}`);
-    }
-  }
-  return { ddl: schema, folder: process.cwd() };
 }
