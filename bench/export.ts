@@ -26,6 +26,7 @@ import { connect, type Client } from '../client/index.ts';
 import { contestantCount, contestantNames, maxVotesPerPhone, voterLoad } from './voter-load.ts';
 import { ExportPipeline } from '../exporters/pipeline.ts';
 import { encodeStreamChunk } from '../engine/storage/stream-chunk.ts';
+import { waitForExports } from './export-files.ts';
 
 const { values: options } = parseArgs({
   options: {
@@ -118,8 +119,13 @@ CREATE PROCEDURE VoteFed PARTITION ON TABLE votes COLUMN phone_number PARAMETER 
   };
 }
 
-/** Runs `load` for `seconds` with `callWindow` calls outstanding, exporting its stream to Parquet or not. */
-async function oltpRate(label: string, load: OltpLoad, exporting: boolean): Promise<number> {
+/**
+ * Runs `load` for `seconds` with `callWindow` calls outstanding, exporting its stream to Parquet or
+ * not. Besides the rate, the CPU of the whole process (server, partitions, encoder threads and the
+ * client alike) per call, counted until the export has written every row: a figure that holds on
+ * a shared machine, where the rate does not.
+ */
+async function oltpRate(label: string, load: OltpLoad, exporting: boolean): Promise<{ rate: number; cpuPerCall: number }> {
   const folder = mkdtempSync(path.join(os.tmpdir(), 'sluice-bench-oltp-'));
   const server = await startServer({
     schema: load.schema,
@@ -138,6 +144,7 @@ async function oltpRate(label: string, load: OltpLoad, exporting: boolean): Prom
     let next = 0;
     const end = performance.now() + seconds * 1000;
     const start = performance.now();
+    const cpuStart = process.cpuUsage();
     const worker = async (): Promise<void> => {
       while (performance.now() < end) {
         await load.call(client, next++);
@@ -149,8 +156,11 @@ async function oltpRate(label: string, load: OltpLoad, exporting: boolean): Prom
     // Throughput that leaves the export behind would only defer its cost: say how far behind it is.
     const statistics = exporting ? ((await client.call('@Statistics')) as { exports?: { rowsPending: number; lagSeconds: number }[] }) : undefined;
     const lag = statistics?.exports?.[0];
-    console.log(`${label.padEnd(30)} ${Math.round(rate).toLocaleString('en-US').padStart(10)} calls/s${lag ? `   export behind by ${lag.rowsPending} rows (${lag.lagSeconds.toFixed(1)} s) at the end` : ''}`);
-    return rate;
+    if (exporting) await waitForExports(client);
+    const cpu = process.cpuUsage(cpuStart);
+    const cpuPerCall = (cpu.user + cpu.system) / calls;
+    console.log(`${label.padEnd(30)} ${Math.round(rate).toLocaleString('en-US').padStart(10)} calls/s, ${cpuPerCall.toFixed(2)} µs CPU per call${lag ? `   export behind by ${lag.rowsPending} rows (${lag.lagSeconds.toFixed(1)} s) at the end` : ''}`);
+    return { rate, cpuPerCall };
   } finally {
     await client.close();
     await server.close();
@@ -159,12 +169,12 @@ async function oltpRate(label: string, load: OltpLoad, exporting: boolean): Prom
 }
 
 /** Exporting off, then on, for one load; prints the cost. */
-async function onOff(load: OltpLoad, short: string): Promise<{ off: number; on: number }> {
+async function onOff(load: OltpLoad, short: string): Promise<{ off: number; on: number; cpuOff: number; cpuOn: number }> {
   console.log(`OLTP: ${load.name}`);
-  const off = options.only === 'oltp-on' ? Number.NaN : await oltpRate(`${short}, exporting off`, load, false);
+  const off = options.only === 'oltp-on' ? { rate: Number.NaN, cpuPerCall: Number.NaN } : await oltpRate(`${short}, exporting off`, load, false);
   const on = await oltpRate(`${short}, exporting on`, load, true);
-  console.log(`exporting costs ${(((off - on) / off) * 100).toFixed(1)} % of ${short} throughput (target: at most 15 %)`);
-  return { off, on };
+  console.log(`exporting costs ${(((off.rate - on.rate) / off.rate) * 100).toFixed(1)} % of ${short} throughput (target: at most 15 %); CPU per call ${(on.cpuPerCall - off.cpuPerCall).toFixed(2)} µs more, ${(((on.cpuPerCall - off.cpuPerCall) / on.cpuPerCall) * 100).toFixed(1)} % of the exporting run's`);
+  return { off: off.rate, on: on.rate, cpuOff: off.cpuPerCall, cpuOn: on.cpuPerCall };
 }
 
 console.log(`export benchmark: ${rowsTotal} rows, ${partitions} partitions; ${os.cpus()[0]?.model ?? 'cpu'}, ${os.cpus().length} cores, Node ${process.version}, load ${os.loadavg()[0].toFixed(2)}`);
@@ -187,4 +197,4 @@ const emit = await onOff(emitLoad, 'emit');
 const feedFolder = mkdtempSync(path.join(os.tmpdir(), 'sluice-bench-voter-feed-'));
 const voter = await onOff(voterFeedLoad(feedFolder), 'voter');
 rmSync(feedFolder, { recursive: true, force: true });
-console.log(JSON.stringify({ workload: 'export', rows: rowsTotal, partitions, parquet_rows_per_s: Math.round(parquet), csv_rows_per_s: Math.round(csv), postgresql_rows_per_s: postgres === undefined ? null : Math.round(postgres), oltp_off_calls_per_s: Math.round(emit.off), oltp_on_calls_per_s: Math.round(emit.on), voter_off_calls_per_s: Math.round(voter.off), voter_on_calls_per_s: Math.round(voter.on) }));
+console.log(JSON.stringify({ workload: 'export', rows: rowsTotal, partitions, parquet_rows_per_s: Math.round(parquet), csv_rows_per_s: Math.round(csv), postgresql_rows_per_s: postgres === undefined ? null : Math.round(postgres), oltp_off_calls_per_s: Math.round(emit.off), oltp_on_calls_per_s: Math.round(emit.on), voter_off_calls_per_s: Math.round(voter.off), voter_on_calls_per_s: Math.round(voter.on), oltp_cpu_us_per_call_off: emit.cpuOff, oltp_cpu_us_per_call_on: emit.cpuOn, voter_cpu_us_per_call_off: voter.cpuOff, voter_cpu_us_per_call_on: voter.cpuOn }));
