@@ -120,6 +120,9 @@ describe('decodeStreamColumns', () => {
     const chunk = { data: encodeStreamChunk(0, [1, 'not a number']), skip: 0, count: 1 };
     expect(() => decodeStreamColumns([chunk], [{ kind: 'int32' }, { kind: 'int32' }])).toThrow(/expected a number in column 1 at byte \d+, found msgpack type 0xac/);
     expect(() => decodeStreamColumns([{ ...chunk, count: 2 }], [{ kind: 'int32' }, { kind: 'utf8' }])).toThrow(/holds 2 values, fewer than the 4 asked for/);
+    expect(() => decodeStreamColumns([chunk], [{ kind: 'boolean' }, { kind: 'utf8' }])).toThrow(/expected a boolean in column 0 at byte \d+, found msgpack type 0x1/);
+    expect(() => decodeStreamColumns([chunk], [{ kind: 'int64' }, { kind: 'decimal128', scale: 2 }])).toThrow(/expected a number in column 1/);
+    expect(() => decodeStreamColumns([chunk], [{ kind: 'binary' }, { kind: 'utf8' }])).toThrow(/expected a string or binary in column 0/);
   });
 });
 
