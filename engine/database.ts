@@ -181,6 +181,8 @@ export class Database {
     this.checkOpen();
     const base = this.catalogValue;
     const catalog = applyDdl(ddl, base);
+    // New exported streams must fit the export configuration before anything changes.
+    this.exportPipeline?.checkCatalog(catalog);
     const procedures = await loadProcedures(catalog, this.proceduresDir);
     // Loading awaited: a schema change that got in meanwhile would be silently undone by ours.
     this.checkOpen();
@@ -192,6 +194,10 @@ export class Database {
     this.catalogValue = catalog;
     this.procedures = procedures;
     this.adhocPlans.clear();
+    if (this.exportPipeline !== undefined) {
+      this.exportPipeline.adoptCatalog(catalog);
+      this.exportStreams = new Set(this.exportPipeline.streamNames);
+    }
   }
 
   /**

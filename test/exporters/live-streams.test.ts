@@ -11,8 +11,11 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { Client, RowPosition, StreamRow } from '../../client/index.ts';
+import { Database } from '../../engine/database.ts';
+import { ErrorCode } from '../../engine/errors.ts';
 import type { ServerOptions, SluiceServer } from '../../engine/server/server.ts';
 import type { ApplicationUpdate } from '../../procedures/system.ts';
+import { expectError } from '../helpers.ts';
 import { client, rejection, serve } from '../server-helpers.ts';
 import { eventually, range } from './helpers.ts';
 import { jsonlRowsByPartition, temporaryFolder } from './file-helpers.ts';
@@ -140,4 +143,24 @@ describe('streams added by a live update', () => {
     await db.query('INSERT INTO with_day (id, at) VALUES (?, ?)', [1, Date.UTC(2026, 10, 22, 12, 0, 0)]);
     expect(await waitForIds(root, 'with_day', 1)).toEqual([1]);
   });
+
+  it('in the embedded database too: applySchema adds a stream its pipeline exports, or refuses an unconfigured target', async () => {
+    const data = temporaryFolder();
+    const root = path.join(data, 'lake');
+    const database = await Database.open({ schema: 'CREATE TABLE t (id BIGINT NOT NULL);', partitions: 2, ttlIntervalMs: 0, data, exports: lake(root) });
+    try {
+      await expectError(() => database.applySchema('CREATE STREAM lost EXPORT TO TARGET elsewhere (id BIGINT NOT NULL);'), ErrorCode.EXPORT_CONFIG, /stream lost exports to target elsewhere, which the deployment does not configure/);
+      expect(database.catalog.tables.has('lost')).toBe(false);
+      await database.applySchema('CREATE STREAM events PARTITION ON COLUMN id EXPORT TO TARGET lake (id BIGINT NOT NULL, note VARCHAR(20));');
+      await insertEmbedded(database, range(1, 8));
+      expect(await database.exports!.idle()).toBe(true);
+      expect(exportedIds(root, 'events').sort((a, b) => a - b)).toEqual(range(1, 8));
+    } finally {
+      await database.close();
+    }
+  });
 });
+
+async function insertEmbedded(database: Database, ids: number[]): Promise<void> {
+  for (const id of ids) await database.query('INSERT INTO events (id, note) VALUES (?, ?)', [id, `event ${id}`]);
+}
