@@ -4,7 +4,7 @@
  * (bench/load-generator.ts), the way VoltDB's published Voter numbers are measured. Server and
  * client share the machine's cores, so the figure is a floor.
  *
- *   npm run bench:voter [-- --seconds 20 --warmup 5 --rate N --partitions N --window 3000 --connections 1 --durability sync|async|off]
+ *   npm run bench:voter [-- --seconds 20 --warmup 5 --rate N --partitions N --window 3000 --connections 1 --durability sync|async|off --deployment file.json]
  *
  * With --durability the server writes its command log and snapshots to a fresh temporary data
  * directory (or --data <dir>), removed at the end.
@@ -30,6 +30,7 @@ const { values: options } = parseArgs({
     connections: { type: 'string', default: '1' },
     durability: { type: 'string' },
     data: { type: 'string' },
+    deployment: { type: 'string' },
     url: { type: 'string' },
     'report-every': { type: 'string', default: '2' },
   },
@@ -40,7 +41,7 @@ const connections = Number(options.connections);
 // With --url, drive a server that is already running (its database must be fresh for the check).
 const server: ServerProcess | undefined = options.url
   ? undefined
-  : await startServerProcess({ schema: 'procedures/voter/ddl.sql', partitions: options.partitions, durability: options.durability, data: options.data });
+  : await startServerProcess({ schema: 'procedures/voter/ddl.sql', partitions: options.partitions, durability: options.durability, data: options.data, deployment: options.deployment });
 const url = options.url ?? server!.url;
 const clients: Client<App>[] = [];
 for (let i = 0; i < connections; i++) clients.push(await connect<App>(url, { callsInFlightMax: windowSize, timeoutMs: 60_000 }));
