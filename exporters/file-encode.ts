@@ -7,7 +7,7 @@
  */
 import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { Binary, Bool, Decimal, Field, Float64, Int32, Int64, RecordBatch, Schema, Struct, Table, TimestampMillisecond, Utf8, makeData, tableToIPC, type DataType } from 'apache-arrow';
+import { Binary, Bool, Decimal, Field, Float64, Int8, Int16, Int32, Int64, RecordBatch, Schema, Struct, Table, TimestampMillisecond, Utf8, makeData, tableToIPC, type DataType } from 'apache-arrow';
 import { Compression, EnabledStatistics, Table as WasmTable, WriterPropertiesBuilder, WriterVersion, writeParquet } from 'parquet-wasm';
 import { decimalDefaultPrecision, decimalDefaultScale, type SqlType, type TypeName, type Value } from '../engine/types.ts';
 import type { ParquetCompression } from './file-target.ts';
@@ -88,7 +88,7 @@ function decodeRows(encoded: NonNullable<EncodeTask['encoded']>): Value[][] {
  * Parquet through Apache Arrow: the rows become Arrow columns (decodeStreamColumns reads encoded
  * chunks straight into Arrow's buffers), cross into parquet-wasm (the Rust arrow-rs writer built
  * for WebAssembly) as one IPC stream and come back as the file's bytes. SQL types map to
- * INTEGER-family → INT32, BIGINT → INT64, FLOAT → DOUBLE, DECIMAL(p,s) → the DECIMAL logical type
+ * TINYINT, SMALLINT and INTEGER → INT32 marked INT(8), INT(16) and INT(32), BIGINT → INT64, FLOAT → DOUBLE, DECIMAL(p,s) → the DECIMAL logical type
  * with the same precision and scale (INT32 for p ≤ 9, else INT64: exact, not doubles), TIMESTAMP
  * → TIMESTAMP(MILLIS), VARCHAR → UTF-8 string, VARBINARY → binary, BOOLEAN; every column nullable.
  */
@@ -105,13 +105,23 @@ export function arrowStream(columns: EncodeTask['columns'], buffers: ColumnBuffe
       length: column.rows,
       nullCount: column.nullCount,
       nullBitmap: column.nullCount > 0 ? column.validity : undefined,
-      data: column.values,
+      data: narrowed(columns[c].type, column.values),
       valueOffsets: column.offsets,
     } as Parameters<typeof makeData>[0]),
   );
   const rows = buffers.length > 0 ? buffers[0].rows : 0;
   const batch = new RecordBatch(new Schema(fields), makeData({ type: new Struct(fields), length: rows, nullCount: 0, children }));
   return tableToIPC(new Table(batch), 'stream');
+}
+
+/**
+ * TINYINT and SMALLINT decode as int32 like INTEGER; Arrow's Int8 and Int16 (which the writer
+ * marks as INT(8) and INT(16), so readers get the SQL type back) want their own widths.
+ */
+function narrowed(type: SqlType, values: ColumnBuffers['values']): ColumnBuffers['values'] | Int8Array | Int16Array {
+  if (type.name === 'TINYINT') return Int8Array.from(values as Int32Array);
+  if (type.name === 'SMALLINT') return Int16Array.from(values as Int32Array);
+  return values;
 }
 
 export function parquetFromArrow(columns: EncodeTask['columns'], ipc: Uint8Array, compression: ParquetCompression): Uint8Array {
@@ -154,7 +164,9 @@ export function columnLayout(type: SqlType): ColumnLayout {
 function arrowType(type: SqlType): DataType {
   switch (type.name) {
     case 'TINYINT':
+      return new Int8();
     case 'SMALLINT':
+      return new Int16();
     case 'INTEGER':
       return new Int32();
     case 'BIGINT':

@@ -166,7 +166,7 @@ describe('Parquet files', () => {
     for (const file of [fromChunks, fromRows]) {
       const schema = await query(`DESCRIBE SELECT * FROM read_parquet('${file}')`);
       expect(schema.map((column) => `${column.column_name}:${column.column_type}`)).toEqual([
-        'tiny:INTEGER', 'small:INTEGER', 'int:INTEGER', 'big:BIGINT', 'f:DOUBLE', 'd:DECIMAL(12,3)', 's:VARCHAR', 'b:BLOB', 't:TIMESTAMP', 'ok:BOOLEAN',
+        'tiny:TINYINT', 'small:SMALLINT', 'int:INTEGER', 'big:BIGINT', 'f:DOUBLE', 'd:DECIMAL(12,3)', 's:VARCHAR', 'b:BLOB', 't:TIMESTAMP', 'ok:BOOLEAN',
       ]);
       const read = await query(`SELECT tiny, small, int, big, f, d::VARCHAR AS d, s, hex(b) AS b, epoch_ms(t) AS t, ok FROM read_parquet('${file}')`);
       expect(read, file).toEqual(expected);
