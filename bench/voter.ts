@@ -87,6 +87,10 @@ console.log(`winner: ${results[0]?.contestant_name} with ${results[0]?.total_vot
 console.log(`throughput ${result.perSecond.toLocaleString('en-US')} votes/s over ${result.elapsedSeconds.toFixed(1)}s`);
 console.log(`latency ms: p50 ${latency.p50}  p95 ${latency.p95}  p99 ${latency.p99}  p99.9 ${latency.p999}  max ${latency.max}`);
 console.log(`load generator's event loop delay ms: p99 ${result.clientLoopDelayMs.p99}  max ${result.clientLoopDelayMs.max}`);
+// The server's own view (from the call's arrival to its answer leaving the router, warm-up
+// included): what the client sees beyond it is the network, the WebSocket path and its own loop.
+const serverVote = (await client.call('@Statistics')).procedures.find((entry) => entry.procedure === 'Vote');
+if (serverVote !== undefined) console.log(`server-side latency ms (Vote, whole run): p50 ${serverVote.p50_ms}  p99 ${serverVote.p99_ms}`);
 const checkStart = performance.now();
 const check = await runVoterCheck(client, counts.accepted, maxVotesPerPhone);
 if (result.failed > 0) check.problems.push(`${result.failed} calls failed`);
