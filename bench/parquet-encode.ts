@@ -21,7 +21,7 @@ import { parquetWriteBuffer, schemaFromColumnData } from 'hyparquet-writer';
 import { decodeStreamColumns, decodeStreamRows, encodeStreamChunk } from '../engine/storage/stream-chunk.ts';
 import { decimalDefaultPrecision, decimalDefaultScale, type SqlType, type Value } from '../engine/types.ts';
 import { seededRandom } from '../engine/random.ts';
-import { arrowStream, columnLayout, encode, encodeParquet, parquetCompressionDefault, parquetFromArrow, type EncodeTask } from '../exporters/file-encode.ts';
+import { arrowStream, columnFormat, encode, encodeParquet, parquetCompressionDefault, parquetFromArrow, type EncodeTask } from '../exporters/file-encode.ts';
 import { parquetCompressions } from '../exporters/file-target.ts';
 import { voterLoad } from './voter-load.ts';
 
@@ -176,7 +176,7 @@ const report: Record<string, unknown> = {};
 console.log(`${rowsTotal.toLocaleString('en-US')} rows per file, chunks of ${chunkRows} rows; CPU ns per row (all threads), median of ${repeat}\n`);
 for (const fixture of fixtures) {
   const task = encodedTask(fixture);
-  const layouts = task.columns.map((column) => columnLayout(column.type));
+  const layouts = task.columns.map((column) => columnFormat(column.type).layout);
   const baseline = measure([
     ['decode rows (msgpackr)', () => task.encoded!.chunks.flatMap((chunk) => decodeStreamRows(chunk.data, task.encoded!.width, chunk.skip, chunk.count))],
     ['build columns', (rows: Value[][]) => baselineColumns(task, rows)],

@@ -71,7 +71,7 @@ export function encode(task: EncodeTask): Uint8Array {
 
 /** The task's rows as column buffers; rows sent as values are encoded as a chunk first, so that one decoder builds every column. */
 export function decodeColumns(task: EncodeTask): ColumnBuffers[] {
-  const layouts = task.columns.map((column) => columnLayout(column.type));
+  const layouts = task.columns.map((column) => columnFormat(column.type).layout);
   if (task.encoded !== undefined) return decodeStreamColumns(task.encoded.chunks, layouts);
   const rows = task.rows!;
   const width = layouts.length;
@@ -98,30 +98,20 @@ export function encodeParquet(columns: EncodeTask['columns'], buffers: ColumnBuf
 
 /** The columns as an Arrow IPC stream of one record batch; the buffers are copied once, into it. */
 export function arrowStream(columns: EncodeTask['columns'], buffers: ColumnBuffers[]): Uint8Array {
-  const fields = columns.map((column) => new Field(column.name, arrowType(column.type), true));
+  const fields = columns.map((column) => new Field(column.name, columnFormat(column.type).arrow, true));
   const children = buffers.map((column, c) =>
     makeData({
       type: fields[c].type,
       length: column.rows,
       nullCount: column.nullCount,
       nullBitmap: column.nullCount > 0 ? column.validity : undefined,
-      data: narrowed(columns[c].type, column.values),
+      data: column.values,
       valueOffsets: column.offsets,
     } as Parameters<typeof makeData>[0]),
   );
   const rows = buffers.length > 0 ? buffers[0].rows : 0;
   const batch = new RecordBatch(new Schema(fields), makeData({ type: new Struct(fields), length: rows, nullCount: 0, children }));
   return tableToIPC(new Table(batch), 'stream');
-}
-
-/**
- * TINYINT and SMALLINT decode as int32 like INTEGER; Arrow's Int8 and Int16 (which the writer
- * marks as INT(8) and INT(16), so readers get the SQL type back) want their own widths.
- */
-function narrowed(type: SqlType, values: ColumnBuffers['values']): ColumnBuffers['values'] | Int8Array | Int16Array {
-  if (type.name === 'TINYINT') return Int8Array.from(values as Int32Array);
-  if (type.name === 'SMALLINT') return Int16Array.from(values as Int32Array);
-  return values;
 }
 
 export function parquetFromArrow(columns: EncodeTask['columns'], ipc: Uint8Array, compression: ParquetCompression): Uint8Array {
@@ -138,51 +128,34 @@ export function parquetFromArrow(columns: EncodeTask['columns'], ipc: Uint8Array
   return writeParquet(WasmTable.fromIPCStream(ipc), properties.build());
 }
 
-/** The decode layout and Arrow type of each SQL type. */
-export function columnLayout(type: SqlType): ColumnLayout {
+/**
+ * Each SQL type's decode layout and Arrow type. TINYINT and SMALLINT keep their own widths, so the
+ * file marks them INT(8) and INT(16) and readers get the SQL type back.
+ */
+export function columnFormat(type: SqlType): { layout: ColumnLayout; arrow: DataType } {
   switch (type.name) {
     case 'TINYINT':
+      return { layout: { kind: 'int8' }, arrow: new Int8() };
     case 'SMALLINT':
+      return { layout: { kind: 'int16' }, arrow: new Int16() };
     case 'INTEGER':
-      return { kind: 'int32' };
+      return { layout: { kind: 'int32' }, arrow: new Int32() };
     case 'BIGINT':
+      return { layout: { kind: 'int64' }, arrow: new Int64() };
     case 'TIMESTAMP':
-      return { kind: 'int64' };
+      return { layout: { kind: 'int64' }, arrow: new TimestampMillisecond() };
     case 'FLOAT':
-      return { kind: 'float64' };
-    case 'DECIMAL':
-      return { kind: 'decimal128', scale: type.scale ?? decimalDefaultScale };
+      return { layout: { kind: 'float64' }, arrow: new Float64() };
+    case 'DECIMAL': {
+      const scale = type.scale ?? decimalDefaultScale;
+      return { layout: { kind: 'decimal128', scale }, arrow: new Decimal(scale, type.precision ?? decimalDefaultPrecision, 128) };
+    }
     case 'BOOLEAN':
-      return { kind: 'boolean' };
+      return { layout: { kind: 'boolean' }, arrow: new Bool() };
     case 'VARCHAR':
-      return { kind: 'utf8' };
+      return { layout: { kind: 'utf8' }, arrow: new Utf8() };
     case 'VARBINARY':
-      return { kind: 'binary' };
-  }
-}
-
-function arrowType(type: SqlType): DataType {
-  switch (type.name) {
-    case 'TINYINT':
-      return new Int8();
-    case 'SMALLINT':
-      return new Int16();
-    case 'INTEGER':
-      return new Int32();
-    case 'BIGINT':
-      return new Int64();
-    case 'TIMESTAMP':
-      return new TimestampMillisecond();
-    case 'FLOAT':
-      return new Float64();
-    case 'DECIMAL':
-      return new Decimal(type.scale ?? decimalDefaultScale, type.precision ?? decimalDefaultPrecision, 128);
-    case 'BOOLEAN':
-      return new Bool();
-    case 'VARCHAR':
-      return new Utf8();
-    case 'VARBINARY':
-      return new Binary();
+      return { layout: { kind: 'binary' }, arrow: new Binary() };
   }
 }
 

@@ -44,6 +44,8 @@ export const streamChunkStride = 5;
  * by Arrow), read as U+FFFD, as TextEncoder writes them.
  */
 export type ColumnLayout =
+  | { kind: 'int8' }
+  | { kind: 'int16' }
   | { kind: 'int32' }
   | { kind: 'int64' }
   | { kind: 'float64' }
@@ -57,14 +59,16 @@ export interface ColumnBuffers {
   nullCount: number;
   /** Bit r (least significant first) is set when row r is not NULL. */
   validity: Uint8Array;
-  /** int32, int64: Int32Array; float64: Float64Array; decimal128: Uint32Array; boolean: a bitmap
-   * like `validity`; utf8, binary: the bytes of every row, back to back. */
-  values: Int32Array | Float64Array | Uint32Array | Uint8Array;
+  /** int8, int16, int32: Int8Array, Int16Array, Int32Array; int64: Int32Array; float64:
+   * Float64Array; decimal128: Uint32Array; boolean: a bitmap like `validity`; utf8, binary: the
+   * bytes of every row, back to back. */
+  values: Int8Array | Int16Array | Int32Array | Float64Array | Uint32Array | Uint8Array;
   /** utf8, binary: row r is values[offsets[r] … offsets[r + 1]). */
   offsets?: Int32Array;
 }
 
-const layoutCodes = { int32: 0, int64: 1, float64: 2, decimal128: 3, boolean: 4, utf8: 5, binary: 6 } as const;
+// The narrow integers decode as int32 does: only their arrays' widths differ.
+const layoutCodes = { int8: 0, int16: 0, int32: 0, int64: 1, float64: 2, decimal128: 3, boolean: 4, utf8: 5, binary: 6 } as const;
 const twoTo32 = 4294967296;
 const bytesPerRowGuess = 16;
 
@@ -83,6 +87,8 @@ export function decodeStreamColumns(chunks: readonly { data: Uint8Array; skip: n
     // Every row valid to begin with: a NULL clears its bit, so values, the common case, cost nothing here.
     const column: ColumnBuffers = { rows, nullCount: 0, validity: new Uint8Array((rows + 7) >> 3).fill(0xff), values: new Int32Array(0), offsets: undefined };
     switch (layout.kind) {
+      case 'int8': column.values = new Int8Array(rows); break;
+      case 'int16': column.values = new Int16Array(rows); break;
       case 'int32': column.values = new Int32Array(rows); break;
       case 'int64': column.values = new Int32Array(rows * 2); break;
       case 'float64': column.values = new Float64Array(rows); break;
@@ -167,6 +173,7 @@ function decodeRowsInto(cursor: ChunkCursor, columns: ColumnBuffers[], codes: In
       }
       switch (code) {
         case layoutCodes.int32:
+          // Int8Array and Int16Array too: the column's SQL type keeps its values within their range.
           (column.values as Int32Array)[row] = value;
           break;
         case layoutCodes.int64: {

@@ -12,7 +12,7 @@ import { decodeStreamColumns, decodeStreamRows, encodeStreamChunk, type ColumnBu
 import type { SqlType, Value } from '../../engine/types.ts';
 import { stringify } from 'csv-stringify/sync';
 import { seededRandom } from '../../engine/random.ts';
-import encodeFile, { IsoTimestamps, columnLayout, encodeCsv, type EncodeTask } from '../../exporters/file-encode.ts';
+import encodeFile, { IsoTimestamps, columnFormat, encodeCsv, type EncodeTask } from '../../exporters/file-encode.ts';
 import { temporaryFolder } from './file-helpers.ts';
 
 const columns: EncodeTask['columns'] = [
@@ -27,7 +27,7 @@ const columns: EncodeTask['columns'] = [
   { name: 't', type: { name: 'TIMESTAMP' } },
   { name: 'ok', type: { name: 'BOOLEAN' } },
 ];
-const layouts = columns.map((column) => columnLayout(column.type));
+const layouts = columns.map((column) => columnFormat(column.type).layout);
 
 // Every msgpack width of integer (fixint, int8/16/32, uint8/16/32, past 32 bits), strings and
 // binaries shorter and longer than the copy loop's 32 bytes and than the 16 bytes a row the
@@ -66,6 +66,8 @@ function columnValues(column: ColumnBuffers, layout: ColumnLayout, type: SqlType
       continue;
     }
     switch (layout.kind) {
+      case 'int8':
+      case 'int16':
       case 'int32':
       case 'float64':
         out.push(column.values[r]);
