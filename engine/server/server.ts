@@ -151,7 +151,9 @@ export async function startServer(options: ServerOptions): Promise<SluiceServer>
       { version: error.version.epoch, changes: error.changes },
       `${error.message}: replaying them with the code that wrote them (version ${error.version.epoch}, kept in the data directory), then starting with the new code`,
     );
-    const catchUp = await startOnce({ ...options, schema: error.version.ddl, procedures: error.version.proceduresDir, importers: undefined }, true);
+    // One snapshot, taken here so that a failure stops the start; none again at its close.
+    const durability = { ...options.durability, snapshotOnShutdown: false };
+    const catchUp = await startOnce({ ...options, schema: error.version.ddl, procedures: error.version.proceduresDir, importers: undefined, durability }, true);
     try {
       await catchUp.durability!.snapshot();
     } finally {
