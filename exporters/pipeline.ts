@@ -201,7 +201,7 @@ export class ExportPipeline {
     this.residentBytesMax = options.residentBytesMax ?? residentBytesMaxDefault;
     this.watermarkDelayMs = options.watermarkDelayMs ?? watermarkDelayMsDefault;
     this.partitionCount = partitionCount;
-    this.exported = new Set(exportedStreams(options.catalog).map((table) => table.name));
+    this.exported = exportedNames(options.catalog);
     this.fullLanes = new Array<number>(partitionCount).fill(0);
     this.watermarkTimer = setInterval(() => this.watermarkAll(), watermarkIntervalMs);
     this.watermarkTimer.unref();
@@ -272,7 +272,7 @@ export class ExportPipeline {
 
   /** The streams whose rows the partitions must send here. */
   get streamNames(): string[] {
-    return exportedStreams(this.catalog).map((table) => table.name);
+    return [...this.exported];
   }
 
   /**
@@ -325,7 +325,7 @@ export class ExportPipeline {
       addStreamTo(this.slots.get(name)!.target, def);
       recordShape(this.store, def);
     }
-    this.exported = new Set(exportedStreams(catalog).map((table) => table.name));
+    this.exported = exportedNames(catalog);
     for (const def of added) {
       for (let p = 0; p < this.partitionCount; p++) {
         const lane = this.lane(def.name, p);
@@ -867,6 +867,10 @@ const droppedStreamSlot = '(dropped stream)';
 /** The streams of `catalog` that export to a target. */
 function exportedStreams(catalog: Catalog): TableDef[] {
   return [...catalog.tables.values()].filter((table) => table.kind === 'stream' && table.exportTarget !== undefined);
+}
+
+function exportedNames(catalog: Catalog): ReadonlySet<string> {
+  return new Set(exportedStreams(catalog).map((table) => table.name));
 }
 
 /** With no target configured, every target a stream names is a JSON Lines file target under `<data>/export/files`. */
