@@ -2,7 +2,7 @@
  * Helpers for the exporter tests: temporary data folders (removed after each test), the fixture
  * schema, and readers for what file targets wrote (JSON Lines, CSV) keyed by partition.
  */
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach } from 'vitest';
@@ -25,9 +25,11 @@ export function temporaryFolder(prefix = 'sluice-export-'): string {
 export function listFiles(root: string): string[] {
   const out: string[] = [];
   const walk = (dir: string): void => {
-    for (const entry of readdirSync(dir)) {
-      const full = path.join(dir, entry);
-      if (statSync(full).isDirectory()) walk(full);
+    // The entry types come with the listing: a temporary file renamed away while an export runs
+    // would make a separate stat fail.
+    for (const entry of readdirSync(dir, { withFileTypes: true })) {
+      const full = path.join(dir, entry.name);
+      if (entry.isDirectory()) walk(full);
       else out.push(path.relative(root, full));
     }
   };
