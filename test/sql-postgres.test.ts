@@ -531,7 +531,8 @@ function aggregate(gen: Generator, alias: string): Expr {
 
 /** GROUP BY one or two keys, with aggregates and maybe HAVING; ordered by the keys. */
 function groupQuery(gen: Generator): GeneratedQuery {
-  const keyChoices = ['t.g', 't.k', 't.s', 't.v', '(t.v % 4)', 'UPPER(t.s)'];
+  // t.id is the partition column: grouping by it keeps each group on one partition (groupsConfined).
+  const keyChoices = ['t.g', 't.k', 't.s', 't.v', '(t.v % 4)', 'UPPER(t.s)', 't.id'];
   const groupKeys = gen.chance(0.6) ? [gen.pick(keyChoices)] : [...new Set([gen.pick(keyChoices), gen.pick(keyChoices)])];
   const aggregates = Array.from({ length: gen.int(1, 3) }, () => aggregate(gen, 't'));
   const having = gen.chance(0.4) ? ` HAVING ${gen.pick(['COUNT(*) > 2', 'SUM(t.v) > 10', 'MIN(t.f) < 0', 'MAX(t.s) > \'b\'', 'COUNT(t.d) <= 5', 'AVG(t.v) > 0'])}` : '';

@@ -232,6 +232,8 @@ export class Router {
    * transaction time out (0: none): until it leaves that transaction, others fail at once.
    */
   private readonly stuckTag: number[];
+  /** The multi-partition transaction this thread coordinates now (or last did). */
+  private coordinatingTransactionId = 0;
   /** Each partition's last answered statistics: @Statistics reports a stalled partition from them. */
   private readonly lastPartitionStatistics: (PartitionStatistics | undefined)[];
   private flushScheduled = false;
@@ -870,6 +872,7 @@ export class Router {
    */
   private runMultiAt(procedure: LoadedProcedure, values: Value[], stats: ProcedureStats, sink: ResultSink, token: number, transactionId: number, timestamp: number, replaying: boolean): void {
     const start = performance.now();
+    this.coordinatingTransactionId = transactionId;
     this.placeMarkers(transactionId, timestamp);
     const fragmentTimeoutMs = this.remote.fragmentTimeoutMs;
     if (replaying) this.remote.fragmentTimeoutMs = Infinity;
@@ -1358,6 +1361,9 @@ export class Router {
     const running = this.monitor.running(partition);
     if (running === undefined || !this.monitor.stillRunning(partition, running.tag)) return '';
     const name = this.runningStats(partition, running.tag, running.slot)?.name ?? 'a multi-partition transaction';
+    // The monitor's timer cannot tick while this thread coordinates, so a partition busy with the
+    // waiting transaction's own fragment is first seen now: say that, not "for at least 0 ms".
+    if (running.tag === transactionTag(this.coordinatingTransactionId)) return `it is still working on this transaction's statement (a long read or write on that partition)`;
     return `it has been running ${name} (transaction ${this.runningTransactionId(running.tag, running.slot)}) for at least ${Math.round(performance.now() - running.since)} ms`;
   }
 

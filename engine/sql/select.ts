@@ -53,6 +53,13 @@ export interface SelectPlan {
   readonly limit: Bound | undefined;
   readonly offset: Bound | undefined;
   readonly tables: readonly TableDef[];
+  /**
+   * Set when every group lives on one partition (the GROUP BY includes the partition column of
+   * the only source): each partition then finishes its groups, HAVING included, and the
+   * coordinator only concatenates, sorts and limits. Without it a GROUP BY over a key as fine as
+   * the rows (per phone number) sends every group to the coordinator to be merged with nothing.
+   */
+  readonly groupsConfined: boolean;
   /** Set when the query reads a view split across partitions: how a multi-partition read
    * gathers and merges its partial groups before the rest of the plan runs (view-merge.ts). */
   readonly splitView: SplitViewRead | undefined;
@@ -159,6 +166,8 @@ export function planSelect(ast: Ast, catalog: Catalog): SelectPlan {
     available.add(slot);
   }
   const orderedByIndex = orderBy.length > 0 && levels.length > 0 && levels[0].access.ordered && levels.slice(1).every((level) => level.access.kind === 'unique' && !level.leftJoin);
+  const partitionColumn = sources.length === 1 && sources[0].table.partitioned ? sources[0].table.partitionColumn : undefined;
+  const groupsConfined = partitionColumn !== undefined && groupBy.some((bound) => bound.column?.slot === 0 && bound.column.position === partitionColumn);
   const limitScope: Scope = { sources: [], where: 'LIMIT' };
   const [limit, offset] = bindLimit(ast.limit, limitScope);
   return {
@@ -179,6 +188,7 @@ export function planSelect(ast: Ast, catalog: Catalog): SelectPlan {
     limit,
     offset,
     tables: sources.map((source) => source.table),
+    groupsConfined,
     splitView: planSplitView(sources, levels, whereConjuncts, onConjuncts, andAll(constant)),
     pointLookup:
       levels.length === 1 && levels[0].access.kind === 'unique' && !grouped && !distinct && orderBy.length === 0
@@ -398,6 +408,20 @@ function localGroups(plan: SelectPlan, storage: TableSource, params: readonly Va
   });
 }
 
+/** This partition's groups, finished and filtered by HAVING (plan.groupsConfined). */
+function confinedGroups(plan: SelectPlan, storage: TableSource, params: readonly Value[]): Frame[] {
+  const groups = new Groups(plan, params, false);
+  const aggregates = plan.aggregates;
+  forEachFrame(plan, storage, params, (frame) => {
+    const accumulators = groups.accumulatorsOf(frame, true);
+    for (let i = 0; i < aggregates.length; i++) accumulate(aggregates[i], accumulators[i], frame, params);
+    return true;
+  });
+  const frames = groups.finalFrames();
+  const having = plan.having;
+  return having === undefined ? frames : frames.filter((frame) => having.evaluate(frame, params) === true);
+}
+
 function mergePartialGroups(plan: SelectPlan, frames: Frame[], params: readonly Value[]): Frame[] {
   const aggregates = plan.aggregates;
   const groups = new Groups(plan, params, true);
@@ -422,6 +446,7 @@ function mergePartialGroups(plan: SelectPlan, frames: Frame[], params: readonly 
 }
 
 function localFrames(plan: SelectPlan, storage: TableSource, params: readonly Value[]): Frame[] {
+  if (plan.groupsConfined) return confinedGroups(plan, storage, params);
   if (aggregatesLocally(plan)) return localGroups(plan, storage, params);
   const frames: Frame[] = [];
   let remaining = Infinity;
@@ -516,11 +541,13 @@ export function finishSelect(plan: SelectPlan, frames: Frame[], params: readonly
 }
 
 function finishFrames(plan: SelectPlan, frames: Frame[], params: readonly Value[]): ResultTable {
-  const outputFrames = !plan.grouped ? frames : aggregatesLocally(plan) ? mergePartialGroups(plan, frames, params) : groupFrames(plan, frames, params);
+  const outputFrames = !plan.grouped || plan.groupsConfined ? frames : aggregatesLocally(plan) ? mergePartialGroups(plan, frames, params) : groupFrames(plan, frames, params);
   const projection = plan.projection;
   let rows: { row: Value[]; keys: Value[] }[] = [];
+  // Confined groups passed HAVING on their partition already.
+  const having = plan.groupsConfined ? undefined : plan.having;
   for (const frame of outputFrames) {
-    if (plan.having && plan.having.evaluate(frame, params) !== true) continue;
+    if (having && having.evaluate(frame, params) !== true) continue;
     const row = new Array<Value>(projection.length);
     for (let i = 0; i < projection.length; i++) row[i] = projection[i].evaluate(frame, params);
     const keys = plan.orderBy.map((key) => key.bound.evaluate(frame, params));
@@ -633,7 +660,7 @@ export function explainSelect(plan: SelectPlan): string[] {
   });
   if (plan.constantFilter) lines.unshift(`filter ${plan.constantFilter.text}`);
   if (plan.splitView) lines.unshift(...explainSplitView(plan.splitView));
-  if (plan.grouped) lines.push(`aggregate ${plan.aggregates.map((call) => call.text).join(', ')}${plan.groupBy.length ? ` group by ${plan.groupBy.map((bound) => bound.text).join(', ')}` : ''}`);
+  if (plan.grouped) lines.push(`aggregate ${plan.aggregates.map((call) => call.text).join(', ')}${plan.groupBy.length ? ` group by ${plan.groupBy.map((bound) => bound.text).join(', ')}` : ''}${plan.groupsConfined ? ' (each group on one partition)' : ''}`);
   if (plan.having) lines.push(`having ${plan.having.text}`);
   if (plan.distinct) lines.push('distinct');
   if (plan.orderBy.length) lines.push(plan.orderedByIndex ? 'order by index (no sort)' : `sort by ${plan.orderBy.map((key) => `${key.bound.text}${key.descending ? ' DESC' : ''}`).join(', ')}`);
