@@ -40,6 +40,7 @@ import {
   type ErrorPayload,
   type StatusName,
 } from '../engine/server/protocol.ts';
+import { PendingCalls } from './pending-calls.ts';
 import { SubscriptionRegistry, type RowHandler, type SubscribeOptions, type Subscription } from './subscriptions.ts';
 
 export { Status, type StatusName, type QueryResult };
@@ -154,7 +155,7 @@ export class Client<App extends AppShape = UntypedApp> {
   private connected = false;
   private closing = false;
   private nextId = 1;
-  private readonly pending = new Map<number, PendingCall>();
+  private readonly pending = new PendingCalls<PendingCall>();
   /** Calls not yet sent because callsInFlightMax were outstanding (or while reconnecting). */
   private readonly waiting: PendingCall[] = [];
   private waitingHead = 0;
@@ -169,9 +170,11 @@ export class Client<App extends AppShape = UntypedApp> {
    * Calls by timeout, each queue in submission order, so deadlines within a queue only grow and a
    * sweep stops at the first call still running. A queue holds a call only until it is answered
    * and reaches the front: bucketing ids by deadline instead kept every id of the last `timeoutMs`
-   * (millions at high rates) alive, and the scavenger copied them all.
+   * (millions at high rates) alive, and the scavenger copied them all. Queues hold ids, not the
+   * calls: a queue's discarded backing store, once in the old generation, would keep every call
+   * it referenced alive through the next scavenges (see pending-calls.ts).
    */
-  private readonly deadlines = new Map<number, { calls: PendingCall[]; head: number }>();
+  private readonly deadlines = new Map<number, { ids: number[]; head: number }>();
   private timer: NodeJS.Timeout | undefined;
   private reconnectDelay = reconnectDelayMinMs;
   private readonly subscriptions = new SubscriptionRegistry((frame) => this.sendNow(frame), () => this.protocolVersion);
@@ -365,10 +368,10 @@ export class Client<App extends AppShape = UntypedApp> {
     return new Promise((resolve, reject) => {
       const id = this.nextId++;
       const call: PendingCall = { id, name, params, timeoutMs, deadline: Date.now() + timeoutMs, detailed, sent: false, resolve, reject };
-      this.pending.set(id, call);
+      this.pending.add(call);
       const queue = this.deadlines.get(timeoutMs);
-      if (queue === undefined) this.deadlines.set(timeoutMs, { calls: [call], head: 0 });
-      else queue.calls.push(call);
+      if (queue === undefined) this.deadlines.set(timeoutMs, { ids: [id], head: 0 });
+      else queue.ids.push(id);
       if (this.connected && this.inFlight < this.options.callsInFlightMax && this.waitingHead === this.waiting.length) this.send(call);
       else this.waiting.push(call);
     });
@@ -452,26 +455,26 @@ export class Client<App extends AppShape = UntypedApp> {
   private sweepTimeouts(): void {
     const now = Date.now();
     for (const [timeoutMs, queue] of this.deadlines) {
-      const calls = queue.calls;
+      const ids = queue.ids;
       let head = queue.head;
-      for (; head < calls.length; head++) {
-        const call = calls[head];
-        if (this.pending.get(call.id) !== call) continue; // Answered (or failed) already.
+      for (; head < ids.length; head++) {
+        const call = this.pending.get(ids[head]);
+        if (call === undefined) continue; // Answered (or failed) already.
         if (call.deadline > now) break;
         this.pending.delete(call.id);
         if (call.sent) this.inFlight--;
         call.reject(new SluiceClientError(Status.TIMEOUT, ProtocolCode.TIMEOUT, `call ${call.name} got no answer within ${call.timeoutMs} ms; it ${call.sent ? 'may still commit' : 'was never sent'}`));
       }
-      if (head === calls.length) {
+      if (head === ids.length) {
         this.deadlines.delete(timeoutMs);
         continue;
       }
       // A slow call at the front holds back the answered ones behind it: drop those now and then.
-      if (calls.length - head > 2 * this.pending.size + 1024) {
-        queue.calls = calls.slice(head).filter((call) => this.pending.get(call.id) === call);
+      if (ids.length - head > 2 * this.pending.size + 1024) {
+        queue.ids = ids.slice(head).filter((id) => this.pending.get(id) !== undefined);
         head = 0;
-      } else if (head > 1024 && head * 2 > calls.length) {
-        calls.splice(0, head);
+      } else if (head > 1024 && head * 2 > ids.length) {
+        ids.splice(0, head);
         head = 0;
       }
       queue.head = head;
