@@ -389,7 +389,8 @@ class Groups {
   }
 }
 
-function localGroups(plan: SelectPlan, storage: TableSource, params: readonly Value[]): Frame[] {
+/** This partition's rows of a grouped query, accumulated into their groups. */
+function groupLocalRows(plan: SelectPlan, storage: TableSource, params: readonly Value[]): Groups {
   const groups = new Groups(plan, params, false);
   const aggregates = plan.aggregates;
   forEachFrame(plan, storage, params, (frame) => {
@@ -397,7 +398,11 @@ function localGroups(plan: SelectPlan, storage: TableSource, params: readonly Va
     for (let i = 0; i < aggregates.length; i++) accumulate(aggregates[i], accumulators[i], frame, params);
     return true;
   });
-  return groups.frames((accumulators) => {
+  return groups;
+}
+
+function localGroups(plan: SelectPlan, storage: TableSource, params: readonly Value[]): Frame[] {
+  return groupLocalRows(plan, storage, params).frames((accumulators) => {
     const states: Value[] = new Array(accumulators.length * partialWidth);
     accumulators.forEach((accumulator, i) => {
       states[i * partialWidth] = accumulator.count;
@@ -410,14 +415,7 @@ function localGroups(plan: SelectPlan, storage: TableSource, params: readonly Va
 
 /** This partition's groups, finished and filtered by HAVING (plan.groupsConfined). */
 function confinedGroups(plan: SelectPlan, storage: TableSource, params: readonly Value[]): Frame[] {
-  const groups = new Groups(plan, params, false);
-  const aggregates = plan.aggregates;
-  forEachFrame(plan, storage, params, (frame) => {
-    const accumulators = groups.accumulatorsOf(frame, true);
-    for (let i = 0; i < aggregates.length; i++) accumulate(aggregates[i], accumulators[i], frame, params);
-    return true;
-  });
-  const frames = groups.finalFrames();
+  const frames = groupLocalRows(plan, storage, params).finalFrames();
   const having = plan.having;
   return having === undefined ? frames : frames.filter((frame) => having.evaluate(frame, params) === true);
 }
