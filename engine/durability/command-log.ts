@@ -13,8 +13,9 @@
  *
  * Modes and what `append` promises (docs/durability.md has the loss windows):
  * - sync: resolves after the LMDB transaction holding the record is committed and fsynced.
- *   Records are group-committed: every append within `groupCommitMs` of the group's first goes
- *   into one LMDB write transaction and shares its one fsync.
+ *   Records are group-committed: every append of the same event-loop turn (or, with
+ *   `groupCommitMs` > 0, within that window of the group's first) goes into one LMDB write
+ *   transaction and shares its one fsync.
  * - async: resolves at once; the pending records are written as one transaction every
  *   `asyncFlushMs`, and LMDB flushes each commit in the background.
  * - off: resolves at once and writes nothing (the ids are still checked to grow).
@@ -56,7 +57,12 @@ export interface CommandLogOptions {
   /** The log's folder: its segment files (and each one's LMDB lock file `<segment>-lock`). */
   folder: string;
   mode: DurabilityMode;
-  /** Window in which sync appends share one LMDB transaction and one fsync. Default 1 ms. */
+  /**
+   * Window in which sync appends share one LMDB transaction and one fsync. Default 0: what one
+   * turn of the event loop sequenced (under load a turn carries hundreds of calls). Measured on
+   * Voter, 2 cores: 0 against 1 ms gave 238k against 209k votes/s unthrottled and p50 1.6–1.8
+   * against 2.2–2.3 ms with 200 calls in flight, since Node runs a 1 ms timer 1–2 ms later.
+   */
   groupCommitMs?: number;
   /** How often async-mode records are written. Default 100 ms. */
   asyncFlushMs?: number;
@@ -80,7 +86,7 @@ export interface CommandLogOptions {
   segmentRecordsMax?: number;
 }
 
-export const groupCommitMsDefault = 1;
+export const groupCommitMsDefault = 0;
 export const asyncFlushMsDefault = 100;
 /** Bounds the memory and the LMDB transaction of one group; a full group is written at once. */
 export const groupRecordsMax = 8192;
@@ -165,6 +171,9 @@ export class CommandLog {
   /** Settles when the current (unwritten) group is durable per the mode; sync mode only. */
   private groupDone: Deferred | undefined;
   private timer: NodeJS.Timeout | undefined;
+  /** Instead of `timer` when the window is 0. */
+  private immediate: NodeJS.Immediate | undefined;
+  private readonly commitGroupBound = (): void => this.commitGroup();
   /** Set while the pending group waits for the full segment to flush before a new one starts. */
   private rolling: Promise<void> | undefined;
   private lastAppendedId: number;
@@ -301,7 +310,11 @@ export class CommandLog {
     if (group.records === 0) {
       this.groupFirstId = transactionId;
       const windowMs = this.mode === 'sync' ? this.groupCommitMs : this.asyncFlushMs;
-      this.timer = setTimeout(() => this.commitGroup(), windowMs);
+      // Node runs a 0 ms timeout after at least 1 ms, and a timer only where the event loop
+      // checks timers: a window of 0 means "what this turn of the loop sequenced", so it commits
+      // when the turn's I/O is done.
+      if (windowMs === 0) this.immediate = setImmediate(this.commitGroupBound);
+      else this.timer = setTimeout(this.commitGroupBound, windowMs);
     }
     group.add(transactionId, timestamp, partition, procedure, catalogVersion, parameters);
     this.groupLastId = transactionId;
@@ -326,8 +339,10 @@ export class CommandLog {
    * lose an older one's, and recovery would find records missing in the middle.
    */
   private commitGroup(): void {
-    if (this.timer) clearTimeout(this.timer);
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    if (this.immediate !== undefined) clearImmediate(this.immediate);
     this.timer = undefined;
+    this.immediate = undefined;
     if (this.rolling !== undefined) return;
     const first = this.group.records > 0 ? this.groupFirstId : undefined;
     if (first !== undefined && (this.current.records >= this.segmentRecordsMax || this.current.bytes >= this.segmentBytesMax)) {

@@ -107,6 +107,22 @@ describe('command log', () => {
     expect([...log.read()].length).toBe(count);
   });
 
+  it('with a window of 0 (the default), groups what one turn of the event loop appended', async () => {
+    const log = await openLog(tempLogPath(), 'sync');
+    expect(log.groupCommitMs).toBe(0);
+    const firstTurn: Promise<void>[] = [];
+    for (let id = 1; id <= 500; id++) firstTurn.push(log.append(record(id)));
+    expect(log.stats.groups).toBe(0);
+    // The next turn, before the first group's flush: its appends make a group of their own.
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    expect(log.stats.groups).toBe(1);
+    const secondTurn: Promise<void>[] = [];
+    for (let id = 501; id <= 700; id++) secondTurn.push(log.append(record(id)));
+    await Promise.all([...firstTurn, ...secondTurn]);
+    expect(log.stats.groups).toBe(2);
+    expect([...log.read()].map((entry) => entry.transactionId)).toEqual(Array.from({ length: 700 }, (_, i) => i + 1));
+  });
+
   it('writes a full group at once rather than growing it without bound', async () => {
     const log = await CommandLog.open({ folder: tempLogPath(), mode: 'sync', groupCommitMs: 1000, groupRecordsMax: 100 });
     logs.push(log);
