@@ -17,6 +17,7 @@ import { createHistogram, monitorEventLoopDelay } from 'node:perf_hooks';
 import { Worker, isMainThread, parentPort } from 'node:worker_threads';
 import { Packr } from 'msgpackr';
 import { WebSocket, WebSocketServer } from 'ws';
+import { machineDescription, sleep } from './load-generator.ts';
 
 const packr = new Packr({ useRecords: false });
 const callStride = 3;
@@ -74,6 +75,7 @@ async function drive(): Promise<void> {
   const rate = options.rate === undefined ? undefined : Number(options.rate);
   const windowSize = Number(options.window);
 
+  console.log(`transport floor: ${options.hop ? 'one worker hop' : 'direct'}, ${rate === undefined ? `window ${windowSize}` : `fixed rate ${rate}/s`}; ${machineDescription()}`);
   const server = fork(new URL(import.meta.url), ['--serve', options.hop ? 'hop' : 'direct'], { stdio: 'inherit' });
   const port = await new Promise<number>((resolve) => server.once('message', (message: { port: number }) => resolve(message.port)));
   const socket = new WebSocket(`ws://127.0.0.1:${port}`, { perMessageDeflate: false });
@@ -152,8 +154,3 @@ async function drive(): Promise<void> {
   console.log(`${summary.calls_per_s.toLocaleString('en-US')} calls/s; latency ms p50 ${summary.p50_ms} p95 ${summary.p95_ms} p99 ${summary.p99_ms} p99.9 ${summary.p999_ms}`);
   console.log(JSON.stringify(summary));
 }
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-

@@ -232,7 +232,7 @@ export class Router {
    * transaction time out (0: none): until it leaves that transaction, others fail at once.
    */
   private readonly stuckTag: number[];
-  /** The multi-partition transaction this thread coordinates now (or last did). */
+  /** The multi-partition transaction this thread coordinates now; 0 between them. */
   private coordinatingTransactionId = 0;
   /** Each partition's last answered statistics: @Statistics reports a stalled partition from them. */
   private readonly lastPartitionStatistics: (PartitionStatistics | undefined)[];
@@ -894,6 +894,8 @@ export class Router {
       this.reportStuck(timeout, transactionId, procedure.name);
     }
     this.remote.end(status === Status.SUCCESS);
+    // A later call's "still stuck" message must not mistake this transaction for its own.
+    this.coordinatingTransactionId = 0;
     if (!replaying && status === Status.SUCCESS && this.log !== undefined && !procedure.readOnly) {
       const statement = procedure.statement;
       // Ad-hoc SQL has no procedure to name: log its text, as the single-partition path does.
