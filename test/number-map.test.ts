@@ -62,6 +62,62 @@ describe('NumberMap agrees with Map', () => {
     for (const key of keys.slice(0, 100)) expect(map.get(key)).toBeUndefined();
   });
 
+  it('stays right while a grown table drains into its successor, across chunks of row references', () => {
+    // Over 131,072 keys take the table to 512k slots (8 chunks of 65,536); every growth from 64k on
+    // drains over the following operations, which here overwrite, delete and look up keys that
+    // may still sit in the old table, including ones whose probe runs pass moved entries.
+    const next = seededRandom(7);
+    const map = new NumberMap();
+    const truth = new Map<number, Row>();
+    const keyOf = () => 5_000_000_000 + Math.floor(next() * 400_000) * 3;
+    for (let step = 0; step < 450_000; step++) {
+      const key = keyOf();
+      const action = next();
+      if (action < 0.6) {
+        const row = rowFor(key, step);
+        map.set(key, row);
+        truth.set(key, row);
+      } else if (action < 0.7) {
+        expect(map.delete(key)).toBe(truth.delete(key));
+      } else if (map.get(key) !== truth.get(key)) {
+        expect.fail(`get ${key} at step ${step}: ${String(map.get(key))} against ${String(truth.get(key))}`);
+      }
+    }
+    expect(map.size).toBe(truth.size);
+    expect(truth.size).toBeGreaterThan(131_072);
+    for (const [key, row] of truth) if (map.get(key) !== row) expect.fail(`${key} lost after the drains`);
+    for (const key of [...truth.keys()]) map.delete(key);
+    expect(map.size).toBe(0);
+    expect(map.get(keyOf())).toBeUndefined();
+  });
+
+  it('finds every key after every operation while a table drains', () => {
+    // Small tables drain the same way as large ones; checking every key after every operation
+    // catches a probe run cut where the drain has passed, or an entry stranded behind it.
+    for (const seed of [1, 2, 3, 4, 5]) {
+      const next = seededRandom(seed);
+      const map = new NumberMap();
+      const truth = new Map<number, Row>();
+      const draining = () => (map as unknown as { draining: unknown }).draining !== undefined;
+      let checkedWhileDraining = 0;
+      for (let step = 0; step < 6_000; step++) {
+        const key = Math.floor(next() * 700) * 1_000_003;
+        if (next() < 0.7) {
+          const row = rowFor(key, step);
+          map.set(key, row);
+          truth.set(key, row);
+        } else {
+          expect(map.delete(key)).toBe(truth.delete(key));
+        }
+        if (!draining()) continue;
+        checkedWhileDraining++;
+        for (const [stored, row] of truth) if (map.get(stored) !== row) expect.fail(`seed ${seed}, step ${step}: ${stored} not found while draining`);
+      }
+      expect(checkedWhileDraining).toBeGreaterThan(0);
+      expect(map.size).toBe(truth.size);
+    }
+  });
+
   it('-0 and 0 are one key, NaN finds NaN, and keys that are not numbers are never found', () => {
     const map = new NumberMap();
     const zero = rowFor(0, 1);

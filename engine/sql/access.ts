@@ -207,8 +207,7 @@ export function runAccessPath(
 ): boolean {
   switch (path.kind) {
     case 'scan':
-      for (const row of table.rows) if (!visit(row)) return false;
-      return true;
+      return table.rows.scan(visit);
     case 'unique': {
       const index = table.index(path.index!) as HashIndex;
       const key = evaluateAll(path.equal, frame, params);

@@ -9,6 +9,13 @@
  * Semantics are Map's for numbers (SameValueZero): -0 and 0 are one key, NaN equals NaN.
  * Deletion shifts later entries of the probe run back (no tombstones), so lookups stay short
  * after many deletes.
+ *
+ * Growing never stops the partition for long. Doubling a table of a million keys at once took
+ * ~80 ms here (allocating the new row array alone ~30 ms, its pages faulted in), and ~330 ms at
+ * two million: every call queued behind that insert waited as long. So row references sit in
+ * chunks of 65,536 slots, allocated when first written, and a full table is drained into its
+ * successor a few slots per write: until the old table is empty, lookups try the new table and
+ * then the old one, where moved entries leave tombstones so the probe runs of the rest stay whole.
  */
 import { assert } from '../assert.ts';
 import type { Row } from '../types.ts';
@@ -17,6 +24,22 @@ import type { HashKey } from './index-key.ts';
 /** Slots per entry before the table doubles: at most half full keeps probe runs short. */
 const loadFactorMax = 0.5;
 const initialCapacity = 16;
+const chunkBits = 16;
+/** Row references per chunk (512 KiB): allocating one is a short pause, not a long one. */
+const chunkSize = 1 << chunkBits;
+const chunkMask = chunkSize - 1;
+/**
+ * Old-table slots moved per write (set or delete) while draining. The drain ends after
+ * capacity / 16 writes, long before the new table (twice the capacity, a quarter full at the start) can
+ * fill: at most an eighth of the old capacity is inserted meanwhile.
+ */
+const drainSlotsPerOperation = 16;
+
+type Chunk = (Row | undefined)[];
+/** Stands for every chunk not yet written: reads find free slots there without a branch. */
+const unwrittenChunk: Chunk = new Array<Row | undefined>(chunkSize).fill(undefined);
+/** Marks a slot of a draining table whose entry has moved: probes go on past it. */
+const moved: Row = [];
 
 const scratch = new Float64Array(1);
 const scratchWords = new Int32Array(scratch.buffer);
@@ -41,20 +64,93 @@ export interface UniqueRows {
   readonly size: number;
 }
 
+/** One open-addressing table: keys unboxed, rows in chunks; a free slot holds undefined. */
+class SlotTable {
+  readonly keys: Float64Array;
+  readonly chunks: Chunk[];
+  readonly mask: number;
+
+  constructor(capacity: number) {
+    this.keys = new Float64Array(capacity);
+    this.mask = capacity - 1;
+    this.chunks = capacity <= chunkSize ? [new Array<Row | undefined>(capacity).fill(undefined)] : new Array<Chunk>(capacity >>> chunkBits).fill(unwrittenChunk);
+  }
+
+  get capacity(): number {
+    return this.mask + 1;
+  }
+
+  row(slot: number): Row | undefined {
+    return this.chunks[slot >>> chunkBits][slot & chunkMask];
+  }
+
+  setRow(slot: number, row: Row | undefined): void {
+    const index = slot >>> chunkBits;
+    let chunk = this.chunks[index];
+    if (chunk === unwrittenChunk) {
+      chunk = new Array<Row | undefined>(chunkSize).fill(undefined);
+      this.chunks[index] = chunk;
+    }
+    chunk[slot & chunkMask] = row;
+  }
+
+  /** The slot holding `key`, or -1. Tombstones (draining tables only) are passed over. */
+  find(key: number): number {
+    const keys = this.keys;
+    const chunks = this.chunks;
+    const mask = this.mask;
+    let slot = hashNumber(key === 0 ? 0 : key) & mask;
+    for (;;) {
+      const row = chunks[slot >>> chunkBits][slot & chunkMask];
+      if (row === undefined) return -1;
+      if (keys[slot] === key && row !== moved) return slot;
+      slot = (slot + 1) & mask;
+    }
+  }
+
+  /** Puts a key known to be absent into its first free slot. */
+  insert(key: number, row: Row): void {
+    const chunks = this.chunks;
+    const mask = this.mask;
+    let slot = hashNumber(key) & mask;
+    while (chunks[slot >>> chunkBits][slot & chunkMask] !== undefined) slot = (slot + 1) & mask;
+    this.keys[slot] = key;
+    this.setRow(slot, row);
+  }
+
+  /**
+   * Backward-shift deletion: moves each later entry of the run into the hole when its home slot
+   * does not lie (cyclically) between the hole and its current slot.
+   */
+  removeAt(slot: number): void {
+    const keys = this.keys;
+    const mask = this.mask;
+    let hole = slot;
+    let next = (hole + 1) & mask;
+    for (let row = this.row(next); row !== undefined; row = this.row(next)) {
+      const home = hashNumber(keys[next]) & mask;
+      const movable = hole <= next ? home <= hole || home > next : home <= hole && home > next;
+      if (movable) {
+        keys[hole] = keys[next];
+        this.setRow(hole, row);
+        hole = next;
+      }
+      next = (next + 1) & mask;
+    }
+    this.setRow(hole, undefined);
+    keys[hole] = 0;
+  }
+}
+
 export class NumberMap implements UniqueRows {
-  private keys: Float64Array;
-  /** The row of each slot; undefined marks a free slot. */
-  private rows: (Row | undefined)[];
-  private mask: number;
+  private table = new SlotTable(initialCapacity);
+  /** The table being emptied into `table` after a growth, or undefined. */
+  private draining: SlotTable | undefined;
+  private drainCursor = 0;
+  /** Entries in both tables. */
   private count = 0;
   /** NaN never equals itself in a Float64Array comparison: its one entry lives here. */
   private nanRow: Row | undefined;
-
-  constructor() {
-    this.keys = new Float64Array(initialCapacity);
-    this.rows = new Array<Row | undefined>(initialCapacity).fill(undefined);
-    this.mask = initialCapacity - 1;
-  }
 
   get size(): number {
     return this.count + (this.nanRow === undefined ? 0 : 1);
@@ -64,17 +160,29 @@ export class NumberMap implements UniqueRows {
   get(key: HashKey): Row | undefined {
     if (typeof key !== 'number') return undefined;
     if (key !== key) return this.nanRow;
-    const keys = this.keys;
-    const rows = this.rows;
-    const mask = this.mask;
+    if (this.draining !== undefined) return this.getWhileDraining(key);
+    // The probe of SlotTable.find, inlined: this lookup is the hot path of every keyed read.
+    const table = this.table;
+    const keys = table.keys;
+    const chunks = table.chunks;
+    const mask = table.mask;
     // +0 for -0: both hash alike, as Map treats them as one key.
     let slot = hashNumber(key === 0 ? 0 : key) & mask;
     for (;;) {
-      const row = rows[slot];
+      const row = chunks[slot >>> chunkBits][slot & chunkMask];
       if (row === undefined) return undefined;
       if (keys[slot] === key) return row;
       slot = (slot + 1) & mask;
     }
+  }
+
+  /** Reads leave the drain to writes, which are what grows a table (and keeps a read cheap). */
+  private getWhileDraining(key: number): Row | undefined {
+    const slot = this.table.find(key);
+    if (slot >= 0) return this.table.row(slot);
+    const draining = this.draining!;
+    const old = draining.find(key);
+    return old < 0 ? undefined : draining.row(old);
   }
 
   set(key: HashKey, row: Row): void {
@@ -83,21 +191,24 @@ export class NumberMap implements UniqueRows {
       this.nanRow = row;
       return;
     }
-    const normalized = key === 0 ? 0 : key;
-    let slot = hashNumber(normalized) & this.mask;
-    for (;;) {
-      const existing = this.rows[slot];
-      if (existing === undefined) break;
-      if (this.keys[slot] === normalized) {
-        this.rows[slot] = row;
+    if (this.draining !== undefined) {
+      this.drain();
+      const old = this.draining?.find(key) ?? -1;
+      if (old >= 0) {
+        this.draining!.setRow(old, row);
         return;
       }
-      slot = (slot + 1) & this.mask;
     }
-    this.keys[slot] = normalized;
-    this.rows[slot] = row;
+    const normalized = key === 0 ? 0 : key;
+    const table = this.table;
+    const slot = table.find(normalized);
+    if (slot >= 0) {
+      table.setRow(slot, row);
+      return;
+    }
+    table.insert(normalized, row);
     this.count++;
-    if (this.count > (this.mask + 1) * loadFactorMax) this.grow();
+    if (this.count > table.capacity * loadFactorMax) this.grow();
   }
 
   delete(key: HashKey): boolean {
@@ -107,53 +218,43 @@ export class NumberMap implements UniqueRows {
       this.nanRow = undefined;
       return had;
     }
-    const keys = this.keys;
-    const rows = this.rows;
-    const mask = this.mask;
-    let slot = hashNumber(key === 0 ? 0 : key) & mask;
-    for (;;) {
-      if (rows[slot] === undefined) return false;
-      if (keys[slot] === key) break;
-      slot = (slot + 1) & mask;
-    }
-    // Backward-shift deletion: move each later entry of the run into the hole when its home slot
-    // does not lie (cyclically) between the hole and its current slot.
-    let hole = slot;
-    let next = (hole + 1) & mask;
-    while (rows[next] !== undefined) {
-      const home = hashNumber(keys[next]) & mask;
-      const movable = hole <= next ? home <= hole || home > next : home <= hole && home > next;
-      if (movable) {
-        keys[hole] = keys[next];
-        rows[hole] = rows[next];
-        hole = next;
+    if (this.draining !== undefined) {
+      this.drain();
+      const draining = this.draining;
+      const old = draining?.find(key) ?? -1;
+      if (old >= 0) {
+        // A tombstone, not a shift: the drain cursor may already be past the run's later slots.
+        draining!.setRow(old, moved);
+        this.count--;
+        return true;
       }
-      next = (next + 1) & mask;
     }
-    rows[hole] = undefined;
-    keys[hole] = 0;
+    const slot = this.table.find(key);
+    if (slot < 0) return false;
+    this.table.removeAt(slot);
     this.count--;
     return true;
   }
 
   private grow(): void {
-    const oldKeys = this.keys;
-    const oldRows = this.rows;
-    const capacity = oldKeys.length * 2;
-    this.keys = new Float64Array(capacity);
-    this.rows = new Array<Row | undefined>(capacity).fill(undefined);
-    this.mask = capacity - 1;
-    const keys = this.keys;
-    const rows = this.rows;
-    const mask = this.mask;
-    for (let i = 0; i < oldKeys.length; i++) {
-      const row = oldRows[i];
-      if (row === undefined) continue;
-      const key = oldKeys[i];
-      let slot = hashNumber(key) & mask;
-      while (rows[slot] !== undefined) slot = (slot + 1) & mask;
-      keys[slot] = key;
-      rows[slot] = row;
+    // A drain always ends first (see drainSlotsPerOperation); this only keeps the invariant.
+    while (this.draining !== undefined) this.drain();
+    this.draining = this.table;
+    this.drainCursor = 0;
+    this.table = new SlotTable(this.table.capacity * 2);
+  }
+
+  /** Moves the next few entries of the draining table into the current one. */
+  private drain(): void {
+    const old = this.draining!;
+    const end = Math.min(this.drainCursor + drainSlotsPerOperation, old.capacity);
+    for (let slot = this.drainCursor; slot < end; slot++) {
+      const row = old.row(slot);
+      if (row === undefined || row === moved) continue;
+      old.setRow(slot, moved);
+      this.table.insert(old.keys[slot], row);
     }
+    this.drainCursor = end;
+    if (end === old.capacity) this.draining = undefined;
   }
 }
