@@ -38,6 +38,8 @@ const drainSlotsPerOperation = 16;
 type Chunk = (Row | undefined)[];
 /** Stands for every chunk not yet written: reads find free slots there without a branch. */
 const unwrittenChunk: Chunk = new Array<Row | undefined>(chunkSize).fill(undefined);
+/** The keys of every chunk not yet written (never written to). */
+const unwrittenKeys = new Float64Array(chunkSize);
 /** Marks a slot of a draining table whose entry has moved: probes go on past it. */
 const moved: Row = [];
 
@@ -64,16 +66,23 @@ export interface UniqueRows {
   readonly size: number;
 }
 
-/** One open-addressing table: keys unboxed, rows in chunks; a free slot holds undefined. */
+/** One open-addressing table: keys unboxed, keys and rows in chunks; a free slot holds undefined. */
 class SlotTable {
-  readonly keys: Float64Array;
+  readonly keyChunks: Float64Array[];
   readonly chunks: Chunk[];
   readonly mask: number;
 
   constructor(capacity: number) {
-    this.keys = new Float64Array(capacity);
     this.mask = capacity - 1;
-    this.chunks = capacity <= chunkSize ? [new Array<Row | undefined>(capacity).fill(undefined)] : new Array<Chunk>(capacity >>> chunkBits).fill(unwrittenChunk);
+    if (capacity <= chunkSize) {
+      this.keyChunks = [new Float64Array(capacity)];
+      this.chunks = [new Array<Row | undefined>(capacity).fill(undefined)];
+    } else {
+      // Allocating the keys at once too would be one large external allocation, which V8 answers
+      // with a full collection at once (~350 ms on a heap of 2M rows here).
+      this.keyChunks = new Array<Float64Array>(capacity >>> chunkBits).fill(unwrittenKeys);
+      this.chunks = new Array<Chunk>(capacity >>> chunkBits).fill(unwrittenChunk);
+    }
   }
 
   get capacity(): number {
@@ -84,38 +93,61 @@ class SlotTable {
     return this.chunks[slot >>> chunkBits][slot & chunkMask];
   }
 
-  setRow(slot: number, row: Row | undefined): void {
+  /** The key in an occupied slot. */
+  key(slot: number): number {
+    return this.keyChunks[slot >>> chunkBits][slot & chunkMask];
+  }
+
+  /** Sets a slot's row (undefined frees it); its key too, unless `key` is undefined. */
+  set(slot: number, key: number | undefined, row: Row | undefined): void {
     const index = slot >>> chunkBits;
     let chunk = this.chunks[index];
     if (chunk === unwrittenChunk) {
       chunk = new Array<Row | undefined>(chunkSize).fill(undefined);
       this.chunks[index] = chunk;
+      this.keyChunks[index] = new Float64Array(chunkSize);
     }
     chunk[slot & chunkMask] = row;
+    if (key !== undefined) this.keyChunks[index][slot & chunkMask] = key;
   }
 
   /** The slot holding `key`, or -1. Tombstones (draining tables only) are passed over. */
   find(key: number): number {
-    const keys = this.keys;
+    const keyChunks = this.keyChunks;
     const chunks = this.chunks;
     const mask = this.mask;
     let slot = hashNumber(key === 0 ? 0 : key) & mask;
     for (;;) {
       const row = chunks[slot >>> chunkBits][slot & chunkMask];
       if (row === undefined) return -1;
-      if (keys[slot] === key && row !== moved) return slot;
+      if (keyChunks[slot >>> chunkBits][slot & chunkMask] === key && row !== moved) return slot;
       slot = (slot + 1) & mask;
     }
   }
 
   /** Puts a key known to be absent into its first free slot. */
   insert(key: number, row: Row): void {
+    this.set(this.freeSlot(key), key, row);
+  }
+
+  /**
+   * `insert`, but only where a draining table's cursor has not passed yet (the drain moves it on
+   * later); false when the first free slot lies behind `cursor`.
+   */
+  insertAhead(key: number, row: Row, cursor: number): boolean {
+    const slot = this.freeSlot(key);
+    if (slot < cursor) return false;
+    this.set(slot, key, row);
+    return true;
+  }
+
+  /** The first free slot of `key`'s probe run (tombstones are not free). */
+  private freeSlot(key: number): number {
     const chunks = this.chunks;
     const mask = this.mask;
     let slot = hashNumber(key) & mask;
     while (chunks[slot >>> chunkBits][slot & chunkMask] !== undefined) slot = (slot + 1) & mask;
-    this.keys[slot] = key;
-    this.setRow(slot, row);
+    return slot;
   }
 
   /**
@@ -123,22 +155,20 @@ class SlotTable {
    * does not lie (cyclically) between the hole and its current slot.
    */
   removeAt(slot: number): void {
-    const keys = this.keys;
     const mask = this.mask;
     let hole = slot;
     let next = (hole + 1) & mask;
     for (let row = this.row(next); row !== undefined; row = this.row(next)) {
-      const home = hashNumber(keys[next]) & mask;
+      const key = this.key(next);
+      const home = hashNumber(key) & mask;
       const movable = hole <= next ? home <= hole || home > next : home <= hole && home > next;
       if (movable) {
-        keys[hole] = keys[next];
-        this.setRow(hole, row);
+        this.set(hole, key, row);
         hole = next;
       }
       next = (next + 1) & mask;
     }
-    this.setRow(hole, undefined);
-    keys[hole] = 0;
+    this.set(hole, 0, undefined);
   }
 }
 
@@ -163,7 +193,7 @@ export class NumberMap implements UniqueRows {
     if (this.draining !== undefined) return this.getWhileDraining(key);
     // The probe of SlotTable.find, inlined: this lookup is the hot path of every keyed read.
     const table = this.table;
-    const keys = table.keys;
+    const keyChunks = table.keyChunks;
     const chunks = table.chunks;
     const mask = table.mask;
     // +0 for -0: both hash alike, as Map treats them as one key.
@@ -171,7 +201,7 @@ export class NumberMap implements UniqueRows {
     for (;;) {
       const row = chunks[slot >>> chunkBits][slot & chunkMask];
       if (row === undefined) return undefined;
-      if (keys[slot] === key) return row;
+      if (keyChunks[slot >>> chunkBits][slot & chunkMask] === key) return row;
       slot = (slot + 1) & mask;
     }
   }
@@ -195,7 +225,7 @@ export class NumberMap implements UniqueRows {
       this.drain();
       const old = this.draining?.find(key) ?? -1;
       if (old >= 0) {
-        this.draining!.setRow(old, row);
+        this.draining!.set(old, undefined, row);
         return;
       }
     }
@@ -203,10 +233,15 @@ export class NumberMap implements UniqueRows {
     const table = this.table;
     const slot = table.find(normalized);
     if (slot >= 0) {
-      table.setRow(slot, row);
+      table.set(slot, undefined, row);
       return;
     }
-    table.insert(normalized, row);
+    // While draining, a new key goes into the old table when its place there is still ahead of
+    // the drain: the new table's chunks then fill in the drain's order, a few at a time, instead
+    // of all of them within the first few hundred inserts (a burst V8 answers with a full
+    // collection at once).
+    const draining = this.draining;
+    if (draining === undefined || !draining.insertAhead(normalized, row, this.drainCursor)) table.insert(normalized, row);
     this.count++;
     if (this.count > table.capacity * loadFactorMax) this.grow();
   }
@@ -224,7 +259,7 @@ export class NumberMap implements UniqueRows {
       const old = draining?.find(key) ?? -1;
       if (old >= 0) {
         // A tombstone, not a shift: the drain cursor may already be past the run's later slots.
-        draining!.setRow(old, moved);
+        draining!.set(old, undefined, moved);
         this.count--;
         return true;
       }
@@ -251,8 +286,8 @@ export class NumberMap implements UniqueRows {
     for (let slot = this.drainCursor; slot < end; slot++) {
       const row = old.row(slot);
       if (row === undefined || row === moved) continue;
-      old.setRow(slot, moved);
-      this.table.insert(old.keys[slot], row);
+      old.set(slot, undefined, moved);
+      this.table.insert(old.key(slot), row);
     }
     this.drainCursor = end;
     if (end === old.capacity) this.draining = undefined;
