@@ -7,13 +7,13 @@
  * adjacent cache lines, and the garbage collector never scans the keys.
  *
  * Semantics are Map's for numbers (SameValueZero): -0 and 0 are one key, NaN equals NaN.
- * Deletion shifts later entries of the probe run back (no tombstones), so lookups stay short
- * after many deletes.
+ * Deletion shifts later entries of the probe run back (no tombstones outside a drain, below), so
+ * lookups stay short after many deletes.
  *
  * Growing never stops the partition for long. Doubling a table of a million keys at once took
  * ~80 ms here (allocating the new row array alone ~30 ms, its pages faulted in), and ~330 ms at
- * two million: every call queued behind that insert waited as long. So row references sit in
- * chunks of 65,536 slots, allocated when first written, and a full table is drained into its
+ * two million: every call queued behind that insert waited as long. So keys and row references sit
+ * in chunks of 65,536 slots, allocated when first written, and a full table is drained into its
  * successor a few slots per write: until the old table is empty, lookups try the new table and
  * then the old one, where moved entries leave tombstones so the probe runs of the rest stay whole.
  */
@@ -25,13 +25,13 @@ import type { HashKey } from './index-key.ts';
 const loadFactorMax = 0.5;
 const initialCapacity = 16;
 const chunkBits = 16;
-/** Row references per chunk (512 KiB): allocating one is a short pause, not a long one. */
+/** Slots per chunk (512 KiB of keys, as much of row references): allocating one is a short pause. */
 const chunkSize = 1 << chunkBits;
 const chunkMask = chunkSize - 1;
 /**
  * Old-table slots moved per write (set or delete) while draining. The drain ends after
- * capacity / 16 writes, long before the new table (twice the capacity, a quarter full at the start) can
- * fill: at most an eighth of the old capacity is inserted meanwhile.
+ * capacity / 16 writes, long before the new table (twice the capacity, a quarter full at the
+ * start) could fill: at most a sixteenth of the old capacity is inserted meanwhile.
  */
 const drainSlotsPerOperation = 16;
 
