@@ -71,6 +71,11 @@ export class RowSet {
     return true;
   }
 
+  /** The first row, if any (a view without GROUP BY holds at most one). */
+  first(): Row | undefined {
+    return this.chunks[0][0];
+  }
+
   /** A copy of the row references in order: a snapshot's barrier (~4 ms per 1M rows here). */
   toArray(): Row[] {
     return this.chunks.length === 1 ? this.chunks[0].slice() : ([] as Row[]).concat(...this.chunks);
@@ -84,7 +89,8 @@ export class RowSet {
     }
   }
 
-  private at(position: number): Row | undefined {
-    return this.chunks[position >>> chunkBits]?.[position & chunkMask];
+  /** The row at a position below `count`. */
+  private at(position: number): Row {
+    return this.chunks[position >>> chunkBits][position & chunkMask];
   }
 }

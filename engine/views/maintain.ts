@@ -76,10 +76,7 @@ export class ViewMaintainer {
 
   private findGroup(sourceRow: Row): Row | undefined {
     this.keyHadNull = false;
-    if (!this.groupIndex) {
-      for (const row of this.view.rows) return row;
-      return undefined;
-    }
+    if (!this.groupIndex) return this.view.rows.first();
     if (this.singleGroupHash !== undefined) {
       const value = sourceRow[this.groupBy[0]];
       if (value !== null) return this.singleGroupHash.getOne(value);
@@ -212,9 +209,7 @@ export class ViewMaintainer {
       this.sourceGroupIndex.forEachEqual(key, visit);
       return;
     }
-    for (const row of this.source.rows) {
-      if (this.groupBy.every((column, i) => row[column] === key[i]) && visit(row) === false) return;
-    }
+    this.source.rows.scan((row) => !this.groupBy.every((column, i) => row[column] === key[i]) || visit(row) !== false);
   }
 
   /** O(N) recount of the whole view from its source; run under VERIFY and by tests. */
