@@ -9,8 +9,16 @@
  * (file-encode.ts), never on the main thread. Because the pipeline repeats a failed or interrupted
  * delivery with exactly the same sequence range, a re-delivery rewrites the same file names:
  * nothing is duplicated. Rolling by size and time is the pipeline's batching (`batchRowsMax`,
- * `batchBytesMax`, `lingerMs`). A day folder gets `_SUCCESS` once the pipeline's watermark has
- * passed the day's end plus `closeGraceMs`: every row committed in it has been written.
+ * `batchBytesMax`, `lingerMs`). A day folder gets `_SUCCESS` once every row that belongs in it has
+ * been written, as far as the target can know:
+ * - filed by commit day: once the pipeline's watermark (every row committed before it is
+ *   delivered) has passed the day's end plus `closeGraceMs`;
+ * - filed by a day column (event time, which need not follow the wall clock: a backfill, a
+ *   replay, a simulation): once a row of the stream whose day column is at or past the day's end
+ *   plus `closeGraceMs` has been delivered and the watermark has passed that row's commit. Rows
+ *   of the day committed after it are late: they are still written, beside `_SUCCESS`, with one
+ *   warning per day. A stream that goes quiet closes its days once it has committed nothing for
+ *   `closeGraceMs`.
  */
 import { existsSync, readdirSync, writeFileSync, renameSync, mkdirSync } from 'node:fs';
 import os from 'node:os';
@@ -64,6 +72,18 @@ interface DayRange {
   end: number;
 }
 
+/** A day folder written to and not yet closed. */
+interface OpenDay {
+  readonly stream: string;
+  /** The day's end (ms). */
+  readonly end: number;
+  /**
+   * Day-column filing: the commit time of the first delivered row of the stream whose day column
+   * is at or past `end + closeGraceMs`; the day closes once the watermark passes it.
+   */
+  passedAtCommit: number | undefined;
+}
+
 export class FileTarget implements ExportTarget {
   readonly name: string;
   /** A redelivered range rewrites the same file name: never a copy. */
@@ -78,8 +98,12 @@ export class FileTarget implements ExportTarget {
   private readonly dayColumn: string | undefined;
   private readonly pool: Piscina<EncodeTask, EncodeResult>;
   private readonly logger: Logger | undefined;
-  /** Day folders written and not yet closed: `<stream folder>/dt=<day>` → the day's end (ms). */
-  private readonly openDays = new Map<string, number>();
+  /** Day folders written and not yet closed, by folder (`<stream folder>/dt=<day>`). */
+  private readonly openDays = new Map<string, OpenDay>();
+  /** Per stream: the latest commit time delivered (or, for days found open at start, the start). */
+  private readonly lastCommit = new Map<string, number>();
+  /** Closed day folders already warned about late rows: one warning per day, not per batch. */
+  private readonly warnedLate = new Set<string>();
   private lastRange: DayRange | undefined;
   private closed = false;
 
@@ -123,16 +147,50 @@ export class FileTarget implements ExportTarget {
     if (this.closed) throw new Error(`file target ${this.name} is closed`);
     const columns = batch.columns.map((column) => ({ name: column.name, type: column.type }));
     const writes: Promise<EncodeResult>[] = [];
-    for (const group of this.groupByDay(batch)) {
+    const { groups, latestWhen } = this.groupByDay(batch);
+    for (const group of groups) {
       const folder = path.join(this.root, batch.stream, `dt=${group.range.day}`);
-      if (!this.openDays.has(folder) && existsSync(path.join(folder, successMarker))) {
-        this.logger?.warn({ target: this.name, folder }, `rows for the closed day ${group.range.day} of stream ${batch.stream} arrived late; written beside its ${successMarker}`);
+      if (this.openDays.has(folder)) {
+        // Open: nothing to check on disk.
+      } else if (existsSync(path.join(folder, successMarker))) {
+        if (!this.warnedLate.has(folder)) {
+          this.warnedLate.add(folder);
+          this.logger?.warn(
+            { target: this.name, folder },
+            `rows for the closed day ${group.range.day} of stream ${batch.stream} arrived late; written beside its ${successMarker} (further late rows of that day are written without a warning)`,
+          );
+        }
+      } else {
+        this.openDays.set(folder, { stream: batch.stream, end: group.range.end, passedAtCommit: undefined });
       }
       const file = path.join(folder, `part-p${String(batch.partition).padStart(4, '0')}-${pad(group.first)}-${pad(group.last)}.${extensions[this.format]}`);
       writes.push(this.pool.run({ file, format: this.format, compression: this.compression, columns, ...group.rows }));
-      if (!existsSync(path.join(folder, successMarker))) this.openDays.set(folder, group.range.end);
     }
+    const commits = batch.commitTimestamps;
+    if (commits.length > 0) this.lastCommit.set(batch.stream, Math.max(this.lastCommit.get(batch.stream) ?? 0, commits[commits.length - 1]));
+    if (latestWhen !== undefined) this.notePassedDays(batch, latestWhen);
     await Promise.all(writes);
+  }
+
+  /**
+   * Day-column filing: open days of the batch's stream that the batch's day column has passed
+   * (by `closeGraceMs`) learn the commit time of the first row that passed them. Rows are looked
+   * at again only when some open day was passed, about once per day.
+   */
+  private notePassedDays(batch: ExportBatch, latestWhen: number): void {
+    const dayColumn = this.dayColumns.get(batch.stream)!;
+    for (const day of this.openDays.values()) {
+      if (day.stream !== batch.stream || day.passedAtCommit !== undefined) continue;
+      const threshold = day.end + this.closeGraceMs;
+      if (latestWhen < threshold) continue;
+      for (let i = 0; i < batch.rows.length; i++) {
+        const when = batch.rows[i][dayColumn];
+        if (when !== null && (when as number) >= threshold) {
+          day.passedAtCommit = batch.commitTimestamps[i];
+          break;
+        }
+      }
+    }
   }
 
   /**
@@ -140,9 +198,9 @@ export class FileTarget implements ExportTarget {
    * by commit time, a chunk's rows share one day, so they go to the encoder thread still encoded;
    * filed by a day column, each row is looked at here.
    */
-  private groupByDay(batch: ExportBatch): { range: DayRange; first: number; last: number; rows: Pick<EncodeTask, 'rows' | 'encoded'> }[] {
+  private groupByDay(batch: ExportBatch): { groups: DayGroup[]; latestWhen: number | undefined } {
     const dayColumn = this.dayColumns.get(batch.stream);
-    const groups = new Map<string, { range: DayRange; first: number; last: number; rows: Pick<EncodeTask, 'rows' | 'encoded'> }>();
+    const groups = new Map<string, DayGroup>();
     if (dayColumn === undefined && batch.encoded !== undefined) {
       let sequence = batch.firstSequence;
       for (const chunk of batch.encoded.chunks) {
@@ -156,11 +214,13 @@ export class FileTarget implements ExportTarget {
         sequence += chunk.count;
         group.last = sequence - 1;
       }
-      return [...groups.values()];
+      return { groups: [...groups.values()], latestWhen: undefined };
     }
+    let latestWhen: number | undefined;
     for (let i = 0; i < batch.rows.length; i++) {
       const row = batch.rows[i];
       const when = dayColumn !== undefined && row[dayColumn] !== null ? (row[dayColumn] as number) : batch.commitTimestamps[i];
+      if (dayColumn !== undefined && (latestWhen === undefined || when > latestWhen)) latestWhen = when;
       const range = this.dayOf(when);
       let group = groups.get(range.day);
       if (group === undefined) {
@@ -170,16 +230,23 @@ export class FileTarget implements ExportTarget {
       group.rows.rows!.push(row as Value[]);
       group.last = batch.firstSequence + i;
     }
-    return [...groups.values()];
+    return { groups: [...groups.values()], latestWhen };
   }
 
-  /** Closes (writes `_SUCCESS` into) every open day that ended `closeGraceMs` before the watermark. */
+  /** Closes (writes `_SUCCESS` into) every open day whose rows are all written (see the header). */
   async watermark(committedBefore: number): Promise<void> {
-    for (const [folder, end] of this.openDays) {
-      if (end + this.closeGraceMs > committedBefore) continue;
+    for (const [folder, day] of this.openDays) {
+      if (!this.closes(day, committedBefore)) continue;
       writeAtomically(path.join(folder, successMarker), '');
       this.openDays.delete(folder);
     }
+  }
+
+  private closes(day: OpenDay, committedBefore: number): boolean {
+    if (this.dayColumns.get(day.stream) === undefined) return day.end + this.closeGraceMs <= committedBefore;
+    if (day.passedAtCommit !== undefined && day.passedAtCommit <= committedBefore) return true;
+    const lastCommit = this.lastCommit.get(day.stream);
+    return lastCommit !== undefined && lastCommit + this.closeGraceMs <= committedBefore;
   }
 
   /** End-of-day job: one file, then `_SUCCESS`; a day that has `_SUCCESS` already is left alone. */
@@ -208,7 +275,9 @@ export class FileTarget implements ExportTarget {
         const folder = path.join(this.root, stream.name, day.name);
         if (existsSync(path.join(folder, successMarker))) continue;
         const start = DateTime.fromISO(match[1], { zone: this.timeZone });
-        this.openDays.set(folder, start.plus({ days: 1 }).toMillis());
+        this.openDays.set(folder, { stream: stream.name, end: start.plus({ days: 1 }).toMillis(), passedAtCommit: undefined });
+        // A stream that stays quiet after the restart still closes its days, `closeGraceMs` on.
+        if (!this.lastCommit.has(stream.name)) this.lastCommit.set(stream.name, Date.now());
       }
     }
   }
@@ -221,6 +290,13 @@ export class FileTarget implements ExportTarget {
     this.lastRange = range;
     return range;
   }
+}
+
+interface DayGroup {
+  range: DayRange;
+  first: number;
+  last: number;
+  rows: Pick<EncodeTask, 'rows' | 'encoded'>;
 }
 
 function dayColumnOf(table: TableDef, name: string, at: (string | number)[]): number {

@@ -111,6 +111,51 @@ describe('file export (embedded)', () => {
     await db.close();
   });
 
+  it('closes a day filed by a day column when the stream passes its end plus the grace, not by the wall clock', async () => {
+    // A replay of January 2020: the day column is years behind the commit clock, as in a backfill
+    // or the smart-meter demo's simulated time. Commits are stamped an hour ago, so the watermark
+    // (now - 10 s) has passed every one of them; the grace of 2 hours keeps the stream from
+    // counting as quiet.
+    const data = temporaryFolder();
+    const root = path.join(data, 'out');
+    const hour = 3_600_000;
+    const db = await openDatabase(data, fileExports(root, { dayColumn: 'ts', closeGraceMs: 2 * hour, timeZone: 'Europe/Copenhagen' }), () => Date.now() - hour);
+    await seedMeters(db, [1, 2]);
+    const lateEvening = Date.UTC(2020, 0, 1, 22, 50, 0); // 23:50 in Copenhagen
+    await db.call('Emit', 1, lateEvening, 3, 0);
+    await db.call('Emit', 2, lateEvening + 20 * 60_000, 2, 0); // 00:10 and 00:11 on 2 January
+    await db.call('Emit', 1, lateEvening + 135 * 60_000, 1, 0); // 02:05: past 1 January's end plus the grace
+    expect(await db.exports!.idle()).toBe(true);
+    const day = (date: string): string => path.join(root, 'readings', `dt=${date}`);
+    for (let waited = 0; waited < 100 && !existsSync(path.join(day('2020-01-01'), '_SUCCESS')); waited++) await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(existsSync(path.join(day('2020-01-01'), '_SUCCESS'))).toBe(true);
+    // 2 January is under way: its end plus the grace is years before the wall clock, yet it stays open.
+    expect(existsSync(path.join(day('2020-01-02'), '_SUCCESS'))).toBe(false);
+    // A row for the closed day still goes out, beside _SUCCESS.
+    await db.call('Emit', 2, lateEvening + 5 * 60_000, 1, 0);
+    expect(await db.exports!.idle()).toBe(true);
+    const late = exportedFiles(root, 'jsonl').filter((file) => file.day === '2020-01-01');
+    expect(late.length).toBeGreaterThanOrEqual(2);
+    expect(existsSync(path.join(day('2020-01-02'), '_SUCCESS'))).toBe(false);
+    await db.close();
+  });
+
+  it('closes the days of a day-column stream that has committed nothing for the grace', async () => {
+    // Commits stamped three hours ago with a grace of two: the stream is quiet, so its days close
+    // although no row has passed them.
+    const data = temporaryFolder();
+    const root = path.join(data, 'out');
+    const hour = 3_600_000;
+    const db = await openDatabase(data, fileExports(root, { dayColumn: 'ts', closeGraceMs: 2 * hour, timeZone: 'UTC' }), () => Date.now() - 3 * hour);
+    await seedMeters(db, [1]);
+    await db.call('Emit', 1, Date.UTC(2020, 0, 1, 12, 0, 0), 2, 0);
+    expect(await db.exports!.idle()).toBe(true);
+    const success = path.join(root, 'readings', 'dt=2020-01-01', '_SUCCESS');
+    for (let waited = 0; waited < 100 && !existsSync(success); waited++) await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(existsSync(success)).toBe(true);
+    await db.close();
+  });
+
   it('writes CSV with a header, ISO timestamps and empty NULLs', async () => {
     const data = temporaryFolder();
     const root = path.join(data, 'out');
