@@ -7,7 +7,7 @@
 import { crc32 } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { decodePayload } from '../../engine/durability/framing.ts';
-import { crc32Range, GroupEncoder, groupFrameVersion, groupRecordSpans } from '../../engine/durability/group-frame.ts';
+import { crc32Range, GroupEncoder, groupCapacityFor, groupFrameVersion, groupRecordSpans } from '../../engine/durability/group-frame.ts';
 import type { Value } from '../../engine/types.ts';
 
 function decodeAll(group: Uint8Array): unknown[] {
@@ -57,6 +57,29 @@ describe('command-log group values', () => {
     // The next group starts empty in a fresh buffer.
     encoder.add(9, 9, 0, 'Vote', 0, [1]);
     expect(decodeAll(encoder.take())).toEqual([[9, 9, 0, 'Vote', 0, [1]]]);
+  });
+
+  it('starts each group in a buffer sized by the group before it, not by the largest so far', () => {
+    const encoder = new GroupEncoder();
+    // A bulk load's group: ~700 KB.
+    for (let id = 1; id <= 2000; id++) encoder.add(id, 0, 0, 'LoadMeters', 1, ['x'.repeat(300), id]);
+    const bulk = encoder.take();
+    expect(bulk.length).toBeGreaterThan(600_000);
+    // Then small groups, as under a steady trickle of calls: their buffers come back down.
+    let small: Buffer | undefined;
+    for (let round = 0; round < 3; round++) {
+      encoder.add(10_000 + round, 0, 0, 'Vote', 1, [5_551_234_567, 3]);
+      small = encoder.take();
+    }
+    // A small group's buffer is a slice of Node's shared pool (or its own, at most 16 KiB).
+    expect(small!.buffer.byteLength).toBeLessThanOrEqual(Math.max(Buffer.poolSize, 16 * 1024));
+    expect(small!.buffer.byteLength).toBeLessThan(bulk.buffer.byteLength);
+    expect(decodeAll(small!)).toEqual([[10_002, 0, 0, 'Vote', 1, [5_551_234_567, 3]]]);
+    // A steady size fits its buffer with room to spare: no regrowth while the group fills.
+    for (const bytes of [1, 1000, 14_000, 100_000]) {
+      expect(groupCapacityFor(bytes)).toBeGreaterThanOrEqual(bytes * 1.5);
+      expect(groupCapacityFor(bytes)).toBeLessThanOrEqual(Math.max(1024, bytes * 3));
+    }
   });
 
   it('computes the same CRC32 as node:zlib at every length', () => {
