@@ -3,7 +3,8 @@
  * same statements and parameters, run both ways on identical partitions, must give the same rows,
  * the same errors and the same stored state. Point lookups cover every key type, composite hash
  * keys, residual filters, computed projections and NULL/missing keys; inserts cover every column
- * type, defaults, constants, expressions and each kind of bad value.
+ * type, defaults, constants, expressions and each kind of bad value; updates through a unique key
+ * cover SET expressions over the row, residual filters, views kept current and bad values.
  */
 import { describe, expect, it } from 'vitest';
 import { applyDdl, emptyCatalog } from '../engine/catalog/ddl.ts';
@@ -97,9 +98,13 @@ describe('compiled statements agree with the generic executor', () => {
       'SELECT n FROM pair WHERE a = ? AND b = ?',
       'INSERT INTO t (id, name) VALUES (?, ?)',
       'INSERT INTO counted VALUES (?, ?)',
+      'UPDATE t SET name = ? WHERE id = ?',
+      'UPDATE pair SET n = n + 1 WHERE a = ? AND b = ? AND n > 0',
     ]) {
       expect(isCompiled(pair.plan(sql).objects), sql).toBe(true);
     }
+    expect(pair.plan('UPDATE t SET name = ?, big = ? WHERE id = ?').rawParams).toBe(true);
+    expect(pair.plan('UPDATE t SET big = big + 1 WHERE id = ?').rawParams).toBe(false);
     // Closure-free compiled statements normalize their own parameters; with a closure they cannot.
     expect(pair.plan('SELECT name FROM t WHERE id = ?').rawParams).toBe(true);
     expect(pair.plan('INSERT INTO t (id, name) VALUES (?, ?)').rawParams).toBe(true);
@@ -112,6 +117,8 @@ describe('compiled statements agree with the generic executor', () => {
       'UPSERT INTO t (id, name) VALUES (?, ?)',
       'INSERT INTO pair VALUES (1, ?, 2), (2, ?, 3)',
       'DELETE FROM t WHERE id = ?',
+      'UPDATE t SET name = ? WHERE name = ?',
+      'UPDATE t SET name = ?',
       'EXPLAIN SELECT name FROM t WHERE id = ?',
     ]) {
       expect(isCompiled(pair.plan(sql).objects), sql).toBe(false);
@@ -177,9 +184,27 @@ describe('compiled statements agree with the generic executor', () => {
         ['SELECT n FROM pair WHERE b = ? AND a = ?', () => [pick(names), int(0, 4)]],
         ['SELECT g, n, total FROM counted_by_g WHERE g = ?', () => [int(0, 5)]],
       ];
+      const updates: [string, () => unknown[]][] = [
+        ['UPDATE t SET name = ?, big = ? WHERE id = ?', () => [maybe(pick(names)), maybe(int(-1e12, 1e12)), maybe(int(-1, 60))]],
+        ['UPDATE t SET big = big + ?, small = ? WHERE id = ?', () => [int(-5, 5), anyValue(), int(0, 60)]],
+        ['UPDATE t SET ts = ?, d = ?, bin = ?, flag = ? WHERE id = ?', () => [anyValue(), anyValue(), anyValue(), anyValue(), int(0, 60)]],
+        ['UPDATE t SET note = COALESCE(name, ?) WHERE id = ? AND flag = TRUE', () => [pick(['x', 'elevenchars!']), int(0, 60)]],
+        ['UPDATE t SET f = ? WHERE id = ?', () => [anyValue(), anyValue()]],
+        ['UPDATE byname SET n = n * 2 WHERE name = ?', () => [maybe(pick(names))]],
+        ['UPDATE pair SET n = ? WHERE a = ? AND b = ?', () => [maybe(int(0, 9)), int(0, 4), pick(names)]],
+        ['UPDATE counted SET x = ? WHERE g = ?', () => [int(-9, 9), int(0, 5)]],
+      ];
       let rowsSeen = 0;
-      for (let i = 0; i < 1500; i++) {
-        const [sql, params] = next() < 0.5 ? pick(inserts) : pick(lookups);
+      let rowsUpdated = 0;
+      for (let i = 0; i < 2000; i++) {
+        const roll = next();
+        if (roll >= 0.75) {
+          const [sql, params] = pick(updates);
+          const answer = pair.same(sql, params()) as { rows?: { modified_tuples: number }[] };
+          rowsUpdated += answer.rows?.[0]?.modified_tuples ?? 0;
+          continue;
+        }
+        const [sql, params] = roll < 0.4 ? pick(inserts) : pick(lookups);
         const answer = pair.same(sql, params()) as { rows?: unknown[] };
         rowsSeen += answer.rows?.length ?? 0;
       }
@@ -187,6 +212,7 @@ describe('compiled statements agree with the generic executor', () => {
       expect(tableState(pair.compiled)).toEqual(tableState(pair.generic));
       // The run did find rows: an always-empty run would agree vacuously.
       expect(rowsSeen).toBeGreaterThan(300);
+      expect(rowsUpdated).toBeGreaterThan(50);
       pair.compiled.verify();
     }
   });

@@ -5,19 +5,21 @@
  * where a statement runs on the partition it was called on; the multi-partition paths keep the
  * ResultTable form, which they merge.
  *
- * Two shapes are compiled, because they are most of OLTP: a point lookup through a unique hash
- * index (SELECT … WHERE pk = ?) and a one-row INSERT. Parameters and plain columns become array
+ * Three shapes are compiled, because they are most of OLTP: a point lookup through a unique hash
+ * index (SELECT … WHERE pk = ?), an UPDATE through one (UPDATE … SET … WHERE pk = ?) and a
+ * one-row INSERT. Parameters and plain columns become array
  * reads in the generated code; any other expression stays the bound closure the planner made, so
  * the semantics are the planner's (the differential tests compare both paths). Every other
  * statement runs the generic executor and converts its ResultTable (`rowObjects`).
  */
 import type { TableDef } from '../catalog/schema.ts';
 import type { HashIndex } from '../storage/indexes.ts';
+import type { Table } from '../storage/table.ts';
 import { coerceValue, isCanonical, type Row, type SqlType, type Value } from '../types.ts';
 import { normalizeParam } from './params.ts';
 import type { ResultTable, StorageAccess } from './context.ts';
 import type { Bound, Frame } from './expr.ts';
-import type { InsertPlan } from './dml.ts';
+import type { InsertPlan, UpdatePlan } from './dml.ts';
 import type { SelectPlan } from './select.ts';
 
 /** A row as a procedure sees it. */
@@ -71,10 +73,11 @@ export function compileObjectExecutor(
   statement: CompilableStatement,
   generic: (storage: StorageAccess, params: readonly Value[]) => ResultTable,
 ): CompiledExecutor {
-  const plan = statement.plan as SelectPlan | InsertPlan;
+  const plan = statement.plan as SelectPlan | InsertPlan | UpdatePlan;
   if (!statement.explain) {
     if (plan.kind === 'select' && isCompilableLookup(plan)) return compilePointLookup(plan);
     if (plan.kind === 'insert' && plan.rows.length === 1 && !plan.upsert) return compileInsert(plan);
+    if (plan.kind === 'update' && plan.access.kind === 'unique') return compileUpdate(plan);
   }
   return { run: (storage, params) => rowObjects(generic(storage, params)), rawParams: false };
 }
@@ -244,7 +247,75 @@ function compileInsert(plan: InsertPlan): CompiledExecutor {
   return { run: factory(closures, noFrame, defaults, types, table, isCanonical, coerce, normalizeParam) as ObjectExecutor, rawParams };
 }
 
+// --- updates through a unique index ----------------------------------------------------------
+
+/** The table and unique index a compiled update writes through, per partition (see IndexCache). */
+interface TableCache {
+  storage: StorageAccess | undefined;
+  generation: number;
+  table: Table | undefined;
+  index: HashIndex | undefined;
+}
+
+/**
+ * UPDATE … SET … WHERE <unique key> = …: finds the row with one probe, evaluates the SET values
+ * against it in order (each converted right after it is computed, as executeUpdate does) and
+ * writes them. The generic path collects matching rows through a visitor closure into an array
+ * first; every IngestReading of the smart meter runs one of these.
+ */
+function compileUpdate(plan: UpdatePlan): CompiledExecutor {
+  const tableName = plan.table.name;
+  const indexName = plan.access.index!;
+  const closures: Bound['evaluate'][] = [];
+  const parameters = new Set<number>();
+  const frame: Row[] = [null as unknown as Row];
+  const key = new Array<Value>(plan.access.equal.length);
+  const cache: TableCache = { storage: undefined, generation: -1, table: undefined, index: undefined };
+  const resolve = (storage: StorageAccess): void => {
+    cache.table = storage.table(tableName);
+    cache.index = cache.table.index(indexName) as HashIndex;
+    cache.storage = storage;
+    cache.generation = storage.catalogGeneration;
+  };
+  const coerce = (value: Value, i: number): Value => coerceValue(value, plan.types[i], plan.targets[i]);
+  const lines: string[] = [];
+  const equal = plan.access.equal;
+  for (let i = 0; i < equal.length; i++) {
+    lines.push(`const k${i} = ${expressionCode(equal[i], closures, undefined, parameters)};`);
+    lines.push(`if (k${i} === null || k${i} === undefined) return [{ modified_tuples: 0 }];`);
+  }
+  lines.push('if (storage !== cache.storage || storage.catalogGeneration !== cache.generation) resolve(storage);');
+  if (equal.length === 1) {
+    lines.push('const row = cache.index.getOne(k0);');
+  } else {
+    for (let i = 0; i < equal.length; i++) lines.push(`key[${i}] = k${i};`);
+    lines.push('const row = cache.index.getUnique(key);');
+  }
+  lines.push('if (row === undefined) return [{ modified_tuples: 0 }];');
+  const body: string[] = [];
+  if (plan.filter) {
+    closures.push(plan.filter.evaluate);
+    body.push(`if (closures[${closures.length - 1}](frame, params) !== true) return [{ modified_tuples: 0 }];`);
+  }
+  const entries: string[] = [];
+  for (let i = 0; i < plan.values.length; i++) {
+    body.push(`const v${i} = ${expressionCode(plan.values[i], closures, 'row', parameters)};`);
+    const canonical = canonicalCode(`v${i}`, plan.types[i]) ?? `isCanonical(v${i}, types[${i}])`;
+    body.push(`const c${i} = v${i} === null || ${canonical} ? v${i} : coerce(v${i}, ${i});`);
+    entries.push(`c${i}`);
+  }
+  // Closures read the row through the frame; the frame is cleared afterwards (even on an error)
+  // so it does not keep a deleted row alive.
+  body.push(`storage.update(cache.table, row, columns, [${entries.join(', ')}]);`, 'return [{ modified_tuples: 1 }];');
+  if (closures.length > 0) lines.push('frame[0] = row;', 'try {', ...body, '} finally { frame[0] = null; }');
+  else lines.push(...body);
+  const rawParams = closures.length === 0;
+  const source = [...parameterLines(parameters, rawParams), ...lines].join('\n');
+  const factory = new Function('closures', 'frame', 'key', 'cache', 'resolve', 'columns', 'types', 'isCanonical', 'coerce', 'normalizeParam', `"use strict"; return function updateOne(storage, params) {\n${source}\n};`);
+  return { run: factory(closures, frame, key, cache, resolve, plan.columns, plan.types, isCanonical, coerce, normalizeParam) as ObjectExecutor, rawParams };
+}
+
 /** For tests: whether a statement runs compiled code (rather than the generic executor). */
 export function isCompiled(executor: ObjectExecutor): boolean {
-  return executor.name === 'pointLookup' || executor.name === 'insertOne';
+  return executor.name === 'pointLookup' || executor.name === 'insertOne' || executor.name === 'updateOne';
 }
