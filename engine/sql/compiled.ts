@@ -157,18 +157,7 @@ function compilePointLookup(plan: SelectPlan): CompiledExecutor {
     closures.push(plan.constantFilter.evaluate);
     lines.push(`if (closures[${closures.length - 1}](frame, params) !== true) return [];`);
   }
-  for (let i = 0; i < equal.length; i++) {
-    lines.push(`const k${i} = ${expressionCode(equal[i], closures, undefined, parameters)};`);
-    lines.push(`if (k${i} === null || k${i} === undefined) return [];`);
-  }
-  lines.push('const index = storage === cache.storage && storage.catalogGeneration === cache.generation ? cache.index : resolve(storage);');
-  if (equal.length === 1) {
-    lines.push('const row = index.getOne(k0);');
-  } else {
-    for (let i = 0; i < equal.length; i++) lines.push(`key[${i}] = k${i};`);
-    lines.push('const row = index.getUnique(key);');
-  }
-  lines.push('if (row === undefined) return [];');
+  lines.push(...uniqueProbeLines(equal, closures, parameters, '[]'));
   // Closures read the row through the frame; plain columns read it directly.
   const projection = plan.projection.map((bound) => expressionCode(bound, closures, 'row', parameters));
   const needsFrame = closures.length > 0 || level.where !== undefined;
@@ -188,6 +177,28 @@ function compilePointLookup(plan: SelectPlan): CompiledExecutor {
   const body = [...parameterLines(parameters, rawParams), ...lines].join('\n');
   const factory = new Function('closures', 'frame', 'key', 'cache', 'resolve', 'normalizeParam', `"use strict"; return function pointLookup(storage, params) {\n${body}\n};`);
   return { run: factory(closures, frame, key, cache, resolve, normalizeParam) as ObjectExecutor, rawParams };
+}
+
+/**
+ * Generated lines that set `row` to the row a unique index holds for the key `equal` computes, or
+ * return `missing` when a key value is NULL or no row has it. They read the factory's `cache`
+ * (the index, per partition and catalog generation), `resolve` and `key` (a reused key array).
+ */
+function uniqueProbeLines(equal: readonly Bound[], closures: Bound['evaluate'][], parameters: Set<number>, missing: string): string[] {
+  const lines: string[] = [];
+  for (let i = 0; i < equal.length; i++) {
+    lines.push(`const k${i} = ${expressionCode(equal[i], closures, undefined, parameters)};`);
+    lines.push(`if (k${i} === null || k${i} === undefined) return ${missing};`);
+  }
+  lines.push('const index = storage === cache.storage && storage.catalogGeneration === cache.generation ? cache.index : resolve(storage);');
+  if (equal.length === 1) {
+    lines.push('const row = index.getOne(k0);');
+  } else {
+    for (let i = 0; i < equal.length; i++) lines.push(`key[${i}] = k${i};`);
+    lines.push('const row = index.getUnique(key);');
+  }
+  lines.push(`if (row === undefined) return ${missing};`);
+  return lines;
 }
 
 // --- one-row inserts --------------------------------------------------------------------------
@@ -271,27 +282,15 @@ function compileUpdate(plan: UpdatePlan): CompiledExecutor {
   const frame: Row[] = [null as unknown as Row];
   const key = new Array<Value>(plan.access.equal.length);
   const cache: TableCache = { storage: undefined, generation: -1, table: undefined, index: undefined };
-  const resolve = (storage: StorageAccess): void => {
+  const resolve = (storage: StorageAccess): HashIndex => {
     cache.table = storage.table(tableName);
     cache.index = cache.table.index(indexName) as HashIndex;
     cache.storage = storage;
     cache.generation = storage.catalogGeneration;
+    return cache.index;
   };
   const coerce = (value: Value, i: number): Value => coerceValue(value, plan.types[i], plan.targets[i]);
-  const lines: string[] = [];
-  const equal = plan.access.equal;
-  for (let i = 0; i < equal.length; i++) {
-    lines.push(`const k${i} = ${expressionCode(equal[i], closures, undefined, parameters)};`);
-    lines.push(`if (k${i} === null || k${i} === undefined) return [{ modified_tuples: 0 }];`);
-  }
-  lines.push('if (storage !== cache.storage || storage.catalogGeneration !== cache.generation) resolve(storage);');
-  if (equal.length === 1) {
-    lines.push('const row = cache.index.getOne(k0);');
-  } else {
-    for (let i = 0; i < equal.length; i++) lines.push(`key[${i}] = k${i};`);
-    lines.push('const row = cache.index.getUnique(key);');
-  }
-  lines.push('if (row === undefined) return [{ modified_tuples: 0 }];');
+  const lines = uniqueProbeLines(plan.access.equal, closures, parameters, '[{ modified_tuples: 0 }]');
   const body: string[] = [];
   if (plan.filter) {
     closures.push(plan.filter.evaluate);
