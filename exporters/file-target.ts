@@ -219,8 +219,10 @@ export class FileTarget implements ExportTarget {
     let latestWhen: number | undefined;
     for (let i = 0; i < batch.rows.length; i++) {
       const row = batch.rows[i];
-      const when = dayColumn !== undefined && row[dayColumn] !== null ? (row[dayColumn] as number) : batch.commitTimestamps[i];
-      if (dayColumn !== undefined && (latestWhen === undefined || when > latestWhen)) latestWhen = when;
+      const dayValue = dayColumn === undefined ? null : (row[dayColumn] as number | null);
+      const when = dayValue ?? batch.commitTimestamps[i];
+      // Only the day column moves a day-column stream's time on: a NULL row's commit time is another clock.
+      if (dayValue !== null && (latestWhen === undefined || dayValue > latestWhen)) latestWhen = dayValue;
       const range = this.dayOf(when);
       let group = groups.get(range.day);
       if (group === undefined) {

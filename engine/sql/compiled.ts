@@ -7,10 +7,10 @@
  *
  * Three shapes are compiled, because they are most of OLTP: a point lookup through a unique hash
  * index (SELECT … WHERE pk = ?), an UPDATE through one (UPDATE … SET … WHERE pk = ?) and a
- * one-row INSERT. Parameters and plain columns become array
- * reads in the generated code; any other expression stays the bound closure the planner made, so
- * the semantics are the planner's (the differential tests compare both paths). Every other
- * statement runs the generic executor and converts its ResultTable (`rowObjects`).
+ * one-row INSERT. Parameters and plain columns become array reads in the generated code; any
+ * other expression stays the bound closure the planner made, so the semantics are the planner's
+ * (the differential tests compare both paths). Every other statement runs the generic executor
+ * and converts its ResultTable (`rowObjects`).
  */
 import type { TableDef } from '../catalog/schema.ts';
 import type { HashIndex } from '../storage/indexes.ts';
