@@ -160,7 +160,12 @@ describe.skipIf(outage === undefined)('kafka broker outage', () => {
     expect(await eventually(() => received.length >= inTopic, 30_000), `consumed ${received.length} of ${inTopic}`).toBe(true);
 
     const after = await statistics();
-    expect(after).toMatchObject({ rowsPending: 0, rowsDelivered: 60, duplicatesPossible: 0, lastError: null });
+    expect(after).toMatchObject({ rowsPending: 0, rowsDelivered: 60, lastError: null });
+    // Only rows raised during the outage can be possible copies. Usually none are: the producer
+    // sees its connection closed and every later attempt is refused, which proves nothing was
+    // appended. But a produce written to the dying socket before the client noticed the close
+    // cannot be proven unappended (seen once in CI, under load: 6), and then counts.
+    expect(after.duplicatesPossible).toBeLessThanOrEqual(20);
     expect(inTopic).toBe(60);
     expect(after.failures).toBeGreaterThanOrEqual(2);
     expect(after.rowsRedelivered).toBeGreaterThanOrEqual(1);
