@@ -150,18 +150,16 @@ export class FileTarget implements ExportTarget {
     const { groups, latestWhen } = this.groupByDay(batch);
     for (const group of groups) {
       const folder = path.join(this.root, batch.stream, `dt=${group.range.day}`);
-      if (this.openDays.has(folder)) {
-        // Open: nothing to check on disk.
-      } else if (existsSync(path.join(folder, successMarker))) {
-        if (!this.warnedLate.has(folder)) {
+      if (!this.openDays.has(folder)) {
+        if (!existsSync(path.join(folder, successMarker))) {
+          this.openDays.set(folder, { stream: batch.stream, end: group.range.end, passedAtCommit: undefined });
+        } else if (!this.warnedLate.has(folder)) {
           this.warnedLate.add(folder);
           this.logger?.warn(
             { target: this.name, folder },
             `rows for the closed day ${group.range.day} of stream ${batch.stream} arrived late; written beside its ${successMarker} (further late rows of that day are written without a warning)`,
           );
         }
-      } else {
-        this.openDays.set(folder, { stream: batch.stream, end: group.range.end, passedAtCommit: undefined });
       }
       const file = path.join(folder, `part-p${String(batch.partition).padStart(4, '0')}-${pad(group.first)}-${pad(group.last)}.${extensions[this.format]}`);
       writes.push(this.pool.run({ file, format: this.format, compression: this.compression, columns, ...group.rows }));

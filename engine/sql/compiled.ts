@@ -260,12 +260,9 @@ function compileInsert(plan: InsertPlan): CompiledExecutor {
 
 // --- updates through a unique index ----------------------------------------------------------
 
-/** The table and unique index a compiled update writes through, per partition (see IndexCache). */
-interface TableCache {
-  storage: StorageAccess | undefined;
-  generation: number;
+/** IndexCache with the table a compiled update writes to. */
+interface TableCache extends IndexCache {
   table: Table | undefined;
-  index: HashIndex | undefined;
 }
 
 /**
